@@ -1,0 +1,133 @@
+"""The extension points of the optimisation loop: one abstract base class each.
+
+Every component is a callable configured at construction. Inputs are batches of *rows*: images
+``B×C×H×W`` or videos ``B×C×T×H×W``. Rows belong to *items* (one (unit, seed) optimisation each; an
+item has ``n_meis`` rows when diverse MEIs are asked for). Components must treat every row on its own
+(per-sample ops) and draw randomness only from ``step.generator_for(row)`` so that a row's result does
+not depend on which other rows share its batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Step:
+    """What a component may know about the current step.
+
+    ``rows``: indices (into the whole batch) of the rows being processed, in order.
+    ``row_items``: item index of every row of the whole batch (length B).
+    ``generators``: one ``torch.Generator`` per item, seeded from the item's seed.
+    """
+
+    i_iter: int
+    rows: Tensor
+    row_items: Tensor
+    generators: list[torch.Generator]
+    _rows_list: list[int] | None = None
+    _items_list: list[int] | None = None
+
+    def row_generators(self) -> list[torch.Generator]:
+        """The generator of each processed row (rows of one item share their item's generator)."""
+        if self._rows_list is None:
+            self._rows_list = self.rows.tolist()
+            self._items_list = self.row_items.tolist()
+        return [self.generators[self._items_list[r]] for r in self._rows_list]
+
+    def groups(self) -> Tensor:
+        """Item index of each processed row (for components that couple rows of one item)."""
+        return self.row_items[self.rows]
+
+
+class Component(ABC):
+    """Marker base: every built-in component derives from one of the ABCs below."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+class InitialGuess(Component):
+    """Creates the starting rows of one item from that item's generator."""
+
+    @abstractmethod
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        """Return a tensor of ``shape`` (``n×C×H×W`` or ``n×C×T×H×W``) on the CPU."""
+
+
+class Transform(Component):
+    """Maps the optimised input to what the model sees (differentiably)."""
+
+    #: a random transform is skipped when the final score is evaluated
+    random: bool = False
+
+    @abstractmethod
+    def __call__(self, x: Tensor, step: Step) -> Tensor: ...
+
+    def at_evaluation(self, x: Tensor) -> Tensor:
+        """The deterministic counterpart used for the final score (random shifts/crops are centred)."""
+        return x if self.random else self(x, _NO_STEP)
+
+
+class Regularizer(Component):
+    """A per-row penalty subtracted from the objective (so positive values discourage)."""
+
+    @abstractmethod
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        """Return one value per row (shape ``B``)."""
+
+
+class Preconditioner(Component):
+    """Rewrites the gradient before the optimiser step, per row."""
+
+    @abstractmethod
+    def __call__(self, grad: Tensor, step: Step) -> Tensor: ...
+
+
+class Postprocessor(Component):
+    """Projects the input after each optimiser step (outside autograd), per row."""
+
+    @abstractmethod
+    def __call__(self, x: Tensor, step: Step) -> Tensor: ...
+
+
+class Stopper(Component):
+    """Decides, per item, when its optimisation ends.
+
+    ``__call__`` returns ``(stop, reason)``: ``stop`` a bool tensor with one entry per item (or a plain
+    bool meaning all items), ``reason`` a string, a list of one string per item, or ``None``.
+    Items already stopped are frozen by the engine; a stopper's decision for an item must depend only
+    on that item's own history.
+    """
+
+    @abstractmethod
+    def __call__(self, state: "Any") -> tuple[Tensor | bool, Any]: ...
+
+
+class Tracker(Component):
+    """Records something every ``interval`` steps; copies to the host only on those steps."""
+
+    def __init__(self, interval: int = 1):
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}")
+        self.interval = interval
+        self.steps: list[int] = []
+        self.values: list[Tensor] = []
+
+    def __call__(self, state: Any) -> None:
+        if state.i_iter % self.interval == 0:
+            self.steps.append(state.i_iter)
+            self.values.append(self.read(state).detach().to("cpu", copy=True))
+
+    @abstractmethod
+    def read(self, state: Any) -> Tensor:
+        """The per-row value to record (first dimension = rows of the whole batch)."""
+
+
+_NO_STEP = Step(i_iter=0, rows=torch.zeros(0, dtype=torch.long), row_items=torch.zeros(0, dtype=torch.long), generators=[])

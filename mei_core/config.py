@@ -1,0 +1,207 @@
+"""Component specs, their imports with precise errors, and stable hashing of method configs.
+
+A component spec is either a short alias of a built-in (``"NumIterations"``) or a mapping
+``{"path": "dotted.module.Name", "kwargs": {...}}`` (the sinzlab/mei convention); ``path`` may also be an
+alias. Specs are never mutated: every function here reads its input and builds new objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .errors import MEIConfigError
+
+# Built-in aliases: short name -> dotted path. Filled lazily so importing config stays cheap.
+_BUILTIN_MODULES = (
+    "mei_core.initial",
+    "mei_core.stoppers",
+    "mei_core.transforms",
+    "mei_core.regularizers",
+    "mei_core.preconditioners",
+    "mei_core.postprocessors",
+    "mei_core.trackers",
+    "mei_core.objectives",
+    "mei_core.methods",
+)
+_aliases: dict[str, str] | None = None
+
+_NUMBER_AS_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
+
+
+def builtin_aliases() -> dict[str, str]:
+    """Map every public component class of the built-in modules to its dotted path."""
+    global _aliases
+    if _aliases is None:
+        from .components import Component
+
+        found: dict[str, str] = {}
+        for module_name in _BUILTIN_MODULES:
+            module = importlib.import_module(module_name)
+            for name in getattr(module, "__all__", ()):
+                obj = getattr(module, name)
+                if inspect.isclass(obj) and issubclass(obj, Component) and not inspect.isabstract(obj):
+                    found.setdefault(name, f"{module_name}.{name}")
+                elif inspect.isfunction(obj):
+                    found.setdefault(name, f"{module_name}.{name}")
+        _aliases = found
+    return _aliases
+
+
+def import_object(path: str, key: str) -> Any:
+    """Import ``path`` ("module.sub.Name" or a built-in alias), naming ``key`` in every error."""
+    if not isinstance(path, str) or not path:
+        raise MEIConfigError(f"{key}: expected an import path string, got {path!r}")
+    aliases = builtin_aliases()
+    if path in aliases:
+        path = aliases[path]
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name:
+        raise MEIConfigError(
+            f"{key}: {path!r} is neither a built-in alias nor a dotted import path 'module.Name'. "
+            f"Built-in aliases: {', '.join(sorted(aliases))}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing and module_name != missing and not module_name.startswith(missing + "."):
+            raise MEIConfigError(
+                f"{key}: module {module_name!r} was found but importing it failed because its "
+                f"dependency {missing!r} is not installed"
+            ) from error
+        raise MEIConfigError(f"{key}: module {module_name!r} not found (from path {path!r})") from error
+    except Exception as error:  # a user module that raises on import: say which and why
+        raise MEIConfigError(
+            f"{key}: importing module {module_name!r} raised {type(error).__name__}: {error}"
+        ) from error
+    try:
+        return getattr(module, attribute)
+    except AttributeError as error:
+        raise MEIConfigError(f"{key}: module {module_name!r} has no attribute {attribute!r}") from error
+
+
+def _check_numbers_are_numbers(value: Any, key: str) -> None:
+    """YAML 1.1 reads ``1e-3`` as a string; catch that before it reaches a constructor."""
+    if isinstance(value, str) and _NUMBER_AS_STRING.match(value.strip()):
+        raise MEIConfigError(
+            f"{key}: {value!r} is a string that looks like a number; YAML reads exponents without a "
+            f"dot as strings, write it as e.g. {float(value)!r}"
+        )
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_numbers_are_numbers(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_numbers_are_numbers(v, f"{key}[{i}]")
+
+
+def check_arguments(target: Callable, kwargs: Mapping[str, Any], key: str, args: Sequence[Any] = ()) -> None:
+    """Raise a clear error naming the unknown or missing argument and showing the signature."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # builtins without a signature: let the call itself speak
+        return
+    name = getattr(target, "__qualname__", repr(target))
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as error:
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        known = set(signature.parameters)
+        unknown = [k for k in kwargs if k not in known]
+        if unknown and not accepts_any:
+            raise MEIConfigError(
+                f"{key}: unknown argument {unknown[0]!r} for {name}{signature}"
+            ) from None
+        raise MEIConfigError(f"{key}: {error} — {name}{signature}") from None
+
+
+def build_component(spec: Any, key: str, *, extra_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Build one component from its spec (alias string or ``{"path", "kwargs"}`` mapping)."""
+    if isinstance(spec, str):
+        path, kwargs = spec, {}
+    elif isinstance(spec, Mapping):
+        unexpected = set(spec) - {"path", "kwargs"}
+        if unexpected:
+            raise MEIConfigError(
+                f"{key}: unexpected key(s) {sorted(unexpected)}; a component spec has 'path' and 'kwargs'"
+            )
+        if "path" not in spec:
+            raise MEIConfigError(f"{key}: missing 'path' (a built-in alias or 'module.Name')")
+        path = spec["path"]
+        kwargs = spec.get("kwargs") or {}
+        if not isinstance(kwargs, Mapping):
+            raise MEIConfigError(f"{key}.kwargs: expected a mapping, got {type(kwargs).__name__}")
+    else:
+        raise MEIConfigError(
+            f"{key}: expected an alias string or a mapping with 'path' and 'kwargs', got {spec!r}"
+        )
+    kwargs = copy.deepcopy(dict(kwargs))  # constructors must never alias the user's config
+    _check_numbers_are_numbers(kwargs, f"{key}.kwargs")
+    target = import_object(path, f"{key}.path" if isinstance(spec, Mapping) else key)
+    if not callable(target):
+        raise MEIConfigError(f"{key}: {path!r} is not callable (it is a {type(target).__name__})")
+    kwargs.update(extra_kwargs or {})
+    check_arguments(target, kwargs, f"{key}.kwargs")
+    try:
+        return target(**kwargs)
+    except MEIConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise MEIConfigError(f"{key}: constructing {path} failed: {type(error).__name__}: {error}") from error
+
+
+def build_components(spec: Any, key: str) -> list[Any]:
+    """A slot that takes one spec or a list of specs (applied in order)."""
+    if spec is None:
+        return []
+    if isinstance(spec, (list, tuple)):
+        return [build_component(s, f"{key}[{i}]") for i, s in enumerate(spec)]
+    return [build_component(spec, key)]
+
+
+# ---------------------------------------------------------------- hashing
+
+
+def _canonical(value: Any, key: str = "config") -> Any:
+    """Numbers compare by value (1e-3 == 0.001, 2 == 2.0); mappings by sorted key."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return repr(value)
+        return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _canonical(value.item(), key)
+    raise MEIConfigError(f"{key}: {type(value).__name__} values cannot be hashed; use plain JSON types")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON that is equal for equal content, whatever the key order or number spelling."""
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def method_hash(method_fn: str, config: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``(method_fn, config)``."""
+    payload = canonical_json({"method_fn": method_fn, "config": config})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def require(config: Mapping[str, Any], slot: str, key: str) -> Any:
+    """A required slot of a method config; missing gives a message naming it."""
+    if slot not in config or config[slot] is None:
+        raise MEIConfigError(f"{key}.{slot}: required slot is missing")
+    return config[slot]

@@ -1,0 +1,136 @@
+"""A method config, validated and built into fresh components for one optimisation run.
+
+Slots (sinzlab/mei names): ``initial``, ``optimizer``, ``stopper`` (required); ``transform``,
+``regularization``, ``precondition``, ``postprocessing`` (one spec or a list, applied in order);
+``objectives`` (trackers: a list, or a mapping name → spec). Plain options: ``n_meis`` (diverse MEIs
+per item, default 1), ``direction`` (``maximize`` | ``minimize``; minimise gives inhibitory MEIs),
+``device`` (ignored here: the caller decides where to run).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer, Stopper, Tracker, Transform
+from .config import build_component, build_components, check_arguments, import_object, require
+from .errors import MEIConfigError
+from .transforms import Compose, Identity
+
+COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "objectives")
+OPTION_SLOTS = ("n_meis", "direction", "device")
+KNOWN_SLOTS = COMPONENT_SLOTS + OPTION_SLOTS
+
+
+@dataclass
+class Method:
+    initial: InitialGuess
+    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+    stopper: Stopper
+    transform: Transform
+    regularizers: list[Regularizer] = field(default_factory=list)
+    preconditioners: list[Preconditioner] = field(default_factory=list)
+    postprocessors: list[Postprocessor] = field(default_factory=list)
+    trackers: dict[str, Tracker] = field(default_factory=dict)
+    n_meis: int = 1
+    sign: float = 1.0
+
+
+def _expect(component: Any, base: type, key: str) -> None:
+    # user components with sinzlab's (x, i_iteration) signature would fail deep in the loop; say it here
+    if not isinstance(component, base) and not callable(component):
+        raise MEIConfigError(f"{key}: {component!r} is not callable")
+    if not isinstance(component, base):
+        raise MEIConfigError(
+            f"{key}: {type(component).__name__} must subclass mei_core.components.{base.__name__} "
+            f"(its __call__ receives a per-row batch and a Step)"
+        )
+
+
+def _build_optimizer(spec: Any, key: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    if isinstance(spec, str):
+        spec = {"path": spec}
+    if not isinstance(spec, Mapping) or "path" not in spec:
+        raise MEIConfigError(f"{key}: expected {{'path': 'torch.optim.SGD', 'kwargs': {{...}}}}, got {spec!r}")
+    path = spec["path"]
+    if isinstance(path, str) and "." not in path and hasattr(torch.optim, path):
+        path = f"torch.optim.{path}"
+    optimizer_class = import_object(path, f"{key}.path")
+    kwargs = dict(spec.get("kwargs") or {})
+    check_arguments(optimizer_class, kwargs, f"{key}.kwargs", args=([torch.zeros(1, requires_grad=True)],))
+    try:  # construct once now so that bad values (negative lr, …) fail before any work
+        optimizer_class([torch.zeros(1, requires_grad=True)], **kwargs)
+    except (TypeError, ValueError) as error:
+        raise MEIConfigError(f"{key}: constructing {path} failed: {error}") from error
+    return lambda params: optimizer_class(params, **kwargs)
+
+
+def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
+    """Build fresh components (stoppers and trackers keep per-run state) from ``config``."""
+    if not isinstance(config, Mapping):
+        raise MEIConfigError(f"{key}: a method config must be a mapping, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(KNOWN_SLOTS))
+    if unknown:
+        raise MEIConfigError(f"{key}.{unknown[0]}: unknown slot; known slots: {', '.join(KNOWN_SLOTS)}")
+    initial = build_component(require(config, "initial", key), f"{key}.initial")
+    _expect(initial, InitialGuess, f"{key}.initial")
+    stopper = build_component(require(config, "stopper", key), f"{key}.stopper")
+    if not callable(stopper):
+        raise MEIConfigError(f"{key}.stopper: {stopper!r} is not callable")
+    make_optimizer = _build_optimizer(require(config, "optimizer", key), f"{key}.optimizer")
+
+    transforms = build_components(config.get("transform"), f"{key}.transform")
+    for i, t in enumerate(transforms):
+        _expect(t, Transform, f"{key}.transform")
+    transform = Identity() if not transforms else transforms[0] if len(transforms) == 1 else Compose(transforms)
+
+    def family(slot: str, base: type) -> list:
+        built = build_components(config.get(slot), f"{key}.{slot}")
+        for component in built:
+            _expect(component, base, f"{key}.{slot}")
+        return built
+
+    trackers_spec = config.get("objectives")
+    trackers: dict[str, Tracker] = {}
+    if isinstance(trackers_spec, Mapping):
+        for name, spec in trackers_spec.items():
+            trackers[str(name)] = build_component(spec, f"{key}.objectives.{name}")
+    elif trackers_spec is not None:
+        for i, tracker in enumerate(build_components(trackers_spec, f"{key}.objectives")):
+            trackers[type(tracker).__name__ if type(tracker).__name__ not in trackers else f"{type(tracker).__name__}_{i}"] = tracker
+    for name, tracker in trackers.items():
+        _expect(tracker, Tracker, f"{key}.objectives.{name}")
+
+    n_meis = config.get("n_meis", 1)
+    if isinstance(n_meis, bool) or not isinstance(n_meis, int) or n_meis < 1:
+        raise MEIConfigError(f"{key}.n_meis: must be a positive integer, got {n_meis!r}")
+    direction = config.get("direction", "maximize")
+    if direction not in ("maximize", "minimize"):
+        raise MEIConfigError(f"{key}.direction: must be 'maximize' or 'minimize', got {direction!r}")
+
+    return Method(
+        initial=initial,
+        make_optimizer=make_optimizer,
+        stopper=stopper,
+        transform=transform,
+        regularizers=family("regularization", Regularizer),
+        preconditioners=family("precondition", Preconditioner),
+        postprocessors=family("postprocessing", Postprocessor),
+        trackers=trackers,
+        n_meis=n_meis,
+        sign=1.0 if direction == "maximize" else -1.0,
+    )
+
+
+def validate_method(config: Mapping[str, Any], key: str = "config") -> None:
+    """Build once and throw away: every error a run would hit at start-up, without running."""
+    build_method(config, key)
+
+
+def signature_of(path: str) -> str:
+    target = import_object(path, "path")
+    return f"{path}{inspect.signature(target)}"

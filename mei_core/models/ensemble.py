@@ -1,0 +1,80 @@
+"""Ensembles of trained members and output-constrained views of a model (sinzlab-compatible)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class EnsembleModel(nn.Module):
+    """Average (``reduce="mean"``) or stack (``reduce="stack"``: members × B × …) the members' outputs.
+
+    Extra positional and keyword arguments (e.g. ``data_key``) are passed to every member.
+    """
+
+    def __init__(self, *members: nn.Module, reduce: str = "mean"):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if reduce not in {"mean", "stack"}:
+            raise ValueError(f"reduce must be 'mean' or 'stack', got {reduce!r}")
+        self.members = nn.ModuleList(members)
+        self.reduce = reduce
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        outputs = torch.stack([member(x, *args, **kwargs) for member in self.members])
+        return outputs.mean(0) if self.reduce == "mean" else outputs
+
+
+class ConstrainedOutputModel(nn.Module):
+    """One unit (``constraint`` an int) or several (a list) of a model's output ``B×N`` (or
+    ``B×T×N``), passed through ``target_fn``; ``forward_kwargs`` (e.g. ``{"data_key": ...}``) go to the model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        constraint: int | Sequence[int],
+        target_fn: Callable[[Tensor], Tensor] | None = None,
+        forward_kwargs: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.constraint = constraint if isinstance(constraint, int) else list(constraint)
+        self.target_fn = target_fn or (lambda r: r)
+        self.forward_kwargs = dict(forward_kwargs or {})
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        output = self.model(x, *args, **{**self.forward_kwargs, **kwargs})
+        return self.target_fn(output[..., self.constraint])
+
+
+class BatchedConstrainedOutputModel(nn.Module):
+    """Every row of the batch reads its own unit: ``output[b, units[rows[b]]]``.
+
+    ``units`` holds one unit index per row of the whole batch; the engine passes ``rows`` (which
+    rows of the whole batch this forward call holds) so that sub-batches of still-active rows work.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        units: Sequence[int] | Tensor,
+        target_fn: Callable[[Tensor], Tensor] | None = None,
+        forward_kwargs: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.register_buffer("units", torch.as_tensor(units, dtype=torch.long), persistent=False)
+        self.target_fn = target_fn or (lambda r: r)
+        self.forward_kwargs = dict(forward_kwargs or {})
+
+    def forward(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        output = self.model(x, **self.forward_kwargs)
+        units = self.units if rows is None else self.units[rows.to(self.units.device)]
+        if output.shape[-1] <= int(units.max()):
+            raise IndexError(f"unit {int(units.max())} out of range for a model with {output.shape[-1]} outputs")
+        selected = output.gather(-1, units.view(-1, *([1] * (output.dim() - 1))).expand(*output.shape[:-1], 1))
+        return self.target_fn(selected.squeeze(-1))

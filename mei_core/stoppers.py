@@ -1,0 +1,102 @@
+"""Stoppers decide per item when to stop. ``state.progress`` is what is maximised per item
+(sign·objective − regularisation, averaged over the item's rows); ``state.evaluation_per_item`` is the
+raw objective. Each returns ``(stop mask over items, reason)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .components import Stopper
+
+__all__ = ["NumIterations", "EarlyStopper", "EvaluationThreshold", "LossRange"]
+
+
+class NumIterations(Stopper):
+    """Stop after exactly ``num_iterations`` optimiser steps."""
+
+    def __init__(self, num_iterations: int):
+        if int(num_iterations) < 0:
+            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        self.num_iterations = int(num_iterations)
+
+    def __call__(self, state: Any) -> tuple[bool, str]:
+        return state.i_iter >= self.num_iterations, "num_iterations"
+
+
+class EarlyStopper(Stopper):
+    """Stop an item when its progress has not improved by ``min_delta`` for ``patience`` steps,
+    or after ``max_iterations`` steps (openretina's semantics, per item)."""
+
+    def __init__(self, patience: int = 10, min_delta: float = 0.0, max_iterations: int = 1000):
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+        self.max_iterations = int(max_iterations)
+        self._best: Tensor | None = None
+        self._waited: Tensor | None = None
+
+    def __call__(self, state: Any) -> tuple[Tensor, list[str]]:
+        progress = state.progress.detach()
+        if self._best is None:
+            self._best = progress.clone()
+            self._waited = torch.zeros_like(progress, dtype=torch.long)
+        else:
+            improved = progress > self._best + self.min_delta
+            self._best = torch.where(improved, progress, self._best)
+            self._waited = torch.where(improved, torch.zeros_like(self._waited), self._waited + 1)
+        stalled = self._waited >= self.patience
+        at_limit = state.i_iter >= self.max_iterations
+        stop = stalled | at_limit
+        reasons = ["no_improvement" if s else "max_iterations" for s in stalled.tolist()] if bool(stop.any()) else []
+        return stop, reasons
+
+
+class EvaluationThreshold(Stopper):
+    """Stop an item once its objective reaches ``threshold`` (from the direction being optimised),
+    or after ``max_iterations`` steps."""
+
+    def __init__(self, threshold: float, max_iterations: int = 1000):
+        self.threshold = float(threshold)
+        self.max_iterations = int(max_iterations)
+
+    def __call__(self, state: Any) -> tuple[Tensor, list[str]]:
+        reached = state.sign * (state.evaluation_per_item.detach() - self.threshold) >= 0
+        at_limit = state.i_iter >= self.max_iterations
+        stop = reached | at_limit
+        reasons = ["threshold" if r else "max_iterations" for r in reached.tolist()] if bool(stop.any()) else []
+        return stop, reasons
+
+
+class LossRange(Stopper):
+    """Stop an item when max − min of its last ``n_runs`` losses (−progress) is below ``threshold``
+    (connectome_interpreter's early stopping), or after ``max_iterations`` steps."""
+
+    def __init__(self, n_runs: int = 10, threshold: float = 1e-4, max_iterations: int = 1000):
+        if n_runs < 2:
+            raise ValueError(f"n_runs must be >= 2, got {n_runs}")
+        self.n_runs = int(n_runs)
+        self.threshold = float(threshold)
+        self.max_iterations = int(max_iterations)
+        self._window: Tensor | None = None
+        self._filled = 0
+
+    def __call__(self, state: Any) -> tuple[Tensor, list[str]]:
+        loss = -state.progress.detach()
+        if self._window is None:
+            self._window = loss.new_zeros((self.n_runs, loss.numel()))
+        self._window = torch.roll(self._window, 1, dims=0)
+        self._window[0] = loss
+        self._filled = min(self._filled + 1, self.n_runs)
+        at_limit = state.i_iter >= self.max_iterations
+        if self._filled < self.n_runs:
+            flat = torch.zeros_like(loss, dtype=torch.bool)
+        else:
+            flat = (self._window.max(0).values - self._window.min(0).values) < self.threshold
+        stop = flat | at_limit
+        reasons = ["loss_range" if f else "max_iterations" for f in flat.tolist()] if bool(stop.any()) else []
+        return stop, reasons
