@@ -106,8 +106,13 @@ def _check_numbers_are_numbers(value: Any, key: str) -> None:
 def check_arguments(target: Callable, kwargs: Mapping[str, Any], key: str, args: Sequence[Any] = ()) -> None:
     """Raise a clear error naming the unknown or missing argument and showing the signature."""
     try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):  # builtins without a signature: let the call itself speak
+        signature = inspect.signature(target, eval_str=True)
+    except (NameError, TypeError, SyntaxError):  # annotations naming types not importable here
+        try:
+            signature = inspect.signature(target)
+        except (TypeError, ValueError):
+            return
+    except ValueError:  # builtins without a signature: let the call itself speak
         return
     name = getattr(target, "__qualname__", repr(target))
     try:

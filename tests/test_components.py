@@ -1,0 +1,251 @@
+"""Every component, on real values, one row at a time and in a batch."""
+
+import math
+
+import pytest
+import torch
+
+from mei_core.components import Step
+from mei_core.initial import FromArray, RandomNormal, RandomNormalNullChannel, RandomUniform
+from mei_core.models.ensemble import BatchedConstrainedOutputModel, ConstrainedOutputModel, EnsembleModel
+from mei_core.postprocessors import (
+    ChangeNorm, ChangeNormJointlyClipRangeSeparately, ChangeStd, ClipRange, GaussianBlurInput,
+    PNormConstraintAndClip, TemporalGaussianLowPass,
+)
+from mei_core.preconditioners import DivideByMeanOfAbsolute, FourierSmoothing, GaussianBlur, MultiplyBy
+from mei_core.regularizers import L1L2, LpNorm, OpacityPenalty, Similarity, TotalVariation
+from mei_core.stoppers import EarlyStopper, EvaluationThreshold, LossRange, NumIterations
+from mei_core.trackers import EvaluationObjective
+from mei_core.transforms import AlphaBlend, ChangeRange, Jitter, RandomCrop, Resize
+
+
+def step(n_rows, i_iter=0, seeds=None, row_items=None):
+    row_items = torch.arange(n_rows) if row_items is None else torch.as_tensor(row_items)
+    n_items = int(row_items.max()) + 1
+    seeds = list(range(n_items)) if seeds is None else seeds
+    return Step(i_iter, torch.arange(n_rows), row_items, [torch.Generator().manual_seed(s) for s in seeds])
+
+
+def one(x, i):
+    return x[i : i + 1]
+
+
+# ------------------------------------------------------------------ initial guesses
+
+def test_random_normal_is_the_seeded_standard_normal():
+    torch.manual_seed(4)
+    expected = torch.randn(2, 1, 5, 5)
+    assert torch.equal(RandomNormal()((2, 1, 5, 5), torch.Generator().manual_seed(4)), expected)
+
+
+def test_random_uniform_stays_in_its_range_and_null_channel_is_constant():
+    draw = RandomUniform(-2, 3)((4, 2, 8, 8), torch.Generator().manual_seed(0))
+    assert draw.min() >= -2 and draw.max() < 3 and draw.std() > 1
+    nulled = RandomNormalNullChannel(1, null_value=0.5)((3, 2, 4, 4), torch.Generator().manual_seed(0))
+    assert torch.all(nulled[:, 1] == 0.5) and nulled[:, 0].std() > 0.5
+
+
+def test_from_array_broadcasts_and_adds_per_seed_noise():
+    start = FromArray([[1.0, 2.0], [3.0, 4.0]])((2, 1, 2, 2), torch.Generator().manual_seed(0))
+    assert start[1, 0].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    noisy = FromArray([[0.0, 0.0], [0.0, 0.0]], noise_std=1.0)
+    assert not torch.equal(noisy((1, 1, 2, 2), torch.Generator().manual_seed(0)), noisy((1, 1, 2, 2), torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="does not fit"):
+        FromArray([1.0, 2.0, 3.0])((1, 1, 2, 2), torch.Generator())
+
+
+# ------------------------------------------------------------------ stoppers
+
+class FakeState:
+    def __init__(self, i_iter, progress, evaluation=None, sign=1.0):
+        self.i_iter = i_iter
+        self.progress = torch.as_tensor(progress, dtype=torch.float32)
+        self.evaluation_per_item = self.progress if evaluation is None else torch.as_tensor(evaluation)
+        self.sign = sign
+
+
+def test_num_iterations_stops_at_n():
+    stopper = NumIterations(3)
+    assert [stopper(FakeState(i, [0.0]))[0] for i in range(5)] == [False, False, False, True, True]
+
+
+def test_early_stopper_stops_each_item_after_its_own_patience():
+    stopper = EarlyStopper(patience=2, min_delta=0.1, max_iterations=100)
+    # item 0 keeps improving; item 1 stalls from step 1 on
+    history = [[0.0, 0.0], [1.0, 0.05], [2.0, 0.05], [3.0, 0.05]]
+    decisions = [stopper(FakeState(i, p))[0].tolist() for i, p in enumerate(history)]
+    assert decisions == [[False, False], [False, False], [False, True], [False, True]]
+    assert stopper(FakeState(4, [4.0, 0.0]))[1][1] == "no_improvement"
+    assert EarlyStopper(patience=5, max_iterations=2)(FakeState(2, [0.0]))[1] == ["max_iterations"]
+
+
+def test_evaluation_threshold_respects_the_direction():
+    maximise = EvaluationThreshold(1.0)(FakeState(0, [0.5, 1.5]))
+    assert maximise[0].tolist() == [False, True] and maximise[1][1] == "threshold"
+    minimise = EvaluationThreshold(-1.0)(FakeState(0, [-0.5, -1.5], sign=-1.0))
+    assert minimise[0].tolist() == [False, True]
+
+
+def test_loss_range_stops_when_the_recent_losses_are_flat():
+    stopper = LossRange(n_runs=3, threshold=0.01)
+    losses = [[5.0, 5.0], [4.0, 5.0], [3.0, 5.001], [2.0, 5.0]]
+    decisions = [stopper(FakeState(i, [-l for l in loss]))[0].tolist() for i, loss in enumerate(losses)]
+    assert decisions == [[False, False], [False, False], [False, True], [False, True]]
+
+
+# ------------------------------------------------------------------ transforms
+
+def test_jitter_shifts_each_row_by_its_own_generator_independent_of_the_batch():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    jitter = Jitter(2)
+    batched = jitter(x, step(2, seeds=[10, 20]))
+    alone = jitter(one(x, 1), Step(0, torch.arange(1), torch.zeros(1, dtype=torch.long), [torch.Generator().manual_seed(20)]))
+    assert torch.equal(batched[1:2], alone)
+    # a circular shift keeps the pixel values
+    assert sorted(batched[0].flatten().tolist()) == sorted(x[0].flatten().tolist())
+    assert jitter.random and torch.equal(jitter.at_evaluation(x), x)
+
+
+def test_random_crop_crops_to_size_and_centres_at_evaluation():
+    x = torch.arange(1 * 1 * 6 * 8, dtype=torch.float32).reshape(1, 1, 6, 8)
+    crop = RandomCrop(4, 4)
+    assert crop(x, step(1)).shape == (1, 1, 4, 4)
+    assert torch.equal(crop.at_evaluation(x), x[..., 1:5, 2:6])
+    with pytest.raises(ValueError, match="larger than the input"):
+        RandomCrop(10, 10)(x, step(1))
+
+
+def test_change_range_maps_into_bounds_and_resize_scales():
+    squashed = ChangeRange(-2, 5)(torch.tensor([[-100.0, 0.0, 100.0]]).view(1, 1, 1, 3), step(1))
+    assert squashed.flatten().tolist() == pytest.approx([-2.0, 1.5, 5.0])
+    assert Resize(scale_factor=2)(torch.ones(2, 1, 3, 4), step(2)).shape == (2, 1, 6, 8)
+    assert torch.allclose(Resize(size=(5, 5))(torch.full((1, 1, 3, 3), 2.0), step(1)), torch.full((1, 1, 5, 5), 2.0))
+    assert Resize(size=(4, 6))(torch.ones(2, 2, 7, 3, 3), step(2)).shape == (2, 2, 7, 4, 6)
+
+
+def test_alpha_blend_mixes_image_and_background_by_opacity():
+    x = torch.zeros(1, 2, 1, 2)
+    x[0, 0] = 3.0
+    x[0, 1] = torch.tensor([[100.0, -100.0]])  # opaque, transparent
+    blended = AlphaBlend(background=1.0)(x, step(1))
+    assert blended.shape == (1, 1, 1, 2)
+    assert blended.flatten().tolist() == pytest.approx([3.0, 1.0])
+
+
+# ------------------------------------------------------------------ regularizers
+
+def test_total_variation_counts_neighbour_differences_per_row():
+    x = torch.stack([torch.tensor([[0.0, 1.0], [0.0, 1.0]]), torch.tensor([[0.0, 0.0], [2.0, 2.0]])])[:, None]
+    assert TotalVariation(weight=0.5)(x, step(2)).tolist() == [1.0, 2.0]
+
+
+def test_lp_norm_and_l1l2_per_row():
+    x = torch.tensor([[3.0, 4.0], [1.0, 0.0]]).view(2, 1, 1, 2)
+    assert LpNorm(p=2, weight=2.0)(x, step(2)).tolist() == pytest.approx([10.0, 2.0])
+    assert L1L2(l1=1.0, l2=1.0)(x, step(2)).tolist() == pytest.approx([3.5 + 12.5, 0.5 + 0.5])
+
+
+def test_similarity_penalises_only_rows_of_the_same_item():
+    a = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    b = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    x = torch.cat([a, a, b])
+    penalty = Similarity(weight=2.0)(x, step(3, row_items=[0, 0, 1]))
+    assert penalty.tolist() == pytest.approx([2.0, 2.0, 0.0], abs=1e-5)
+
+
+def test_opacity_penalty_is_the_mean_alpha():
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 1] = 100.0
+    assert OpacityPenalty(weight=3.0)(x, step(1)).item() == pytest.approx(3.0)
+
+
+# ------------------------------------------------------------------ preconditioners
+
+def test_gaussian_blur_is_per_row_keeps_constants_and_decays_its_sigma():
+    g = torch.randn(3, 2, 10, 10, generator=torch.Generator().manual_seed(0))
+    blur = GaussianBlur(sigma=2.0, decay_factor=0.5, min_sigma=0.3)
+    batched = blur(g, step(3))
+    assert torch.allclose(batched[2:3], blur(g[2:3], step(1)), atol=1e-6)
+    assert torch.allclose(blur(torch.full((1, 1, 6, 6), 3.0), step(1)), torch.full((1, 1, 6, 6), 3.0), atol=1e-6)
+    assert batched.std() < g.std()
+    assert torch.equal(blur(g, step(3, i_iter=3)), g)  # sigma 0.25 is under min_sigma
+
+
+def test_fourier_smoothing_passes_constants_and_damps_fine_detail():
+    checkerboard = ((torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2 - 1).float().view(1, 1, 8, 8)
+    constant = torch.ones(1, 1, 8, 8)
+    smooth = FourierSmoothing(exponent=1.0)
+    assert torch.allclose(smooth(constant, step(1)), constant, atol=1e-6)
+    assert smooth(checkerboard, step(1)).abs().max() < 0.2
+
+
+def test_divide_by_mean_of_absolute_normalises_every_row_on_its_own():
+    g = torch.stack([torch.full((1, 3, 3), 0.01), torch.full((1, 3, 3), -50.0)])
+    normalised = DivideByMeanOfAbsolute()(g, step(2))
+    assert normalised.abs().flatten(1).mean(1).tolist() == pytest.approx([1.0, 1.0])
+    assert normalised[1].max() < 0
+
+
+def test_multiply_by_decays_geometrically():
+    assert MultiplyBy(const=2.0, decay_factor=0.5)(torch.ones(1, 1, 1, 1), step(1, i_iter=2)).item() == 0.5
+
+
+# ------------------------------------------------------------------ postprocessors
+
+def test_change_norm_sets_every_rows_norm():
+    x = torch.randn(4, 1, 5, 5, generator=torch.Generator().manual_seed(0)) * torch.tensor([0.1, 1, 10, 100]).view(4, 1, 1, 1)
+    assert ChangeNorm(3.0)(x, step(4)).flatten(1).norm(dim=1).tolist() == pytest.approx([3.0] * 4, rel=1e-5)
+
+
+def test_pnorm_constraint_shrinks_only_rows_above_the_norm():
+    x = torch.stack([torch.tensor([[3.0, 4.0]]), torch.tensor([[0.3, 0.4]])])[:, None]  # norms 5 and 0.5
+    constrained = PNormConstraintAndClip(norm_value=1.0, x_max=0.7)(x, step(2))
+    assert constrained[0].flatten().tolist() == pytest.approx([0.6, 0.7])  # 0.8 clipped to 0.7
+    assert constrained[1].flatten().tolist() == pytest.approx([0.3, 0.4])
+
+
+def test_clip_and_change_std_and_blurring_the_input():
+    x = torch.tensor([[-5.0, 0.0, 5.0, 1.0]]).view(1, 1, 2, 2)
+    assert ClipRange(-1, 2)(x, step(1)).flatten().tolist() == [-1.0, 0.0, 2.0, 1.0]
+    changed = ChangeStd(2.0)(x, step(1))
+    assert changed.std().item() == pytest.approx(2.0) and changed.mean().item() == pytest.approx(x.mean().item())
+    noisy = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    assert GaussianBlurInput(sigma=1.0)(noisy, step(2)).std() < 0.6 * noisy.std()
+
+
+def test_joint_norm_with_per_channel_clip_and_temporal_low_pass():
+    video = torch.randn(2, 2, 10, 3, 3, generator=torch.Generator().manual_seed(0))
+    processed = ChangeNormJointlyClipRangeSeparately([[-0.5, 0.5], [-2.0, 2.0]], norm=5.0)(video, step(2))
+    assert processed[:, 0].abs().max() <= 0.5 and processed[:, 1].abs().max() <= 2.0
+    flicker = torch.tensor([1.0, -1.0] * 20).view(1, 1, 40, 1, 1).expand(1, 1, 40, 2, 2)
+    low_passed = TemporalGaussianLowPass(sigma=2.0)(flicker, step(1))
+    assert low_passed[:, :, 10:-10].abs().max() < 1e-3  # away from the replicate-padded ends
+
+
+# ------------------------------------------------------------------ trackers and models
+
+def test_tracker_copies_to_the_host_only_at_its_interval():
+    tracker = EvaluationObjective(interval=2)
+
+    class S:
+        def __init__(self, i):
+            self.i_iter, self.evaluation = i, torch.tensor([float(i)])
+
+    for i in range(5):
+        tracker(S(i))
+    assert tracker.steps == [0, 2, 4] and [v.item() for v in tracker.values] == [0.0, 2.0, 4.0]
+
+
+def test_ensembles_average_or_stack_and_constrained_models_select_units():
+    a, b = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+    x = torch.randn(5, 3)
+    mean = EnsembleModel(a, b)(x)
+    assert torch.allclose(mean, (a(x) + b(x)) / 2)
+    assert EnsembleModel(a, b, reduce="stack")(x).shape == (2, 5, 4)
+    assert torch.allclose(ConstrainedOutputModel(a, 2)(x), a(x)[:, 2])
+    assert ConstrainedOutputModel(a, [0, 3])(x).shape == (5, 2)
+    per_row = BatchedConstrainedOutputModel(a, units=[0, 1, 2, 3, 0])
+    assert torch.allclose(per_row(x), a(x)[torch.arange(5), torch.tensor([0, 1, 2, 3, 0])])
+    assert torch.allclose(per_row(x[[1, 3]], rows=torch.tensor([1, 3])), a(x)[[1, 3], [1, 3]])
+    with pytest.raises(IndexError, match="unit 9 out of range"):
+        BatchedConstrainedOutputModel(a, units=[9])(x[:1])
