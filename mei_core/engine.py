@@ -16,9 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+import contextvars
+
 from .components import Step, Tracker
 from .method import Method
 from .objectives import Objective
+
+
+#: Called with every State (e.g. a progress bar in pipeline jobs); set by the caller, off by default.
+step_callback: contextvars.ContextVar = contextvars.ContextVar("step_callback", default=None)
 
 
 @dataclass
@@ -127,6 +133,8 @@ def optimize(
         stopping = _normalise_stop(stop, n_items, device) & active
         for tracker in method.trackers.values():
             tracker(state)
+        if (callback := step_callback.get()) is not None:
+            callback(state)
         if isinstance(stop, bool) and not stop:
             newly_stopped: list[int] = []
         else:

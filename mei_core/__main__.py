@@ -1,0 +1,93 @@
+"""Command-line entry points: one per pipeline rule (``python -m mei_core <command> --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import MEIConfigError
+
+
+def _link_profiles(args: argparse.Namespace) -> None:
+    """Link the repo's profiles into the user's Snakemake config folder, so that
+    ``snakemake --profile cluster`` works from anywhere; an existing profile of that name is kept."""
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "snakemake"
+    config_home.mkdir(parents=True, exist_ok=True)
+    for profile in sorted(Path(args.profiles).resolve().iterdir()):
+        if not (profile / "config.yaml").exists():
+            continue
+        link = config_home / profile.name
+        if link.is_symlink() and link.resolve() == profile:
+            print(f"profile {profile.name}: already linked ({link})")
+        elif link.exists() or link.is_symlink():
+            print(f"profile {profile.name}: kept your existing {link}; use --profile {profile} for this repo's")
+        else:
+            link.symlink_to(profile, target_is_directory=True)
+            print(f"profile {profile.name}: linked {link} -> {profile}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mei_core", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, **arguments: dict) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name)
+        for flag, options in arguments.items():
+            sub.add_argument(f"--{flag.replace('_', '-')}", **options)
+        return sub
+
+    required = {"required": True}
+    command("demo-dataset", spec=required, dataset=required, truth=required, threads={"type": int, "default": 1})
+    command("demo-member", spec=required, dataset=required, truth=required, seed={"type": int, **required}, checkpoint=required, metrics=required, threads={"type": int, "default": 1})
+    command("assemble", spec=required, manifest=required)
+    command("objective-table", spec=required, manifest=required, out=required)
+    command("generate", manifest=required, table=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
+    command("aggregate", manifest=required, table=required, shards={"nargs": "+", **required}, methods={"nargs": "+", **required}, seeds={"nargs": "+", "type": int, **required}, zarr=required, scores=required, traces=required)
+    command("concat", inputs={"nargs": "+", **required}, out=required)
+    command("validate", manifest=required, zarr=required, scores=required, out=required)
+    command("report", zarr=required, method=required, out=required, validation={"default": None})
+    command("link-profiles", profiles={"default": str(Path(__file__).resolve().parent.parent / "profiles")})
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+    try:
+        if args.command == "demo-dataset":
+            from .demo import make_demo_dataset
+            make_demo_dataset(args.spec, args.dataset, args.truth, args.threads)
+        elif args.command == "demo-member":
+            from .demo import train_demo_member
+            train_demo_member(args.spec, args.dataset, args.truth, args.seed, args.checkpoint, args.metrics, args.threads)
+        elif args.command == "assemble":
+            from .ensembles import assemble_ensemble
+            assemble_ensemble(args.spec, args.manifest)
+        elif args.command == "objective-table":
+            from .objective_table import build_objective_table
+            build_objective_table(args.spec, args.manifest, args.out)
+        elif args.command == "generate":
+            from .generate import generate_shard
+            generate_shard(args.manifest, args.table, args.method, args.shard, args.seed, args.out, args.device, args.threads)
+        elif args.command == "aggregate":
+            from .results import aggregate_ensemble
+            aggregate_ensemble(args.manifest, args.table, args.shards, args.methods, args.seeds, args.zarr, args.scores, args.traces)
+        elif args.command == "concat":
+            from .results import concatenate_tables
+            concatenate_tables(args.inputs, args.out)
+        elif args.command == "validate":
+            from .validation import validate_ensemble
+            validate_ensemble(args.manifest, args.zarr, args.scores, args.out)
+        elif args.command == "report":
+            from .report import mei_grid
+            mei_grid(args.zarr, args.method, args.out, args.validation)
+        elif args.command == "link-profiles":
+            _link_profiles(args)
+    except MEIConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Ensemble assembly: load members weights-only, check they agree, write a manifest with checksums."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import check_arguments, import_object
+from .errors import MEIConfigError
+from .files import read_json, sha256_file, write_json
+from .models.ensemble import EnsembleModel
+
+MEMBER_GROUPS = ("members", "validation_members")
+
+
+def load_member(member: Mapping[str, Any], key: str, base: Path = Path(".")) -> nn.Module:
+    """A member from a TorchScript file, or a ``state_dict`` checkpoint + builder import path + kwargs.
+
+    Checkpoints are loaded with ``weights_only=True``: a checkpoint cannot run code on load.
+    """
+    if "torchscript" in member:
+        path = base / member["torchscript"]
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError, OSError) as error:
+            raise MEIConfigError(f"{key}.torchscript: cannot load {str(path)!r}: {error}") from error
+    else:
+        path = base / member["checkpoint"]
+        builder = import_object(member["builder"], f"{key}.builder")
+        kwargs = dict(member.get("builder_kwargs") or {})
+        check_arguments(builder, kwargs, f"{key}.builder_kwargs")
+        model = builder(**kwargs)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise MEIConfigError(f"{key}.checkpoint: file {str(path)!r} not found") from None
+        except Exception as error:  # unpickling refused or corrupt file: say which file
+            raise MEIConfigError(f"{key}.checkpoint: cannot load {str(path)!r} weights-only: {error}") from error
+        if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise MEIConfigError(f"{key}.checkpoint: {str(path)!r} does not fit {member['builder']}: {error}") from error
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _probe(model: nn.Module, input_shape: list[int], key: str) -> int:
+    with torch.no_grad():
+        try:
+            output = model(torch.zeros(1, *input_shape))
+        except Exception as error:  # a model that rejects the declared shape: say so with the key
+            raise MEIConfigError(f"{key}: the member fails on an input of shape {[1, *input_shape]}: {error}") from error
+    return int(output.shape[-1])
+
+
+def assemble_ensemble(spec_path: str, manifest_path: str, base: str | Path = ".") -> dict[str, Any]:
+    """Check every member of the ensemble in ``spec_path`` and write its manifest."""
+    base = Path(base)
+    spec = read_json(spec_path)
+    name = spec["name"]
+    manifest: dict[str, Any] = {
+        "name": name,
+        "input_shape": spec["input_shape"],
+        "outputs": spec["outputs"],
+        "ground_truth": spec.get("ground_truth"),
+    }
+    dataset_ids = set()
+    for group in MEMBER_GROUPS:
+        entries = []
+        for i, member in enumerate(spec.get(group) or []):
+            key = f"ensembles.{name}.{group}[{i}]"
+            model = load_member(member, key, base)
+            outputs = _probe(model, spec["input_shape"], key)
+            if outputs != spec["outputs"]:
+                raise MEIConfigError(f"{key}: the member has {outputs} outputs but ensembles.{name}.outputs is {spec['outputs']}")
+            file = member.get("checkpoint") or member.get("torchscript")
+            dataset_id = member.get("dataset_id", spec.get("dataset_id"))
+            dataset_ids.add(dataset_id)
+            entries.append({**member, "sha256": sha256_file(base / file), "dataset_id": dataset_id})
+        manifest[group] = entries
+    if len(dataset_ids) > 1:
+        raise MEIConfigError(
+            f"ensembles.{name}: members come from different datasets {sorted(map(str, dataset_ids))}; mixing datasets is not supported"
+        )
+    manifest["dataset_id"] = next(iter(dataset_ids)) if dataset_ids else None
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+def load_ensemble(manifest: Mapping[str, Any], group: str = "members", base: str | Path = ".") -> EnsembleModel | None:
+    """The mean ensemble of ``group`` from a manifest (``None`` when the group is empty)."""
+    members = [load_member(m, f"ensembles.{manifest['name']}.{group}[{i}]", Path(base)) for i, m in enumerate(manifest.get(group) or [])]
+    if not members:
+        return None
+    return EnsembleModel(*members).eval()

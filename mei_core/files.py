@@ -1,0 +1,59 @@
+"""Small file helpers: atomic writes, content-stable writes, checksums."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .config import canonical_json
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the body succeeds, so a
+    killed job leaves no file that a rerun could trust."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_json_if_changed(path: str | os.PathLike, payload: Any) -> bool:
+    """Write canonical JSON only when its content differs, so an unchanged spec keeps its mtime and
+    Snakemake reruns nothing downstream (also under ``--rerun-triggers mtime``). Returns whether written."""
+    text = json.dumps(json.loads(canonical_json(payload)), indent=2, sort_keys=True) + "\n"
+    target = Path(path)
+    if target.exists() and target.read_text() == text:
+        return False
+    with atomic_path(target) as temporary:
+        temporary.write_text(text)
+    return True
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()

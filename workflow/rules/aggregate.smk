@@ -1,0 +1,52 @@
+# Shards → one Zarr store per ensemble and per-ensemble tables → the combined Parquet tables.
+
+
+def shards_of(wildcards):
+    return [PLAN.shard_file(shard) for shard in PLAN.shards_of(wildcards.ensemble)]
+
+
+rule aggregate:
+    input:
+        manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
+        table=f"{RESOURCES}/objectives/{{ensemble}}.parquet",
+        shards=shards_of,
+    output:
+        zarr=directory(f"{RESULTS}/{{ensemble}}.zarr"),
+        scores=f"{RESOURCES}/tables/{{ensemble}}.scores.parquet",
+        traces=f"{RESOURCES}/tables/{{ensemble}}.traces.parquet",
+    params:
+        methods=" ".join(PLAN.methods),
+        seeds=" ".join(map(str, PLAN.seeds)),
+    log:
+        f"{RESOURCES}/logs/aggregate/{{ensemble}}.log",
+    shell:
+        "{PYTHON} -m mei_core aggregate --manifest {input.manifest} --table {input.table}"
+        " --shards {input.shards} --methods {params.methods} --seeds {params.seeds}"
+        " --zarr {output.zarr} --scores {output.scores} --traces {output.traces} > {log} 2>&1"
+
+
+rule validate:
+    input:
+        manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
+        zarr=f"{RESULTS}/{{ensemble}}.zarr",
+        scores=f"{RESOURCES}/tables/{{ensemble}}.scores.parquet",
+    output:
+        f"{RESOURCES}/tables/{{ensemble}}.validation.parquet",
+    log:
+        f"{RESOURCES}/logs/validate/{{ensemble}}.log",
+    shell:
+        "{PYTHON} -m mei_core validate --manifest {input.manifest} --zarr {input.zarr}"
+        " --scores {input.scores} --out {output} > {log} 2>&1"
+
+
+rule combine_tables:
+    input:
+        expand(f"{RESOURCES}/tables/{{ensemble}}.{{{{table}}}}.parquet", ensemble=PLAN.ensembles),
+    output:
+        f"{RESULTS}/{{table}}.parquet",
+    wildcard_constraints:
+        table="scores|traces|validation",
+    log:
+        f"{RESOURCES}/logs/tables/{{table}}.log",
+    shell:
+        "{PYTHON} -m mei_core concat --inputs {input} --out {output} > {log} 2>&1"
