@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     command("demo-member", spec=required, dataset=required, truth=required, seed={"type": int, **required}, checkpoint=required, metrics=required, threads={"type": int, "default": 1})
     command("assemble", spec=required, manifest=required)
     command("objective-table", spec=required, manifest=required, out=required)
-    command("generate", manifest=required, table=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
+    command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
     command("aggregate", manifest=required, table=required, shards={"nargs": "+", **required}, methods={"nargs": "+", **required}, seeds={"nargs": "+", "type": int, **required}, zarr=required, scores=required, traces=required)
     command("concat", inputs={"nargs": "+", **required}, out=required)
     command("validate", manifest=required, zarr=required, scores=required, out=required)
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             build_objective_table(args.spec, args.manifest, args.out)
         elif args.command == "generate":
             from .generate import generate_shard
-            generate_shard(args.manifest, args.table, args.method, args.shard, args.seed, args.out, args.device, args.threads)
+            generate_shard(args.manifest, args.method, args.shard, args.seed, args.out, args.device, args.threads)
         elif args.command == "aggregate":
             from .results import aggregate_ensemble
             aggregate_ensemble(args.manifest, args.table, args.shards, args.methods, args.seeds, args.zarr, args.scores, args.traces)

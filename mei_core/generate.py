@@ -18,7 +18,7 @@ from .config import import_object
 from .engine import BatchResult, step_callback
 from .ensembles import load_ensemble
 from .files import atomic_path, read_json
-from .objective_table import build_objective
+from .objective_table import COLUMNS, build_objective
 from .objectives import UnitObjective
 from .trackers import PostProcessedInputObjective
 
@@ -35,7 +35,6 @@ def resolve_device(device: str) -> torch.device:
 
 def generate_shard(
     manifest_path: str,
-    table_path: str,
     method_path: str,
     shard_spec_path: str,
     seed: int,
@@ -47,12 +46,8 @@ def generate_shard(
     torch.set_num_threads(threads)
     started = time.perf_counter()
     manifest, method, shard = read_json(manifest_path), read_json(method_path), read_json(shard_spec_path)
-    neuron_ids = [row["neuron_id"] for row in shard["rows"]]
-    table = pd.read_parquet(table_path).set_index("neuron_id", drop=False)
-    missing = sorted(set(neuron_ids) - set(table.index))
-    if missing:
-        raise RuntimeError(f"{table_path} lacks neurons {missing[:5]} of {shard_spec_path}; rerun build_objective_table")
-    rows = table.loc[neuron_ids].reset_index(drop=True)
+    # the shard's spec holds its slice of the objective table: its content alone decides reruns
+    rows = pd.DataFrame(shard["rows"], columns=COLUMNS)
     target = resolve_device(device)
     model = load_ensemble(manifest, "members").to(target)
     n_meis = int(method["config"].get("n_meis", 1))

@@ -44,6 +44,14 @@ class Plan:
     seeds: list[int]
     demos: dict[str, dict[str, Any]] = field(default_factory=dict)
     shard_counts: dict[str, int] = field(default_factory=dict)
+    files_of_ensemble: dict[str, list[str]] = field(default_factory=dict)
+
+    def member_files(self, ensemble: str) -> list[str]:
+        """Checkpoints, TorchScript files and ground truth an ensemble is assembled from."""
+        return self.files_of_ensemble[ensemble]
+
+    def shard_files(self, ensemble: str) -> list[str]:
+        return [self.shard_file(shard) for shard in self.shards_of(ensemble)]
 
     # ------------------------------------------------------------- paths (one place for all of them)
     def method_spec(self, method: str) -> str:
@@ -102,6 +110,14 @@ def check_config_file(path: str | Path) -> dict:
         raise MEIConfigError(f"config file {str(path)!r} not found") from None
     except yaml.YAMLError as error:
         raise MEIConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+
+
+def put_interpreter_on_path() -> None:
+    """Jobs run ``python -m mei_core``: make that the interpreter running Snakemake (its venv)."""
+    import os
+    import sys
+
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 def _dotted(path: Any) -> str:
@@ -211,6 +227,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
     if unknown:
         raise MEIConfigError(f"objectives.{unknown[0]}: no ensemble of that name (ensembles: {', '.join(ensembles)})")
 
+    pending: list[tuple[Path, Any]] = []  # written only once everything is checked
     plan = Plan(results=results, resources=resources, shards=[], ensembles=ensembles, methods=methods, seeds=seeds, demos=demos)
     for name, ensemble in config["ensembles"].items():
         for group in ("members", "validation_members"):
@@ -222,7 +239,15 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
                             raise MEIConfigError(f"ensembles.{name}.{group}[{i}].{field_name}: file {path!r} not found")
                 if "builder" in member:
                     import_object(member["builder"], f"ensembles.{name}.{group}[{i}].builder")
+        declared = {m.get("dataset_id", ensemble.get("dataset_id")) for g in ("members", "validation_members") for m in ensemble.get(g) or []}
+        if len(declared) > 1:
+            raise MEIConfigError(
+                f"ensembles.{name}: members declare different dataset_id values {sorted(map(str, declared))}; mixing datasets is not supported"
+            )
         truth = ensemble.get("ground_truth")
+        plan.files_of_ensemble[name] = [
+            m.get("checkpoint") or m["torchscript"] for g in ("members", "validation_members") for m in ensemble.get(g) or []
+        ] + ([truth["file"]] if truth else [])
         if truth and truth["file"] not in produced and not (base / truth["file"]).exists():
             raise MEIConfigError(f"ensembles.{name}.ground_truth.file: file {truth['file']!r} not found")
 
@@ -234,23 +259,24 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
         rows = _objective_rows(name, objective, int(ensemble["outputs"]), base)
         n_shards = math.ceil(len(rows) / shard_size)
         plan.shard_counts[name] = n_shards
-        if write:
-            write_json_if_changed(base / plan.ensemble_spec(name), {"name": name, **ensemble})
-            write_json_if_changed(base / plan.objective_spec(name), {"ensemble": name, "rows": rows})
-            for index in range(n_shards):
-                chunk = rows[index * shard_size : (index + 1) * shard_size]
-                write_json_if_changed(base / plan.shard_spec(name, index), {"ensemble": name, "index": index, "rows": chunk})
+        pending.append((base / plan.ensemble_spec(name), {"name": name, **ensemble}))
+        pending.append((base / plan.objective_spec(name), {"ensemble": name, "rows": rows}))
+        for index in range(n_shards):
+            chunk = rows[index * shard_size : (index + 1) * shard_size]
+            pending.append((base / plan.shard_spec(name, index), {"ensemble": name, "index": index, "rows": chunk}))
         for method in methods:
             for seed in seeds:
                 plan.shards.extend(Shard(name, method, seed, index) for index in range(n_shards))
 
+    for name, method in config["methods"].items():
+        method_fn = method.get("method_fn", DEFAULT_METHOD_FN)
+        pending.append((
+            base / plan.method_spec(name),
+            {"name": name, "method_fn": method_fn, "config": method["config"], "method_hash": method_hash(method_fn, method["config"])},
+        ))
+    for name, demo in demos.items():
+        pending.append((base / f"{resources}/demo/{name}/spec.json", {"name": name, **demo}))
     if write:
-        for name, method in config["methods"].items():
-            method_fn = method.get("method_fn", DEFAULT_METHOD_FN)
-            write_json_if_changed(
-                base / plan.method_spec(name),
-                {"name": name, "method_fn": method_fn, "config": method["config"], "method_hash": method_hash(method_fn, method["config"])},
-            )
-        for name, demo in demos.items():
-            write_json_if_changed(base / f"{resources}/demo/{name}/spec.json", {"name": name, **demo})
+        for path, payload in pending:
+            write_json_if_changed(path, payload)
     return plan

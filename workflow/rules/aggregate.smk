@@ -1,15 +1,11 @@
 # Shards → one Zarr store per ensemble and per-ensemble tables → the combined Parquet tables.
 
 
-def shards_of(wildcards):
-    return [PLAN.shard_file(shard) for shard in PLAN.shards_of(wildcards.ensemble)]
-
-
 rule aggregate:
     input:
         manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
         table=f"{RESOURCES}/objectives/{{ensemble}}.parquet",
-        shards=shards_of,
+        shards=lambda wildcards: PLAN.shard_files(wildcards.ensemble),
     output:
         zarr=directory(f"{RESULTS}/{{ensemble}}.zarr"),
         scores=f"{RESOURCES}/tables/{{ensemble}}.scores.parquet",
@@ -17,10 +13,12 @@ rule aggregate:
     params:
         methods=" ".join(PLAN.methods),
         seeds=" ".join(map(str, PLAN.seeds)),
+    conda:
+        "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/aggregate/{{ensemble}}.log",
     shell:
-        "{PYTHON} -m mei_core aggregate --manifest {input.manifest} --table {input.table}"
+        "python -m mei_core aggregate --manifest {input.manifest} --table {input.table}"
         " --shards {input.shards} --methods {params.methods} --seeds {params.seeds}"
         " --zarr {output.zarr} --scores {output.scores} --traces {output.traces} > {log} 2>&1"
 
@@ -32,10 +30,12 @@ rule validate:
         scores=f"{RESOURCES}/tables/{{ensemble}}.scores.parquet",
     output:
         f"{RESOURCES}/tables/{{ensemble}}.validation.parquet",
+    conda:
+        "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/validate/{{ensemble}}.log",
     shell:
-        "{PYTHON} -m mei_core validate --manifest {input.manifest} --zarr {input.zarr}"
+        "python -m mei_core validate --manifest {input.manifest} --zarr {input.zarr}"
         " --scores {input.scores} --out {output} > {log} 2>&1"
 
 
@@ -46,7 +46,9 @@ rule combine_tables:
         f"{RESULTS}/{{table}}.parquet",
     wildcard_constraints:
         table="scores|traces|validation",
+    conda:
+        "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/tables/{{table}}.log",
     shell:
-        "{PYTHON} -m mei_core concat --inputs {input} --out {output} > {log} 2>&1"
+        "python -m mei_core concat --inputs {input} --out {output} > {log} 2>&1"

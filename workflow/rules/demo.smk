@@ -7,11 +7,13 @@ rule demo_dataset:
     output:
         dataset=f"{RESOURCES}/demo/{{demo}}/dataset.pt",
         truth=f"{RESOURCES}/demo/{{demo}}/ground_truth.json",
+    conda:
+        "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/demo/{{demo}}/dataset.log",
     threads: 1
     shell:
-        "{PYTHON} -m mei_core demo-dataset --spec {input.spec} --dataset {output.dataset}"
+        "python -m mei_core demo-dataset --spec {input.spec} --dataset {output.dataset}"
         " --truth {output.truth} --threads {threads} > {log} 2>&1"
 
 
@@ -23,12 +25,14 @@ rule demo_member:
     output:
         checkpoint=f"{RESOURCES}/demo/{{demo}}/member_{{seed}}.pt",
         metrics=f"{RESOURCES}/demo/{{demo}}/member_{{seed}}.metrics.json",
+    conda:
+        "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/demo/{{demo}}/member_{{seed}}.log",
     wildcard_constraints:
         seed=r"\d+",
     threads: 1
     shell:
-        "{PYTHON} -m mei_core demo-member --spec {input.spec} --dataset {input.dataset}"
+        "python -m mei_core demo-member --spec {input.spec} --dataset {input.dataset}"
         " --truth {input.truth} --seed {wildcards.seed} --checkpoint {output.checkpoint}"
         " --metrics {output.metrics} --threads {threads} > {log} 2>&1"

@@ -1,28 +1,18 @@
 # Ensemble manifests (checked members + checksums) and the objective table of each ensemble.
 
 
-def member_files(wildcards):
-    ensemble = config["ensembles"][wildcards.ensemble]
-    files = []
-    for group in ("members", "validation_members"):
-        for member in ensemble.get(group) or []:
-            files.append(member.get("checkpoint") or member["torchscript"])
-    truth = ensemble.get("ground_truth")
-    if truth:
-        files.append(truth["file"])
-    return files
-
-
 rule assemble_ensemble:
     input:
         spec=f"{RESOURCES}/ensembles/{{ensemble}}.spec.json",
-        members=member_files,
+        members=lambda wildcards: PLAN.member_files(wildcards.ensemble),
     output:
         manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
+    conda:
+        "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/ensembles/{{ensemble}}.log",
     shell:
-        "{PYTHON} -m mei_core assemble --spec {input.spec} --manifest {output.manifest} > {log} 2>&1"
+        "python -m mei_core assemble --spec {input.spec} --manifest {output.manifest} > {log} 2>&1"
 
 
 rule build_objective_table:
@@ -31,8 +21,10 @@ rule build_objective_table:
         manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
     output:
         table=f"{RESOURCES}/objectives/{{ensemble}}.parquet",
+    conda:
+        "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/objectives/{{ensemble}}.log",
     shell:
-        "{PYTHON} -m mei_core objective-table --spec {input.spec} --manifest {input.manifest}"
+        "python -m mei_core objective-table --spec {input.spec} --manifest {input.manifest}"
         " --out {output.table} > {log} 2>&1"

@@ -13,8 +13,10 @@ rule mei_grid:
             subcategory="{ensemble}",
             labels={"ensemble": "{ensemble}", "method": "{method}"},
         ),
+    conda:
+        "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/report/{{ensemble}}/{{method}}.log",
     shell:
-        "{PYTHON} -m mei_core report --zarr {input.zarr} --method {wildcards.method}"
+        "python -m mei_core report --zarr {input.zarr} --method {wildcards.method}"
         " --validation {input.validation} --out {output} > {log} 2>&1"
