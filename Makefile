@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(SNAKEMAKE) --profile profiles/local --report results/report.html
 	$(SNAKEMAKE) --profile profiles/local
+	$(SNAKEMAKE) --profile profiles/local --report results/report.html
 	@echo "Results in results/: scores.parquet, validation.parquet, traces.parquet, <ensemble>.zarr, report.html"
 
 test: $(STAMP)

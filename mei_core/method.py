@@ -62,10 +62,8 @@ def _build_optimizer(spec: Any, key: str) -> Callable[[list[torch.Tensor]], torc
     optimizer_class = import_object(path, f"{key}.path")
     kwargs = dict(spec.get("kwargs") or {})
     check_arguments(optimizer_class, kwargs, f"{key}.kwargs", args=([torch.zeros(1, requires_grad=True)],))
-    try:  # construct once now so that bad values (negative lr, …) fail before any work
-        optimizer_class([torch.zeros(1, requires_grad=True)], **kwargs)
-    except (TypeError, ValueError) as error:
-        raise MEIConfigError(f"{key}: constructing {path} failed: {error}") from error
+    # not constructed here: torch.optim imports torch._dynamo on first use (≈2 s), which would slow
+    # every Snakemake parse; bad values (a negative lr) fail at the job's start instead
     return lambda params: optimizer_class(params, **kwargs)
 
 

@@ -1,6 +1,44 @@
 """Embedded ground-truth demo: a simulated V1 population and a small CNN fitted to it.
 
-DRAFT docstring - figures filled in after measurement.
+Because the population's preferred stimuli are known, MEIs computed on the fitted CNN can
+be scored against the truth (``filter_correlation``, ``relative_activation``).
+
+Pieces
+------
+* ``GroundTruthV1.random(n_simple=12, n_complex=8, n_dog=4, size=24, seed=0)``: Gabor LN
+  simple cells, quadrature-energy complex cells and ON/OFF difference-of-Gaussians cells on
+  ``B×1×24×24`` float32 images; ``forward`` gives clean rates (expected spike counts,
+  mean 8 per image over pink noise).  ``to_dict()/from_dict()`` is a JSON-able round trip.
+* ``pink_noise(n, size, generator)``: 1/f images, each exactly mean 0 and std
+  ``PINK_NOISE_STD = 1`` (so every image has L2 norm ``size``, i.e. 24).
+* ``simulate_responses`` / ``demo_dataset``: Poisson counts of the clean rates.
+* ``DemoCNN`` / ``build_demo_cnn(**kwargs)``: conv 9×9 → ELU → conv 7×7 → ELU (16 channels,
+  valid padding, 24→16→10 pixels), factorised readout (10×10 mask × 16 features + bias per
+  neuron), output ``elu + 1``.
+* ``train_demo_cnn``: Poisson loss, Adam, L1 on readout masks, bitwise deterministic per seed.
+
+Chosen defaults and measured figures
+------------------------------------
+Defaults: 5000 pink-noise images (10 % held out), 20 epochs, batch 64, Adam lr 5e-3,
+mask L1 0.05, 16 channels, no batchnorm; population seed 0 with 12/8/4 cells.
+Measured with ``torch.set_num_threads(1)`` on the 2-core dev box, train seeds 0/1/2:
+
+* training: 27-29 s CPU per member (31-43 s wall with other jobs running); data 0.6 s.
+* test correlation to clean rates: simple 0.975/0.969/0.971, complex 0.939/0.936/0.933,
+  DoG 0.987/0.984/0.981.
+* MEIs of each member (x ~ N(0,1); 200 steps of gradient ascent, gradient Gaussian-blurred
+  with sigma 1.5 → 0.25, divided by its mean |.|, step lr, rescale to L2 norm 24, clamp to
+  ±3): median ``filter_correlation`` at lr 1.0 simple 0.967/0.955/0.958, complex
+  0.960/0.954/0.953, DoG 0.906/0.907/0.899 (lr 0.3: ~0.005 lower for simple/complex,
+  ~0.02 lower for DoG); worst single neuron 0.92.  MEIs of the 3-member mean: 0.977 simple,
+  0.970 complex, 0.923 DoG.  The same loop on the true population (the ceiling, set by
+  the ±3 clamp flattening the filter peaks) reaches 0.991 / 0.985 / 0.948.
+  Population seeds 1 and 2 gave simple 0.961 / 0.949 and complex 0.945 / 0.937.
+
+What mattered: low enough Gabor frequencies (wavelength 0.28-0.40 × size) for pink noise,
+whose power falls as 1/f^2, to drive the cells well; a mean rate of 8 instead of 3 (less
+Poisson noise, +0.03-0.05 MEI r on complex cells); the mask L1.  A Laplacian smoothness
+penalty on the first layer and 32 channels did not help.
 """
 
 from __future__ import annotations
@@ -16,11 +54,11 @@ from torch import nn
 PINK_NOISE_STD = 1.0
 CELL_TYPES = ("simple", "complex", "dog")
 
-DEFAULT_EPOCHS = 10
+DEFAULT_N_IMAGES = 5000
+DEFAULT_EPOCHS = 20
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_LR = 5e-3
-DEFAULT_MASK_L1 = 1e-2
-DEFAULT_SMOOTHNESS = 1.0
+DEFAULT_MASK_L1 = 0.05
 
 
 # --------------------------------------------------------------------------- stimuli
@@ -108,8 +146,10 @@ class GroundTruthV1(nn.Module):
     * dog:     ``gain * softplus(slope * z + offset)`` with a balanced difference of
       Gaussians ``f`` (polarity +1 ON centre, -1 OFF centre).
 
-    Every rate is monotonic in ``|projection onto the filter (pair)|``, so for a stimulus of
-    L2 norm ``rho`` the optimum is ``rho * f`` (any unit combination of the pair for complex).
+    Simple/DoG rates increase monotonically with the projection onto ``f`` and complex rates
+    with the squared length of the projection onto the pair, so for a stimulus of L2 norm
+    ``rho`` the optimum is ``rho * f`` (any unit combination of the pair for complex).
+    Filters are zero-mean because images are: a filter's DC part could never be measured.
     The population is fully described by ``to_dict()`` (JSON-able) and also has the filters
     as buffers, so ``state_dict`` works too.
     """
@@ -144,13 +184,18 @@ class GroundTruthV1(nn.Module):
         n_dog: int = 4,
         size: int = 24,
         seed: int = 0,
-        mean_rate: float = 3.0,
-        wavelength_range: tuple[float, float] = (0.22, 0.34),
+        mean_rate: float = 8.0,
+        wavelength_range: tuple[float, float] = (0.28, 0.40),
     ) -> "GroundTruthV1":
         """Seeded random population (neurons ordered simple, complex, dog).
 
         ``mean_rate`` sets the gains so each neuron's mean expected count over pink noise
-        is about that value (Poisson noise moderate, MEI rates ~10-30x higher).
+        is that value.  Gabor wavelengths are ``wavelength_range * size`` pixels with envelope
+        sigma 0.38-0.5 wavelengths and centres such that centre +- 2.2 sigma lies inside the
+        image (capped at the central 3 pixels for the largest fields); DoG centre sigma is
+        0.08-0.11 size, surround 1.6-2x that, ON and OFF alternating.  Low-ish frequencies
+        suit pink noise, whose power falls as 1/f^2, and large fields keep the optimal
+        stimulus at norm ``size`` from saturating a +-3 pixel clamp too much.
         """
         rng = torch.Generator().manual_seed(int(seed))
 
@@ -176,7 +221,7 @@ class GroundTruthV1(nn.Module):
         for _ in range(n_complex):
             cells.append(dict(type="complex", **gabor_params()))
         for _ in range(n_dog):
-            sigma_center = uniform(0.06, 0.09) * size
+            sigma_center = uniform(0.08, 0.11) * size
             cx, cy = centre(min(2.5 * sigma_center * 1.8, size / 2 - 1.5))
             cells.append(dict(type="dog", cx=cx, cy=cy, sigma_center=sigma_center,
                               sigma_surround=sigma_center * uniform(1.6, 2.0),
@@ -231,18 +276,25 @@ def simulate_responses(
 ) -> torch.Tensor:
     """Poisson spike counts (float32, ``B×N``) drawn around the population's clean rates.
 
-    Rates are expected counts per image (``GroundTruthV1.random(mean_rate=3)`` by default),
-    so the noise is moderate: a 3-count mean has a Poisson SNR of ~1.7.
+    Rates are expected counts per image; ``GroundTruthV1.random`` scales them to a mean of
+    ``mean_rate=8`` over pink noise, so the noise is moderate (Poisson SNR sqrt(8) ~ 2.8 at
+    the mean; optimal stimuli drive ~10-60x the mean rate).
     """
     with torch.no_grad():
         rates = population(images)
     return torch.poisson(rates, generator=generator)
 
 
+def demo_dataset(
+    population: GroundTruthV1, n_images: int = DEFAULT_N_IMAGES, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (pink-noise images ``n×1×S×S``, Poisson counts ``n×N``) for ``population``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    images = pink_noise(n_images, population.size, generator)
+    return images, simulate_responses(population, images, generator)
+
+
 # --------------------------------------------------------------------------- CNN model
-
-
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).reshape(1, 1, 3, 3)
 
 
 class FactorisedReadout(nn.Module):
@@ -312,17 +364,6 @@ class DemoCNN(nn.Module):
         readout.features.copy_(torch.randn(readout.features.shape, generator=generator) / math.sqrt(readout.features.shape[1]))
         readout.bias.zero_()
 
-    def input_roughness(self) -> torch.Tensor:
-        """Scale-free roughness of the first-layer kernels: |Laplacian(w)|^2 / |w|^2.
-
-        Pink noise carries little high-frequency power, so without this penalty the fit is
-        free to be sensitive to fine checkerboards that then dominate gradient-ascent MEIs.
-        """
-        weight = self.core[0].weight
-        kernels = weight.reshape(-1, 1, *weight.shape[-2:])
-        laplacian = F.conv2d(kernels, _LAPLACIAN.to(weight))
-        return laplacian.pow(2).sum() / weight.pow(2).sum().clamp_min(1e-12)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(self.readout(self.core(x))) + 1.0
 
@@ -350,7 +391,6 @@ def train_demo_cnn(
     population: GroundTruthV1 | None = None,
     test_fraction: float = 0.1,
     mask_l1: float = DEFAULT_MASK_L1,
-    smoothness: float = DEFAULT_SMOOTHNESS,
     model_kwargs: dict[str, Any] | None = None,
 ) -> tuple[DemoCNN, dict[str, Any]]:
     """Fit a ``DemoCNN`` to (images, spike counts) with Poisson loss and Adam.
@@ -388,7 +428,6 @@ def train_demo_cnn(
             prediction = model(train_images[batch])
             loss = loss_function(prediction, train_responses[batch])
             penalty = mask_l1 * model.readout.mask.abs().sum() / n_neurons
-            penalty = penalty + smoothness * model.input_roughness()
             optimiser.zero_grad(set_to_none=True)
             (loss + penalty).backward()
             optimiser.step()

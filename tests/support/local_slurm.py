@@ -249,7 +249,8 @@ def _write_configs(
     d = {
         "conf": base / "etc",
         "state": base / "state",
-        "spool": base / "spool",
+        # slurmd puts job-step sockets in its spool dir: keep it short (sun_path ≤ 108 bytes)
+        "spool": sock_dir / "spool",
         "log": base / "log",
         "run": base / "run",
         "dev": base / "dev",
