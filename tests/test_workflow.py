@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """One complete run of the tiny project; tests copy it before changing anything."""
-    folder = make_project(tmp_path_factory.mktemp("tiny") / "project")
+    folder = make_project(tmp_path_factory.mktemp("tiny") / "project", tiny_config(demo=True))
     snakemake(folder)
     return folder
 
@@ -57,6 +57,11 @@ def test_a_run_writes_zarr_and_parquet_that_pandas_and_xarray_read(finished):
     assert fast["step"].tolist() == [0, 4] and fast["tracker"].eq("evaluation").all()
     validation = pd.read_parquet(finished / "results" / "validation.parquet")
     assert len(validation) == 8 and validation["heldout_score"].notna().all()
+    # the demo's ground truth: neurons 0-1 simple, 2-3 complex; correlations are real numbers in [-1, 1]
+    assert validation.sort_values("neuron_id")["cell_type"].tolist()[::2] == ["simple", "simple", "complex", "complex"]
+    assert validation["filter_correlation"].between(-1, 1).all() and validation["relative_activation"].notna().all()
+    metrics = (finished / "resources" / "demo" / "tinyv1" / "member_1.metrics.json").read_text()
+    assert "mean_test_correlation_by_type" in metrics
     assert (finished / "results" / "figures" / "tiny" / "fast.png").stat().st_size > 1000
 
 
@@ -96,7 +101,7 @@ def test_changing_one_method_reruns_only_that_method(project):
         "resources/meis/tiny/slow/seed0/shard0.npz",
         "resources/meis/tiny/slow/seed0/shard1.npz",
     ]
-    assert "demo_member" not in planned and "assemble_ensemble" not in planned
+    assert "demo_member" not in planned and "demo_dataset" not in planned and "assemble_ensemble" not in planned
 
 
 def test_reordering_a_methods_keys_or_respelling_its_numbers_reruns_nothing(project):
@@ -128,7 +133,7 @@ def test_adding_neurons_runs_only_the_changed_last_shard(project):
 
 
 def test_changing_a_member_checkpoint_reruns_that_ensemble(project):
-    save_member(project, 2, weight_seed=99)
+    save_member(project, 2, weight_seed=99, demo=True)
     planned = planned_outputs(project)
     assert planned["assemble_ensemble"] == ["resources/ensembles/tiny.manifest.json"]
     assert len(generated(planned)) == 4

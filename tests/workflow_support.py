@@ -19,7 +19,17 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
-def member_spec(seed: int, n_neurons: int = 5, size: int = 12) -> dict[str, Any]:
+DEMO_FOLDER = "resources/demo/tinyv1"
+TINY_CNN = {"channels": 3, "kernel_sizes": [3, 3]}
+
+
+def member_spec(seed: int, n_neurons: int = 5, size: int = 12, demo: bool = False) -> dict[str, Any]:
+    if demo:
+        return {
+            "checkpoint": f"{DEMO_FOLDER}/member_{seed}.pt",
+            "builder": "mei_core.models.demo.build_demo_cnn",
+            "builder_kwargs": {"n_neurons": n_neurons, "in_shape": [1, size, size], **TINY_CNN},
+        }
     return {
         "checkpoint": f"models/member_{seed}.pt",
         "builder": "mei_core.models.demo.build_demo_cnn",
@@ -27,13 +37,16 @@ def member_spec(seed: int, n_neurons: int = 5, size: int = 12) -> dict[str, Any]
     }
 
 
-def save_member(folder: Path, seed: int, n_neurons: int = 5, size: int = 12, weight_seed: int | None = None) -> None:
+def save_member(folder: Path, seed: int, n_neurons: int = 5, size: int = 12, weight_seed: int | None = None, demo: bool = False) -> None:
     from mei_core.models.demo import build_demo_cnn
 
-    kwargs = member_spec(seed, n_neurons, size)["builder_kwargs"]
-    model = build_demo_cnn(**{**kwargs, "init_seed": seed if weight_seed is None else weight_seed})
-    (folder / "models").mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "models" / f"member_{seed}.pt")
+    spec = member_spec(seed, n_neurons, size, demo)
+    kwargs = {"init_seed": seed, **spec["builder_kwargs"]}
+    if weight_seed is not None:
+        kwargs["init_seed"] = weight_seed
+    model = build_demo_cnn(**kwargs)
+    (folder / spec["checkpoint"]).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / spec["checkpoint"])
 
 
 def method(iterations: int, lr: float = 0.5) -> dict[str, Any]:
@@ -50,8 +63,19 @@ def method(iterations: int, lr: float = 0.5) -> dict[str, Any]:
     }
 
 
-def tiny_config() -> dict[str, Any]:
-    """4 of 5 output units in shards of 3 (two shards), 2 methods, 1 seed: 4 generate jobs."""
+def tiny_config(demo: bool = False) -> dict[str, Any]:
+    """4 of 5 output units in shards of 3 (two shards), 2 methods, 1 seed: 4 generate jobs.
+
+    With ``demo``, the members are trained by the workflow's demo rules on a tiny simulated population
+    (2 simple, 2 complex, 1 DoG cell), and validation has ground truth."""
+    if demo:
+        config = tiny_config()
+        config["demo"] = {"tinyv1": {"kind": "v1", "n_simple": 2, "n_complex": 2, "n_dog": 1, "size": 12, "n_images": 200, "epochs": 2, "member_seeds": [1, 2, 3], "train": {"model_kwargs": {"n_neurons": 5, "in_shape": [1, 12, 12], **TINY_CNN}}}}
+        ensemble = config["ensembles"]["tiny"]
+        ensemble["members"] = [member_spec(1, demo=True), member_spec(2, demo=True)]
+        ensemble["validation_members"] = [member_spec(3, demo=True)]
+        ensemble["ground_truth"] = {"kind": "demo_v1", "file": f"{DEMO_FOLDER}/ground_truth.json"}
+        return config
     return {
         "device": "cpu",
         "threads": 1,

@@ -1,0 +1,113 @@
+"""Planning (objective rows, stable shards, mapping files) and single jobs, without Snakemake."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mei_core import MEIConfigError
+from mei_core.files import read_json
+from mei_core.plan import prepare
+from workflow_support import REPO, make_project, tiny_config
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_project(tmp_path / "project")
+
+
+def test_a_mapping_file_sets_neuron_ids_units_and_data_keys(project):
+    pd.DataFrame({"neuron_id": [101, 102, 103], "output_unit": [4, 0, 2], "data_key": ["s1", "s1", "s1"]}).to_csv(project / "map.csv", index=False)
+    config = tiny_config()
+    config["objectives"]["tiny"] = {"neurons": {"file": "map.csv"}}
+    plan = prepare(config, project)
+    rows = read_json(project / plan.objective_spec("tiny"))["rows"]
+    assert [(r["neuron_id"], r["output_unit"], r["data_key"]) for r in rows] == [(101, 4, "s1"), (102, 0, "s1"), (103, 2, "s1")]
+    assert plan.shard_counts["tiny"] == 1
+
+
+def test_a_mapping_file_without_its_columns_is_named(project):
+    pd.DataFrame({"id": [1]}).to_csv(project / "map.csv", index=False)
+    config = tiny_config()
+    config["objectives"]["tiny"] = {"neurons": {"file": "map.csv"}}
+    with pytest.raises(MEIConfigError, match=r"objectives\.tiny\.neurons\.file: .*map\.csv' lacks column\(s\) \['neuron_id', 'output_unit'\]"):
+        prepare(config, project)
+
+
+def test_shards_are_stable_slices_so_appending_neurons_changes_only_the_last(project):
+    config = tiny_config()
+    config["objectives"]["tiny"]["neurons"] = [0, 1, 2, 3]
+    plan = prepare(config, project)
+    first = {k: (project / plan.shard_spec("tiny", k)).stat().st_mtime_ns for k in range(2)}
+    config["objectives"]["tiny"]["neurons"] = [0, 1, 2, 3, 4]
+    prepare(config, project)
+    assert (project / plan.shard_spec("tiny", 0)).stat().st_mtime_ns == first[0]
+    assert [r["neuron_id"] for r in read_json(project / plan.shard_spec("tiny", 1))["rows"]] == [3, 4]
+
+
+def test_a_failing_job_leaves_no_file_a_rerun_could_trust(project, tmp_path):
+    plan = prepare(tiny_config(), project)
+    from mei_core.ensembles import assemble_ensemble
+
+    os.chdir(project)
+    try:
+        assemble_ensemble(plan.ensemble_spec("tiny"), plan.manifest("tiny"))
+        method = read_json(plan.method_spec("fast"))
+        method["method_fn"] = "mei_core.no_such_module.method"
+        (project / "broken.json").write_text(json.dumps(method))
+        out = project / "out" / "shard0.npz"
+        result = subprocess.run(
+            [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.manifest("tiny"), "--method", "broken.json",
+             "--shard", plan.shard_spec("tiny", 0), "--seed", "0", "--out", str(out), "--device", "cpu"],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+    finally:
+        os.chdir(REPO)
+    assert result.returncode == 2
+    assert "methods.fast.method_fn" in result.stderr and "mei_core.no_such_module" in result.stderr
+    assert not out.exists() and list(out.parent.glob("*")) == []
+
+
+def test_a_job_writes_its_shard_atomically_with_every_column(project):
+    plan = prepare(tiny_config(), project)
+    from mei_core.ensembles import assemble_ensemble
+    from mei_core.generate import generate_shard
+
+    os.chdir(project)
+    try:
+        assemble_ensemble(plan.ensemble_spec("tiny"), plan.manifest("tiny"))
+        path = generate_shard(plan.manifest("tiny"), plan.method_spec("slow"), plan.shard_spec("tiny", 0), 3, "out/s.npz", "cpu", 1)
+    finally:
+        os.chdir(REPO)
+    with np.load(project / path) as shard:
+        assert shard["meis"].shape == (3, 1, 12, 12)
+        assert shard["neuron_id"].tolist() == [0, 1, 2] and shard["n_iterations"].tolist() == [10, 10, 10]
+        metadata = json.loads(str(shard["metadata"]))
+    assert metadata["seed"] == 3 and metadata["method"] == "slow" and len(metadata["method_hash"]) == 64
+    assert [p.name for p in (project / "out").iterdir()] == ["s.npz"]
+
+
+def test_link_profiles_links_once_and_keeps_a_users_own_profile(tmp_path, project):
+    config_home = tmp_path / "xdg"
+    (config_home / "snakemake" / "local").mkdir(parents=True)  # the user's own "local" profile
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "PYTHONPATH": str(REPO)}
+    first = subprocess.run([sys.executable, "-m", "mei_core", "link-profiles"], capture_output=True, text=True, env=env, check=True)
+    second = subprocess.run([sys.executable, "-m", "mei_core", "link-profiles"], capture_output=True, text=True, env=env, check=True)
+    cluster = config_home / "snakemake" / "cluster"
+    assert cluster.is_symlink() and cluster.resolve() == (REPO / "profiles" / "cluster").resolve()
+    assert not (config_home / "snakemake" / "local").is_symlink()
+    assert "kept your existing" in first.stdout and "already linked" in second.stdout
+    # the bare profile name now resolves, as users type it; without the link it does not
+    command = [str(Path(sys.executable).parent / "snakemake"), "--profile", "cluster", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+               "--configfile", "config.yaml", "--dry-run", "--quiet", "rules"]
+    linked = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
+    assert linked.returncode == 0 and "Using profile cluster" in linked.stderr, linked.stderr[-2000:]
+    unlinked = subprocess.run(command, cwd=project, capture_output=True, text=True, env={**env, "XDG_CONFIG_HOME": str(tmp_path / "empty")})
+    assert unlinked.returncode != 0
