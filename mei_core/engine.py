@@ -66,16 +66,64 @@ class BatchResult:
     device: str = "cpu"
 
 
-def _per_item(values: Tensor, row_items: Tensor, n_items: int, n_meis: int) -> Tensor:
-    if n_meis == 1:
-        return values
-    return values.reshape(n_items, n_meis).mean(1)
+class _Batch:
+    """The optimised rows and who is still active; stopped items are frozen where they stopped."""
 
+    def __init__(self, method: Method, seeds: list[int], shape: tuple[int, ...], device: torch.device):
+        self.n_items, self.n_meis = len(seeds), method.n_meis
+        # every random draw of an item comes from its own generator: batch composition cannot matter
+        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        initial = torch.cat([method.initial((self.n_meis, *shape), g) for g in self.generators])
+        self.x = initial.to(device).requires_grad_(True)
+        self.row_items = torch.arange(self.n_items, device=device).repeat_interleave(self.n_meis)
+        self.all_rows = torch.arange(len(self.row_items), device=device)
+        self.rows, self.full = self.all_rows, True
+        self.active = torch.ones(self.n_items, dtype=torch.bool, device=device)
+        self.n_iterations, self.stop_reasons = [0] * self.n_items, [""] * self.n_items
+        self.evaluation = self.penalty = self.progress = torch.zeros(len(self.all_rows), device=device)
+        self.frozen: Tensor | None = None
 
-def _normalise_stop(stop: Any, n_items: int, device: torch.device) -> Tensor:
-    if isinstance(stop, Tensor):
-        return stop.to(device=device, dtype=torch.bool).reshape(n_items) if stop.numel() == n_items else stop.to(device=device, dtype=torch.bool).reshape(()).expand(n_items)
-    return torch.full((n_items,), bool(stop), device=device)
+    def inputs(self) -> Tensor:
+        return self.x if self.full else self.x[self.rows]
+
+    def per_item(self, values: Tensor) -> Tensor:
+        return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).mean(1)
+
+    def keep(self, evaluation: Tensor, penalty: Tensor | None, progress: Tensor) -> None:
+        """Whole-batch records; rows of stopped items keep the values of their returned input."""
+        if self.full:
+            self.evaluation, self.progress = evaluation.detach(), progress.detach()
+            self.penalty = penalty.detach() if penalty is not None else torch.zeros_like(self.evaluation)
+        else:
+            self.evaluation[self.rows], self.progress[self.rows] = evaluation.detach(), progress.detach()
+            if penalty is not None:
+                self.penalty[self.rows] = penalty.detach()
+
+    def stop(self, stop: Any, reason: Any, i_iter: int, stopper: Any) -> Tensor | None:
+        """Freeze the items ``stop`` names; return the mask (over the rows just evaluated) of rows
+        still active, or ``None`` when nothing changed."""
+        if isinstance(stop, bool) or (isinstance(stop, Tensor) and stop.numel() == 1):
+            stopping = self.active.clone() if bool(stop) else None
+        else:
+            stopping = stop.to(device=self.active.device, dtype=torch.bool).reshape(self.n_items) & self.active
+            stopping = stopping if bool(stopping.any()) else None
+        if stopping is None:
+            return None
+        for item in stopping.nonzero().flatten().tolist():
+            self.n_iterations[item] = i_iter
+            self.stop_reasons[item] = _reason_of(reason, item, stopper)
+        previous_rows = self.rows
+        self.active = self.active & ~stopping
+        frozen_rows = (~self.active)[self.row_items]
+        if self.frozen is None:
+            self.frozen = self.x.detach().clone()
+        self.frozen[frozen_rows] = self.x.detach()[frozen_rows]
+        self.rows, self.full = self.active[self.row_items].nonzero().flatten(), False
+        return self.active[self.row_items[previous_rows]]
+
+    @property
+    def finished(self) -> bool:
+        return not bool(self.active.any())
 
 
 def optimize(
@@ -90,112 +138,72 @@ def optimize(
     The objective knows each row's target; item ``k`` owns rows ``k·n_meis … (k+1)·n_meis − 1``.
     """
     started = time.perf_counter()
-    device = torch.device(device)
-    n_items, n_meis = len(seeds), method.n_meis
-    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-    x = torch.cat([method.initial((n_meis, *shape), g) for g in generators]).to(device).requires_grad_(True)
-    optimizer = method.make_optimizer([x])
-    row_items = torch.arange(n_items, device=device).repeat_interleave(n_meis)
-    all_rows = torch.arange(n_items * n_meis, device=device)
-    rows, full_batch = all_rows, True
-    active = torch.ones(n_items, dtype=torch.bool, device=device)
-    n_iterations, stop_reasons = [0] * n_items, [""] * n_items
-    evaluation_all = reg_all = progress_all = torch.zeros(len(all_rows), device=device)
-    frozen: Tensor | None = None
-
+    batch = _Batch(method, seeds, shape, torch.device(device))
+    x, optimizer = batch.x, method.make_optimizer([batch.x])
     for i_iter in itertools.count():
-        step = Step(i_iter, rows, row_items, generators)
-        x_in = x if full_batch else x[rows]
+        step = Step(i_iter, batch.rows, batch.row_items, batch.generators)
+        x_in = batch.inputs()
         transformed = method.transform(x_in, step)
-        evaluation = objective(transformed, rows)
-        reg_term = sum((r(x_in, step) for r in method.regularizers), torch.zeros_like(evaluation))
-        progress_rows = method.sign * evaluation - reg_term
+        evaluation = objective(transformed, step.rows)
+        penalty = sum(r(x_in, step) for r in method.regularizers) if method.regularizers else None
+        progress = evaluation if method.sign > 0 else -evaluation
+        progress = progress if penalty is None else progress - penalty
 
-        if full_batch:
-            evaluation_all, reg_all, progress_all = evaluation.detach(), reg_term.detach(), progress_rows.detach()
-        else:
-            evaluation_all[rows], reg_all[rows], progress_all[rows] = evaluation.detach(), reg_term.detach(), progress_rows.detach()
+        batch.keep(evaluation, penalty, progress)
         state = State(
-            i_iter=i_iter,
-            sign=method.sign,
-            evaluation=evaluation_all,
-            reg_term=reg_all,
-            progress_per_row=progress_all,
-            evaluation_per_item=_per_item(evaluation_all, row_items, n_items, n_meis),
-            progress=_per_item(progress_all, row_items, n_items, n_meis),
-            input_=x.detach(),
-            transformed_input=transformed.detach(),
-            post_processed_input=x.detach(),
-            active_items=active,
+            i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
+            progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
+            progress=batch.per_item(batch.progress), input_=x.detach(), transformed_input=transformed.detach(),
+            post_processed_input=x.detach(), active_items=batch.active,
         )
-        stop, reason = method.stopper(state)
-        state.stopper_output = reason
-        stopping = _normalise_stop(stop, n_items, device) & active
+        stop, state.stopper_output = method.stopper(state)
         for tracker in method.trackers.values():
             tracker(state)
         if (callback := step_callback.get()) is not None:
             callback(state)
-        if isinstance(stop, bool) and not stop:
-            newly_stopped: list[int] = []
-        else:
-            newly_stopped = stopping.nonzero().flatten().tolist()
-        if newly_stopped:
-            for item in newly_stopped:
-                n_iterations[item] = i_iter
-                stop_reasons[item] = _reason_of(reason, item, method.stopper)
-            active = active & ~stopping
-            if not bool(active.any()):
-                break
-            frozen = x.detach().clone() if frozen is None else frozen
-            frozen_rows = (~active)[row_items]
-            frozen[frozen_rows] = x.detach()[frozen_rows]
-            rows = active[row_items].nonzero().flatten()
-            full_batch = False
-            progress_rows = progress_rows[active[row_items[step.rows]]]
+        still_active = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
+        if batch.finished:
+            break
+        if still_active is not None:
+            progress = progress[still_active]
 
-        optimizer.zero_grad(set_to_none=True)
-        (-progress_rows.sum()).backward()
+        # gradients of the input only: a user's model keeps no .grad and pays for no weight gradients
+        (grad,) = torch.autograd.grad(-progress.sum(), x)
         with torch.no_grad():
-            grad = x.grad if full_batch else x.grad[rows]
-            state.grad = grad
+            step = step_for(step, batch.rows, batch.full)
+            state.grad = grad = grad if batch.full else grad[batch.rows]
             for preconditioner in method.preconditioners:
-                grad = preconditioner(grad, step_for(step, rows, full_batch))
+                grad = preconditioner(grad, step)
             state.preconditioned_grad = grad
-            if full_batch:
-                x.grad = grad
-            else:
-                x.grad.zero_()
-                x.grad[rows] = grad
+            x.grad = grad if batch.full else torch.zeros_like(x).index_copy_(0, batch.rows, grad)
         optimizer.step()
         with torch.no_grad():
-            if not full_batch:
-                x[~active[row_items]] = frozen[~active[row_items]]
+            if not batch.full:
+                x[~batch.active[batch.row_items]] = batch.frozen[~batch.active[batch.row_items]]
             if method.postprocessors:
-                post_step = step_for(step, rows, full_batch)
-                updated = x if full_batch else x[rows]
+                updated = batch.inputs()
                 for postprocessor in method.postprocessors:
-                    updated = postprocessor(updated, post_step)
-                if full_batch:
+                    updated = postprocessor(updated, step)
+                if batch.full:
                     x.copy_(updated)
                 else:
-                    x[rows] = updated
+                    x[batch.rows] = updated
 
     # rows of stopped items kept the evaluation of exactly their returned input; a random transform
     # (jitter, crops) evaluated a moved copy, so score the returned input itself
-    scores = evaluation_all
+    scores = batch.evaluation
     if method.transform.random:
         with torch.no_grad():
-            scores = objective(method.transform.at_evaluation(x.detach()), all_rows).detach()
-    runtime = time.perf_counter() - started
+            scores = objective(method.transform.at_evaluation(x.detach()), batch.all_rows).detach()
     return BatchResult(
         meis=x.detach().to("cpu"),
         scores=scores.to("cpu"),
-        row_items=row_items.to("cpu"),
-        n_iterations=n_iterations,
-        stop_reasons=stop_reasons,
+        row_items=batch.row_items.to("cpu"),
+        n_iterations=batch.n_iterations,
+        stop_reasons=batch.stop_reasons,
         traces=method.trackers,
-        runtime_s=runtime,
-        device=str(device),
+        runtime_s=time.perf_counter() - started,
+        device=str(batch.x.device),
     )
 
 

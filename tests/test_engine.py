@@ -207,3 +207,11 @@ def test_a_bad_method_fails_before_any_work_with_the_slot_named():
     del config["stopper"]
     with pytest.raises(MEIConfigError, match=r"config\.stopper: required slot is missing"):
         batched_gradient_ascent(UnitObjective(small_cnn(), [0]), config, seeds=[0], shape=(1, 24, 24))
+
+
+def test_optimising_leaves_no_gradients_on_the_users_model():
+    model = small_cnn()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    batched_gradient_ascent(UnitObjective(model, [0, 1]), quick_method(iterations=3), seeds=[0, 1], shape=(1, 24, 24))
+    assert all(parameter.grad is None for parameter in model.parameters())

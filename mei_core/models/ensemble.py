@@ -70,11 +70,18 @@ class BatchedConstrainedOutputModel(nn.Module):
         self.register_buffer("units", torch.as_tensor(units, dtype=torch.long), persistent=False)
         self.target_fn = target_fn or (lambda r: r)
         self.forward_kwargs = dict(forward_kwargs or {})
+        self._checked = False
 
     def forward(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         output = self.model(x, **self.forward_kwargs)
-        units = self.units if rows is None else self.units[rows.to(self.units.device)]
-        if output.shape[-1] <= int(units.max()):
-            raise IndexError(f"unit {int(units.max())} out of range for a model with {output.shape[-1]} outputs")
-        selected = output.gather(-1, units.view(-1, *([1] * (output.dim() - 1))).expand(*output.shape[:-1], 1))
-        return self.target_fn(selected.squeeze(-1))
+        if not self._checked:  # once: the output size is only known after a forward pass
+            if output.shape[-1] <= int(self.units.max()):
+                raise IndexError(f"unit {int(self.units.max())} out of range for a model with {output.shape[-1]} outputs")
+            self._checked = True
+        # rows are a sorted subset of the batch, so as many rows as units means all of them
+        units = self.units if rows is None or len(rows) == len(self.units) else self.units[rows.to(self.units.device)]
+        if output.dim() == 2:
+            selected = output.gather(1, units.unsqueeze(1)).squeeze(1)
+        else:  # B×T×N (video models): select the unit at every time step
+            selected = output.gather(-1, units.view(-1, *([1] * (output.dim() - 1))).expand(*output.shape[:-1], 1)).squeeze(-1)
+        return self.target_fn(selected)
