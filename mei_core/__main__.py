@@ -22,7 +22,10 @@ def _link_profiles(args: argparse.Namespace) -> None:
         link = config_home / profile.name
         if link.is_symlink() and link.resolve() == profile:
             print(f"profile {profile.name}: already linked ({link})")
-        elif link.exists() or link.is_symlink():
+            continue
+        if link.is_symlink() and not link.exists():  # a dangling link, e.g. to a deleted checkout
+            link.unlink()
+        if link.exists():
             print(f"profile {profile.name}: kept your existing {link}; use --profile {profile} for this repo's")
         else:
             link.symlink_to(profile, target_is_directory=True)

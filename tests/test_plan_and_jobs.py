@@ -97,6 +97,7 @@ def test_a_job_writes_its_shard_atomically_with_every_column(project):
 def test_link_profiles_links_once_and_keeps_a_users_own_profile(tmp_path, project):
     config_home = tmp_path / "xdg"
     (config_home / "snakemake" / "local").mkdir(parents=True)  # the user's own "local" profile
+    (config_home / "snakemake" / "cluster").symlink_to(tmp_path / "deleted_checkout" / "profiles" / "cluster")  # dangling
     env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "PYTHONPATH": str(REPO)}
     first = subprocess.run([sys.executable, "-m", "mei_core", "link-profiles"], capture_output=True, text=True, env=env, check=True)
     second = subprocess.run([sys.executable, "-m", "mei_core", "link-profiles"], capture_output=True, text=True, env=env, check=True)
