@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
     command("aggregate", manifest=required, table=required, shards={"nargs": "+", **required}, methods={"nargs": "+", **required}, seeds={"nargs": "+", "type": int, **required}, zarr=required, scores=required, traces=required)
     command("concat", inputs={"nargs": "+", **required}, out=required)
-    command("validate", manifest=required, zarr=required, scores=required, out=required)
+    command("validate", manifest=required, zarr=required, scores=required, out=required, table={"default": None}, activations={"default": None})
     command("report", zarr=required, method=required, out=required, validation={"default": None})
     command("link-profiles", profiles={"default": str(Path(__file__).resolve().parent.parent / "profiles")})
     args = parser.parse_args(argv)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             concatenate_tables(args.inputs, args.out)
         elif args.command == "validate":
             from .validation import validate_ensemble
-            validate_ensemble(args.manifest, args.zarr, args.scores, args.out)
+            validate_ensemble(args.manifest, args.zarr, args.scores, args.out, args.table, args.activations)
         elif args.command == "report":
             from .report import mei_grid
             mei_grid(args.zarr, args.method, args.out, args.validation)

@@ -49,6 +49,8 @@ class State:
     grad: Tensor | None = None
     preconditioned_grad: Tensor | None = None
     stopper_output: Any = None
+    #: parts of the objective (``objective.last_terms``, e.g. a target loss), per row of the batch
+    objective_terms: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class _Batch:
         self.active = torch.ones(self.n_items, dtype=torch.bool, device=device)
         self.n_iterations, self.stop_reasons = [0] * self.n_items, [""] * self.n_items
         self.evaluation = self.penalty = self.progress = torch.zeros(len(self.all_rows), device=device)
+        self.terms: dict[str, Tensor] = {}
         self.frozen: Tensor | None = None
 
     def inputs(self) -> Tensor:
@@ -89,8 +92,13 @@ class _Batch:
     def per_item(self, values: Tensor) -> Tensor:
         return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).mean(1)
 
-    def keep(self, evaluation: Tensor, penalty: Tensor | None, progress: Tensor) -> None:
+    def keep(self, evaluation: Tensor, penalty: Tensor | None, progress: Tensor, terms: dict[str, Tensor]) -> None:
         """Whole-batch records; rows of stopped items keep the values of their returned input."""
+        for name, value in terms.items():
+            if self.full:
+                self.terms[name] = value.detach()
+            else:
+                self.terms[name][self.rows] = value.detach()
         if self.full:
             self.evaluation, self.progress = evaluation.detach(), progress.detach()
             self.penalty = penalty.detach() if penalty is not None else torch.zeros_like(self.evaluation)
@@ -149,12 +157,12 @@ def optimize(
         progress = evaluation if method.sign > 0 else -evaluation
         progress = progress if penalty is None else progress - penalty
 
-        batch.keep(evaluation, penalty, progress)
+        batch.keep(evaluation, penalty, progress, getattr(objective, "last_terms", {}))
         state = State(
             i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
             progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
             progress=batch.per_item(batch.progress), input_=x.detach(), transformed_input=transformed.detach(),
-            post_processed_input=x.detach(), active_items=batch.active,
+            post_processed_input=x.detach(), active_items=batch.active, objective_terms=batch.terms,
         )
         stop, state.stopper_output = method.stopper(state)
         for tracker in method.trackers.values():

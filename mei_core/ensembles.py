@@ -29,11 +29,19 @@ def load_member(member: Mapping[str, Any], key: str, base: Path = Path(".")) -> 
         except (RuntimeError, ValueError, OSError) as error:
             raise MEIConfigError(f"{key}.torchscript: cannot load {str(path)!r}: {error}") from error
     else:
-        path = base / member["checkpoint"]
         builder = import_object(member["builder"], f"{key}.builder")
         kwargs = dict(member.get("builder_kwargs") or {})
         check_arguments(builder, kwargs, f"{key}.builder_kwargs")
-        model = builder(**kwargs)
+        try:
+            model = builder(**kwargs)
+        except (OSError, ValueError, TypeError) as error:  # e.g. a builder reading a missing data file
+            raise MEIConfigError(f"{key}.builder: {member['builder']} failed: {type(error).__name__}: {error}") from error
+        if "checkpoint" not in member:  # a builder-only member (e.g. a connectome built from its files)
+            model.eval()
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            return model
+        path = base / member["checkpoint"]
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -52,13 +60,29 @@ def load_member(member: Mapping[str, Any], key: str, base: Path = Path(".")) -> 
     return model
 
 
+def member_files(member: Mapping[str, Any]) -> list[str]:
+    """The files a member is loaded from: its checkpoint or TorchScript file, plus declared data files."""
+    files = [member[k] for k in ("checkpoint", "torchscript") if k in member]
+    return files + list(member.get("files") or [])
+
+
+def _sha256_of_files(base: Path, files: list[str]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file}\0{sha256_file(base / file)}\0".encode())
+    return digest.hexdigest()
+
+
 def _probe(model: nn.Module, input_shape: list[int], key: str) -> int:
     with torch.no_grad():
         try:
             output = model(torch.zeros(1, *input_shape))
         except Exception as error:  # a model that rejects the declared shape: say so with the key
             raise MEIConfigError(f"{key}: the member fails on an input of shape {[1, *input_shape]}: {error}") from error
-    return int(output.shape[-1])
+    # connectome models ([S, L] inputs) answer B×N×L: their units are the neurons of dim 1
+    return int(output.shape[1] if len(input_shape) == 2 else output.shape[-1])
 
 
 def assemble_ensemble(spec_path: str, manifest_path: str, base: str | Path = ".") -> dict[str, Any]:
@@ -81,10 +105,11 @@ def assemble_ensemble(spec_path: str, manifest_path: str, base: str | Path = "."
             outputs = _probe(model, spec["input_shape"], key)
             if outputs != spec["outputs"]:
                 raise MEIConfigError(f"{key}: the member has {outputs} outputs but ensembles.{name}.outputs is {spec['outputs']}")
-            file = member.get("checkpoint") or member.get("torchscript")
+            files = member_files(member)
+            digest = sha256_file(base / files[0]) if len(files) == 1 else _sha256_of_files(base, files)
             dataset_id = member.get("dataset_id", spec.get("dataset_id"))
             dataset_ids.add(dataset_id)
-            entries.append({**member, "sha256": sha256_file(base / file), "dataset_id": dataset_id})
+            entries.append({**member, "sha256": digest, "dataset_id": dataset_id})
         manifest[group] = entries
     if len(dataset_ids) > 1:
         raise MEIConfigError(

@@ -19,7 +19,6 @@ from .engine import BatchResult, step_callback
 from .ensembles import load_ensemble
 from .files import atomic_path, read_json
 from .objective_table import COLUMNS, build_objective
-from .objectives import UnitObjective
 from .trackers import PostProcessedInputObjective
 
 log = logging.getLogger(__name__)
@@ -71,17 +70,14 @@ def generate_shard(
 
 
 def heldout_scores(manifest: dict, rows: pd.DataFrame, result: BatchResult, device: torch.device) -> np.ndarray:
-    """The held-out (validation) ensemble's response of each row's unit to its MEI; NaN without one."""
+    """The same objective evaluated with the held-out (validation) ensemble on each MEI; NaN without one."""
     validation = load_ensemble(manifest, "validation_members")
     if validation is None:
         return np.full(len(result.meis), np.nan, dtype=np.float32)
     n_meis = len(result.meis) // max(len(rows), 1)
-    units = np.repeat(rows["output_unit"].to_numpy(), n_meis)
-    data_keys = set(rows["data_key"].dropna())
-    forward_kwargs = {"data_key": data_keys.pop()} if data_keys else None
-    objective = UnitObjective(validation.to(device), units.tolist(), forward_kwargs=forward_kwargs)
+    objective = build_objective(validation.to(device), rows, n_meis).to(device)
     with torch.no_grad():
-        values = objective(result.meis.to(device), torch.arange(len(units), device=device))
+        values = objective(result.meis.to(device), torch.arange(len(result.meis), device=device))
     return values.cpu().numpy().astype(np.float32)
 
 

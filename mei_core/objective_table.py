@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .config import import_object
 from .errors import MEIConfigError
 from .files import atomic_path, read_json
-from .objectives import Objective, UnitObjective, reduce_to_rows
+from .objectives import Objective, TargetActivationObjective, UnitObjective, reduce_to_rows
 
 COLUMNS = ["neuron_id", "output_unit", "data_key", "kind", "kwargs"]
 
@@ -62,6 +62,10 @@ def build_objective(model: nn.Module, rows: pd.DataFrame, n_meis: int = 1) -> Ob
             raise MEIConfigError(f"one shard mixes data keys {sorted(data_keys)}")
         forward_kwargs = {"data_key": data_keys.pop()} if data_keys else None
         return UnitObjective(model, expanded["output_unit"].tolist(), forward_kwargs=forward_kwargs)
+    if kind == "targets":
+        parsed = [json.loads(k) for k in expanded["kwargs"]]
+        penalty = parsed[0].get("activation_penalty", {}) if parsed else {}
+        return TargetActivationObjective(model, [p["targets"] for p in parsed], l1=penalty.get("l1", 0.0), l2=penalty.get("l2", 0.0))
     if kind == "custom":
         objectives = []
         for record in expanded.to_dict("records"):
@@ -69,4 +73,4 @@ def build_objective(model: nn.Module, rows: pd.DataFrame, n_meis: int = 1) -> Ob
             builder = import_object(kwargs.pop("builder"), "objectives.builder")
             objectives.append(builder(model, {**record, "kwargs": kwargs}))
         return PerRowObjective(objectives)
-    raise MEIConfigError(f"objective kind {kind!r} is not known (unit, custom)")
+    raise MEIConfigError(f"objective kind {kind!r} is not known (unit, custom, targets)")

@@ -8,6 +8,7 @@ reordered), only new shards when seeds or neurons are added.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 from .config import _check_numbers_are_numbers, canonical_json, import_object, method_hash
 from .errors import MEIConfigError
 from .files import write_json_if_changed
+from .ensembles import member_files
 from .method import validate_method
 
 DEFAULT_METHOD_FN = "mei_core.methods.batched_gradient_ascent"
@@ -165,6 +167,8 @@ def _objective_rows(name: str, spec: Mapping[str, Any], outputs: int, base: Path
     if kind == "custom":
         kwargs["builder"] = spec["builder"]
     kwargs = canonical_json(kwargs)
+    if kind == "targets":
+        return _target_rows(name, spec, outputs, base, kwargs)
     if neurons == "all":
         mapping = pd.DataFrame({"neuron_id": range(outputs), "output_unit": range(outputs)})
     elif isinstance(neurons, list):
@@ -196,6 +200,33 @@ def _objective_rows(name: str, spec: Mapping[str, Any], outputs: int, base: Path
             "data_key": record.get("data_key", data_key) if not _is_missing(record.get("data_key")) else data_key,
             "kind": kind,
             "kwargs": kwargs,
+        })
+    return rows
+
+
+def _target_rows(name: str, spec: Mapping[str, Any], outputs: int, base: Path, kwargs: str) -> list[dict[str, Any]]:
+    """One objective row per item of a targets file (``item, layer, neuron, value``): the item's
+    targets go into the row's kwargs; ``neuron_id`` is the item, ``output_unit`` its first target neuron."""
+    key = f"objectives.{name}.targets"
+    if "targets" not in spec:
+        raise MEIConfigError(f"{key}: required for kind 'targets' ({{file: targets.csv}} with item, layer, neuron, value)")
+    file = base / spec["targets"]["file"]
+    if not file.exists():
+        raise MEIConfigError(f"{key}.file: {str(file)!r} not found")
+    table = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+    missing = {"item", "layer", "neuron", "value"} - set(table.columns)
+    if missing:
+        raise MEIConfigError(f"{key}.file: {str(file)!r} lacks column(s) {sorted(missing)}")
+    bad = table[(table["neuron"] < 0) | (table["neuron"] >= outputs)]
+    if len(bad):
+        raise MEIConfigError(f"{key}.file: neuron {int(bad['neuron'].iloc[0])} out of range: ensemble {name!r} has {outputs} neurons")
+    extra = json.loads(kwargs)
+    rows = []
+    for item, group in table.groupby("item", sort=True):
+        targets = [[int(l), int(n), float(v)] for l, n, v in group[["layer", "neuron", "value"]].itertuples(index=False)]
+        rows.append({
+            "neuron_id": int(item), "output_unit": int(group["neuron"].iloc[0]), "data_key": spec.get("data_key"),
+            "kind": "targets", "kwargs": canonical_json({**extra, "targets": targets}),
         })
     return rows
 
@@ -232,11 +263,12 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
     for name, ensemble in config["ensembles"].items():
         for group in ("members", "validation_members"):
             for i, member in enumerate(ensemble.get(group) or []):
-                for field_name in ("checkpoint", "torchscript"):
-                    if field_name in member:
-                        path = member[field_name]
+                for field_name in ("checkpoint", "torchscript", "files"):
+                    paths = member.get(field_name) or []
+                    for j, path in enumerate([paths] if isinstance(paths, str) else paths):
+                        where = field_name if isinstance(paths, str) else f"{field_name}[{j}]"
                         if path not in produced and not (base / path).exists():
-                            raise MEIConfigError(f"ensembles.{name}.{group}[{i}].{field_name}: file {path!r} not found")
+                            raise MEIConfigError(f"ensembles.{name}.{group}[{i}].{where}: file {path!r} not found")
                 if "builder" in member:
                     import_object(member["builder"], f"ensembles.{name}.{group}[{i}].builder")
         declared = {m.get("dataset_id", ensemble.get("dataset_id")) for g in ("members", "validation_members") for m in ensemble.get(g) or []}
@@ -246,7 +278,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
             )
         truth = ensemble.get("ground_truth")
         plan.files_of_ensemble[name] = [
-            m.get("checkpoint") or m["torchscript"] for g in ("members", "validation_members") for m in ensemble.get(g) or []
+            f for g in ("members", "validation_members") for m in ensemble.get(g) or [] for f in member_files(m)
         ] + ([truth["file"]] if truth else [])
         if truth and truth["file"] not in produced and not (base / truth["file"]).exists():
             raise MEIConfigError(f"ensembles.{name}.ground_truth.file: file {truth['file']!r} not found")

@@ -36,7 +36,7 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
             correlation = dict(zip(rows["neuron_id"], rows["filter_correlation"]))
     columns = min(8, len(neurons))
     lines = math.ceil(len(neurons) / columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 1.8 * lines), squeeze=False)
+    figure, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 2.0 * lines), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, neuron in zip(axes.flat, neurons):
@@ -44,9 +44,12 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
         if "time" in meis.dims:  # videos: show the frame with the most contrast
             frame = int(np.abs(image).reshape(image.shape[0], image.shape[1], -1).max(-1).max(0).argmax())
             image = image[:, frame]
-        picture = image[0] if image.shape[0] != 3 else np.moveaxis(image, 0, -1)
+        if "sensory" in meis.dims:  # connectome inputs: sensory neurons × layers
+            picture = image
+        else:
+            picture = image[0] if image.shape[0] != 3 else np.moveaxis(image, 0, -1)
         limit = float(np.nanmax(np.abs(picture))) or 1.0
-        axis.imshow(picture, cmap="gray", vmin=-limit, vmax=limit)
+        axis.imshow(picture, cmap="gray", vmin=-limit, vmax=limit, aspect="auto" if "sensory" in meis.dims else "equal")
         title = f"n{int(neuron)} s={float(scores.sel({'neuron': neuron})):.2g}"
         if neuron in correlation:
             title += f"\nr={correlation[neuron]:.2f}"

@@ -56,7 +56,8 @@ TRACE_SCHEMA = pa.schema([
 
 
 def spatial_dims(input_shape: Sequence[int]) -> list[str]:
-    return ["channel", "y", "x"] if len(input_shape) == 3 else ["channel", "time", "y", "x"]
+    """Names of an input's dims: images, videos, or connectome inputs (sensory neurons × layers)."""
+    return {2: ["sensory", "layer"], 3: ["channel", "y", "x"], 4: ["channel", "time", "y", "x"]}[len(input_shape)]
 
 
 def ensemble_hash(manifest: dict[str, Any]) -> str:
@@ -199,14 +200,20 @@ def _n_items(path: str) -> int:
 
 
 def concatenate_tables(paths: Sequence[str], out_path: str) -> None:
-    """Stream per-ensemble Parquet tables into one file (row groups are copied, not all loaded)."""
-    schema = pq.read_schema(paths[0]) if paths else None
+    """Stream per-ensemble Parquet tables into one file, row group by row group. Ensembles of different
+    kinds may have different columns (e.g. filter correlations, target errors): the result has the
+    union, with nulls where an ensemble has no such column."""
+    schema = pa.unify_schemas([pq.read_schema(path) for path in paths])
     with atomic_path(out_path, suffix=".parquet") as temporary:
         with pq.ParquetWriter(temporary, schema) as writer:
             for path in paths:
                 file = pq.ParquetFile(path)
                 for group in range(file.num_row_groups):
-                    writer.write_table(file.read_row_group(group))
+                    table = file.read_row_group(group)
+                    for field in schema:
+                        if field.name not in table.column_names:
+                            table = table.append_column(field, pa.nulls(len(table), field.type))
+                    writer.write_table(table.select(schema.names).cast(schema))
 
 
 def open_meis(results: str | Path, ensemble: str) -> xr.Dataset:

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .components import Tracker
 
-__all__ = ["EvaluationObjective", "PostProcessedInputObjective", "ProgressObjective"]
+__all__ = ["EvaluationObjective", "PostProcessedInputObjective", "ProgressObjective", "PenaltyObjective", "ObjectiveTerm"]
 
 
 class EvaluationObjective(Tracker):
@@ -30,3 +30,24 @@ class PostProcessedInputObjective(Tracker):
 
     def read(self, state: Any) -> Tensor:
         return state.post_processed_input
+
+
+class PenaltyObjective(Tracker):
+    """The summed regularisation penalty of every row (0 without regularizers)."""
+
+    def read(self, state: Any) -> Tensor:
+        return state.reg_term
+
+
+class ObjectiveTerm(Tracker):
+    """One named part of the objective (``objective.last_terms[term]``), e.g. ``target_loss`` or
+    ``activation_penalty`` of target-activation objectives."""
+
+    def __init__(self, term: str, interval: int = 1):
+        super().__init__(interval)
+        self.term = term
+
+    def read(self, state: Any) -> Tensor:
+        if self.term not in state.objective_terms:
+            raise KeyError(f"the objective has no term {self.term!r} (it has {sorted(state.objective_terms)})")
+        return state.objective_terms[self.term]

@@ -10,7 +10,11 @@ import xarray as xr
 from .files import atomic_path, read_json
 
 
-def validate_ensemble(manifest_path: str, zarr_path: str, scores_path: str, out_path: str) -> pd.DataFrame:
+ACTIVATION_COLUMNS = {"ensemble": "string", "method": "string", "seed": "int64", "item": "int64", "neuron": "int64", "layer": "int64", "group": "string", "activation": "float32"}
+
+
+def validate_ensemble(manifest_path: str, zarr_path: str, scores_path: str, out_path: str,
+                      table_path: str | None = None, activations_path: str | None = None) -> pd.DataFrame:
     """One row per MEI: its score and held-out score, and for demo ensembles the correlation of the
     MEI to the true filter (phase-invariant for complex cells) and the true neuron's activation
     relative to its optimum at the same norm. Reads one (method, seed) slab of MEIs at a time."""
@@ -38,6 +42,56 @@ def validate_ensemble(manifest_path: str, zarr_path: str, scores_path: str, out_
         table["cell_type"] = [population.cell_types[int(u)] for u in table["output_unit"]]
         table["filter_correlation"] = correlation
         table["relative_activation"] = activation
+    activations = pd.DataFrame({k: pd.Series(dtype=v) for k, v in ACTIVATION_COLUMNS.items()})
+    if table_path is not None:
+        objectives = pd.read_parquet(table_path)
+        if len(objectives) and (objectives["kind"] == "targets").all():
+            table, activations = _validate_targets(manifest, zarr_path, objectives, table)
     with atomic_path(out_path, suffix=".parquet") as temporary:
         table.to_parquet(temporary, index=False)
+    if activations_path is not None:
+        with atomic_path(activations_path, suffix=".parquet") as temporary:
+            activations.astype(ACTIVATION_COLUMNS).to_parquet(temporary, index=False)
     return table
+
+
+def _validate_targets(manifest: dict, zarr_path: str, objectives: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Target-activation items: achieved vs target activations (RMSE and worst error per MEI, with the
+    generation and the held-out ensemble), and the tidy activation table of every MEI."""
+    import json
+
+    from .ensembles import load_ensemble
+
+    model = load_ensemble(manifest, "members")
+    held_out = load_ensemble(manifest, "validation_members")
+    groups = getattr(model.members[0], "neuron_groups", None)
+    targets = {int(n): json.loads(k)["targets"] for n, k in zip(objectives["neuron_id"], objectives["kwargs"])}
+    dataset = xr.open_zarr(zarr_path)
+    neuron_position = {int(n): i for i, n in enumerate(dataset["neuron"].values)}
+    columns = {name: np.full(len(table), np.nan, dtype=np.float32) for name in ("target_rmse", "max_abs_target_error", "heldout_target_rmse")}
+    tidy = []
+    for (method, seed), group in table.groupby(["method", "seed"], sort=False):
+        slab = torch.from_numpy(np.asarray(dataset["mei"].sel({"method": method, "seed": seed}).values))
+        with torch.no_grad():
+            reached_all = model(slab)
+            held_all = held_out(slab) if held_out is not None else None
+        for row, item in zip(group.index, group["neuron_id"]):
+            position = neuron_position[int(item)]
+            layer, neuron, value = (np.asarray(v) for v in zip(*targets[int(item)]))
+            errors = reached_all[position].numpy()[neuron, layer] - value
+            columns["target_rmse"][row] = np.sqrt(np.mean(errors**2))
+            columns["max_abs_target_error"][row] = np.abs(errors).max()
+            if held_all is not None:
+                columns["heldout_target_rmse"][row] = np.sqrt(np.mean((held_all[position].numpy()[neuron, layer] - value) ** 2))
+            activation = reached_all[position].numpy()  # N×L
+            n_neurons, n_layers = activation.shape
+            tidy.append(pd.DataFrame({
+                "ensemble": manifest["name"], "method": method, "seed": int(seed), "item": int(item),
+                "neuron": np.repeat(np.arange(n_neurons), n_layers), "layer": np.tile(np.arange(n_layers), n_neurons),
+                "group": np.repeat(np.asarray(groups, dtype=object), n_layers) if groups is not None else None,
+                "activation": activation.reshape(-1),
+            }))
+    for name, values in columns.items():
+        table[name] = values
+    activations = pd.concat(tidy, ignore_index=True) if tidy else pd.DataFrame(columns=list(ACTIVATION_COLUMNS))
+    return table, activations

@@ -26,17 +26,19 @@ rule aggregate:
 rule validate:
     input:
         manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
+        table=f"{RESOURCES}/objectives/{{ensemble}}.parquet",
         zarr=f"{RESULTS}/{{ensemble}}.zarr",
         scores=f"{RESOURCES}/tables/{{ensemble}}.scores.parquet",
     output:
-        f"{RESOURCES}/tables/{{ensemble}}.validation.parquet",
+        validation=f"{RESOURCES}/tables/{{ensemble}}.validation.parquet",
+        activations=f"{RESOURCES}/tables/{{ensemble}}.activations.parquet",
     conda:
         "../envs/mei_core.yaml"
     log:
         f"{RESOURCES}/logs/validate/{{ensemble}}.log",
     shell:
-        "python -m mei_core validate --manifest {input.manifest} --zarr {input.zarr}"
-        " --scores {input.scores} --out {output} > {log} 2>&1"
+        "python -m mei_core validate --manifest {input.manifest} --table {input.table} --zarr {input.zarr}"
+        " --scores {input.scores} --out {output.validation} --activations {output.activations} > {log} 2>&1"
 
 
 rule combine_tables:
@@ -45,7 +47,7 @@ rule combine_tables:
     output:
         f"{RESULTS}/{{table}}.parquet",
     wildcard_constraints:
-        table="scores|traces|validation",
+        table="scores|traces|validation|activations",
     conda:
         "../envs/mei_core.yaml"
     log:
