@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     required = {"required": True}
     command("demo-dataset", spec=required, dataset=required, truth=required, threads={"type": int, "default": 1})
     command("demo-member", spec=required, dataset=required, truth=required, seed={"type": int, **required}, checkpoint=required, metrics=required, threads={"type": int, "default": 1})
+    command("demo-connectome", spec=required, weights=required, network=required)
+    command("demo-connectome-targets", config={"default": "config/config.yaml"}, demo={"default": "connectome"}, out=required)
     command("assemble", spec=required, manifest=required)
     command("objective-table", spec=required, manifest=required, out=required)
     command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
@@ -63,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo-member":
             from .demo import train_demo_member
             train_demo_member(args.spec, args.dataset, args.truth, args.seed, args.checkpoint, args.metrics, args.threads)
+        elif args.command == "demo-connectome":
+            from .demo import make_demo_connectome
+            make_demo_connectome(args.spec, args.weights, args.network)
+        elif args.command == "demo-connectome-targets":
+            import yaml
+
+            from .demo import demo_connectome_targets
+            spec = yaml.safe_load(open(args.config))["demo"][args.demo]
+            demo_connectome_targets(spec).to_csv(args.out, index=False)
         elif args.command == "assemble":
             from .ensembles import assemble_ensemble
             assemble_ensemble(args.spec, args.manifest)

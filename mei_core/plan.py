@@ -47,6 +47,11 @@ class Plan:
     demos: dict[str, dict[str, Any]] = field(default_factory=dict)
     shard_counts: dict[str, int] = field(default_factory=dict)
     files_of_ensemble: dict[str, list[str]] = field(default_factory=dict)
+    methods_of_ensemble: dict[str, list[str]] = field(default_factory=dict)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(ensemble, method) pairs that are computed."""
+        return [(e, m) for e in self.ensembles for m in self.methods_of_ensemble[e]]
 
     def member_files(self, ensemble: str) -> list[str]:
         """Checkpoints, TorchScript files and ground truth an ensemble is assembled from."""
@@ -154,6 +159,8 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
 
 def _demo_outputs(resources: str, name: str, demo: Mapping[str, Any]) -> set[str]:
     folder = f"{resources}/demo/{name}"
+    if demo.get("kind") == "connectome":
+        return {f"{folder}/weights.npz", f"{folder}/network.json"}
     members = {f"{folder}/member_{seed}.pt" for seed in demo.get("member_seeds", [1, 2, 3])}
     return members | {f"{folder}/ground_truth.json", f"{folder}/dataset.pt"}
 
@@ -254,6 +261,10 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
         validate_method(method["config"], f"methods.{name}.config")
 
     ensembles = list(config["ensembles"])
+    for name, method in config["methods"].items():
+        unknown = sorted(set(method.get("ensembles", [])) - set(ensembles))
+        if unknown:
+            raise MEIConfigError(f"methods.{name}.ensembles: no ensemble {unknown[0]!r} (ensembles: {', '.join(ensembles)})")
     unknown = sorted(set(config["objectives"]) - set(ensembles))
     if unknown:
         raise MEIConfigError(f"objectives.{unknown[0]}: no ensemble of that name (ensembles: {', '.join(ensembles)})")
@@ -296,7 +307,9 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
         for index in range(n_shards):
             chunk = rows[index * shard_size : (index + 1) * shard_size]
             pending.append((base / plan.shard_spec(name, index), {"ensemble": name, "index": index, "rows": chunk}))
-        for method in methods:
+        applicable = [m for m in methods if name in config["methods"][m].get("ensembles", ensembles)]
+        plan.methods_of_ensemble[name] = applicable
+        for method in applicable:
             for seed in seeds:
                 plan.shards.extend(Shard(name, method, seed, index) for index in range(n_shards))
 

@@ -56,6 +56,10 @@ CASES = {
         with_change(lambda c: set_path(c, ["objectives", "tiny", "neurons"], [0, 9])),
         "objectives.tiny.neurons: output unit 9 out of range: ensemble 'tiny' has 5 outputs",
     ),
+    "method_for_unknown_ensemble": (
+        with_change(lambda c: set_path(c, ["methods", "fast", "ensembles"], ["tiny", "retina"])),
+        "methods.fast.ensembles: no ensemble 'retina'",
+    ),
     "objectives_of_unknown_ensemble": (
         with_change(lambda c: set_path(c, ["objectives", "other"], {"neurons": "all"})),
         "objectives.other: no ensemble of that name",

@@ -674,3 +674,39 @@ def random_connectome(
         idx_to_group={i: str(g) for i, g in enumerate(names)},
         inhibitory_groups=[f"type_{g}" for g in inhibitory],
     )
+
+
+# --------------------------------------------------------------------------- files (pipeline members)
+
+
+def save_connectome(connectome: Connectome, weights_path: str, network_path: str) -> None:
+    """Write a connectome as a scipy ``.npz`` weight matrix and a JSON of sensory indices and groups."""
+    import json
+
+    sp.save_npz(weights_path, connectome.weights.tocsr())
+    with open(network_path, "w") as handle:
+        json.dump({
+            "sensory_indices": [int(i) for i in connectome.sensory_indices],
+            "groups": [str(connectome.idx_to_group[i]) for i in range(connectome.weights.shape[0])],
+            "inhibitory_groups": list(connectome.inhibitory_groups),
+        }, handle)
+
+
+def load_network(weights: str, network: str, num_layers: int = 5, **kwargs: Any) -> MultilayeredNetwork:
+    """Pipeline builder: a ``MultilayeredNetwork`` from a scipy ``.npz`` weight matrix (post rows, pre
+    columns) and a JSON with ``sensory_indices`` and per-neuron ``groups``; ``kwargs`` go to the network
+    (``threshold``, ``tanh_steepness``, ``slope_dict``, ``divisive_normalization``, …). The model's
+    ``neuron_groups`` list names each neuron's group (for activation tables)."""
+    import json
+
+    try:
+        matrix = sp.load_npz(weights)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read the weight matrix {weights!r} (a scipy.sparse .npz): {error}") from error
+    with open(network) as handle:
+        description = json.load(handle)
+    groups = description.get("groups")
+    model = MultilayeredNetwork(matrix, description["sensory_indices"], num_layers=num_layers,
+                                idx_to_group=groups, **kwargs)
+    model.neuron_groups = list(groups) if groups is not None else None
+    return model

@@ -11,7 +11,7 @@ rule aggregate:
         scores=f"{RESOURCES}/tables/{{ensemble}}.scores.parquet",
         traces=f"{RESOURCES}/tables/{{ensemble}}.traces.parquet",
     params:
-        methods=" ".join(PLAN.methods),
+        methods=lambda wildcards: " ".join(PLAN.methods_of_ensemble[wildcards.ensemble]),
         seeds=" ".join(map(str, PLAN.seeds)),
     conda:
         "../envs/mei_core.yaml"

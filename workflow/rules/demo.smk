@@ -36,3 +36,18 @@ rule demo_member:
         "python -m mei_core demo-member --spec {input.spec} --dataset {input.dataset}"
         " --truth {input.truth} --seed {wildcards.seed} --checkpoint {output.checkpoint}"
         " --metrics {output.metrics} --threads {threads} > {log} 2>&1"
+
+
+rule demo_connectome:
+    input:
+        spec=f"{RESOURCES}/demo/{{demo}}/spec.json",
+    output:
+        weights=f"{RESOURCES}/demo/{{demo}}/weights.npz",
+        network=f"{RESOURCES}/demo/{{demo}}/network.json",
+    conda:
+        "../envs/mei_core.yaml"
+    log:
+        f"{RESOURCES}/logs/demo/{{demo}}/connectome.log",
+    shell:
+        "python -m mei_core demo-connectome --spec {input.spec} --weights {output.weights}"
+        " --network {output.network} > {log} 2>&1"
