@@ -29,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/connectome.py
 
 lint: $(STAMP)
 	$(SNAKEMAKE) --lint
