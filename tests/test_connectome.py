@@ -394,3 +394,20 @@ def test_random_connectome_properties():
     inhibitory = np.array([a.idx_to_group[int(j)] in a.inhibitory_groups for j in coo.col])
     assert (coo.data[inhibitory] < 0).all() and (coo.data[~inhibitory] > 0).all()  # Dale's law
     assert len(set(a.idx_to_group.values())) == 24
+
+
+def test_load_network_reads_a_json_description_or_a_sensory_list_and_a_group_table(tmp_path):
+    import pandas as pd
+
+    from mei_core.models.connectome import load_network, random_connectome, save_connectome
+
+    connectome = random_connectome(60, 400, 8, seed=3)
+    save_connectome(connectome, str(tmp_path / "W.npz"), str(tmp_path / "network.json"))
+    from_json = load_network(str(tmp_path / "W.npz"), str(tmp_path / "network.json"), num_layers=3)
+    pd.DataFrame({"neuron": connectome.sensory_indices}).to_csv(tmp_path / "sensory.csv", index=False)
+    pd.DataFrame({"neuron": range(60), "group": [connectome.idx_to_group[i] for i in range(60)]}).to_csv(tmp_path / "groups.csv", index=False)
+    from_tables = load_network(str(tmp_path / "W.npz"), sensory_indices=str(tmp_path / "sensory.csv"), groups=str(tmp_path / "groups.csv"), num_layers=3)
+    x = torch.rand(2, 8, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(from_json(x), from_tables(x))
+    assert from_tables.neuron_groups == from_json.neuron_groups

@@ -692,21 +692,52 @@ def save_connectome(connectome: Connectome, weights_path: str, network_path: str
         }, handle)
 
 
-def load_network(weights: str, network: str, num_layers: int = 5, **kwargs: Any) -> MultilayeredNetwork:
+def load_network(
+    weights: str,
+    network: str | None = None,
+    num_layers: int = 5,
+    sensory_indices: str | None = None,
+    groups: str | None = None,
+    **kwargs: Any,
+) -> MultilayeredNetwork:
     """Pipeline builder: a ``MultilayeredNetwork`` from a scipy ``.npz`` weight matrix (post rows, pre
-    columns) and a JSON with ``sensory_indices`` and per-neuron ``groups``; ``kwargs`` go to the network
+    columns) plus either ``network`` — a JSON with ``sensory_indices`` and per-neuron ``groups`` — or
+    ``sensory_indices`` (a CSV with column ``neuron``, or ``.npy``/``.txt`` of indices) and an optional
+    ``groups`` table (CSV or Parquet with columns ``neuron, group``). ``kwargs`` go to the network
     (``threshold``, ``tanh_steepness``, ``slope_dict``, ``divisive_normalization``, …). The model's
-    ``neuron_groups`` list names each neuron's group (for activation tables)."""
+    ``neuron_groups`` names each neuron's group (for activation tables)."""
     import json
 
     try:
         matrix = sp.load_npz(weights)
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot read the weight matrix {weights!r} (a scipy.sparse .npz): {error}") from error
-    with open(network) as handle:
-        description = json.load(handle)
-    groups = description.get("groups")
-    model = MultilayeredNetwork(matrix, description["sensory_indices"], num_layers=num_layers,
-                                idx_to_group=groups, **kwargs)
-    model.neuron_groups = list(groups) if groups is not None else None
+    if network is not None:
+        with open(network) as handle:
+            description = json.load(handle)
+        sensory, names = description["sensory_indices"], description.get("groups")
+    elif sensory_indices is not None:
+        sensory = _read_indices(sensory_indices)
+        names = None
+        if groups is not None:
+            table = pd.read_parquet(groups) if str(groups).endswith(".parquet") else pd.read_csv(groups)
+            if not {"neuron", "group"} <= set(table.columns):
+                raise ValueError(f"the group table {groups!r} needs columns neuron, group")
+            by_neuron = dict(zip(table["neuron"].astype(int), table["group"].astype(str)))
+            names = [by_neuron.get(i, "ungrouped") for i in range(matrix.shape[0])]
+    else:
+        raise ValueError("give either network (JSON) or sensory_indices (+ optional groups)")
+    model = MultilayeredNetwork(matrix, sensory, num_layers=num_layers, idx_to_group=names, **kwargs)
+    model.neuron_groups = list(names) if names is not None else None
     return model
+
+
+def _read_indices(path: str) -> list[int]:
+    if str(path).endswith(".npy"):
+        return [int(i) for i in np.load(path)]
+    if str(path).endswith(".csv"):
+        table = pd.read_csv(path)
+        if "neuron" not in table.columns:
+            raise ValueError(f"the sensory table {path!r} needs a column neuron")
+        return [int(i) for i in table["neuron"]]
+    return [int(i) for i in np.loadtxt(path, dtype=np.int64, ndmin=1)]
