@@ -88,7 +88,7 @@ def import_object(path: str, key: str) -> Any:
         raise MEIConfigError(f"{key}: module {module_name!r} has no attribute {attribute!r}") from error
 
 
-def _check_numbers_are_numbers(value: Any, key: str) -> None:
+def check_numbers_are_numbers(value: Any, key: str) -> None:
     """YAML 1.1 reads ``1e-3`` as a string; catch that before it reaches a constructor."""
     if isinstance(value, str) and _NUMBER_AS_STRING.match(value.strip()):
         raise MEIConfigError(
@@ -97,10 +97,10 @@ def _check_numbers_are_numbers(value: Any, key: str) -> None:
         )
     if isinstance(value, Mapping):
         for k, v in value.items():
-            _check_numbers_are_numbers(v, f"{key}.{k}")
+            check_numbers_are_numbers(v, f"{key}.{k}")
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            _check_numbers_are_numbers(v, f"{key}[{i}]")
+            check_numbers_are_numbers(v, f"{key}[{i}]")
 
 
 def check_arguments(target: Callable, kwargs: Mapping[str, Any], key: str, args: Sequence[Any] = ()) -> None:
@@ -149,7 +149,7 @@ def build_component(spec: Any, key: str, *, extra_kwargs: Mapping[str, Any] | No
             f"{key}: expected an alias string or a mapping with 'path' and 'kwargs', got {spec!r}"
         )
     kwargs = copy.deepcopy(dict(kwargs))  # constructors must never alias the user's config
-    _check_numbers_are_numbers(kwargs, f"{key}.kwargs")
+    check_numbers_are_numbers(kwargs, f"{key}.kwargs")
     target = import_object(path, f"{key}.path" if isinstance(spec, Mapping) else key)
     if not callable(target):
         raise MEIConfigError(f"{key}: {path!r} is not callable (it is a {type(target).__name__})")

@@ -9,7 +9,6 @@ per item, default 1), ``direction`` (``maximize`` | ``minimize``; minimise gives
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,8 +81,8 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     make_optimizer = _build_optimizer(require(config, "optimizer", key), f"{key}.optimizer")
 
     transforms = build_components(config.get("transform"), f"{key}.transform")
-    for i, t in enumerate(transforms):
-        _expect(t, Transform, f"{key}.transform")
+    for transform_component in transforms:
+        _expect(transform_component, Transform, f"{key}.transform")
     transform = Identity() if not transforms else transforms[0] if len(transforms) == 1 else Compose(transforms)
 
     def family(slot: str, base: type) -> list:
@@ -127,8 +126,3 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
 def validate_method(config: Mapping[str, Any], key: str = "config") -> None:
     """Build once and throw away: every error a run would hit at start-up, without running."""
     build_method(config, key)
-
-
-def signature_of(path: str) -> str:
-    target = import_object(path, "path")
-    return f"{path}{inspect.signature(target)}"

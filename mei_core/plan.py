@@ -19,7 +19,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from .config import _check_numbers_are_numbers, canonical_json, import_object, method_hash
+from .config import check_numbers_are_numbers, canonical_json, import_object, method_hash
 from .errors import MEIConfigError
 from .files import write_json_if_changed
 from .ensembles import member_files
@@ -138,7 +138,7 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
     """JSON-schema check of the config with a message naming the key; fills schema defaults."""
     for name, method in (config.get("methods") or {}).items():
         if isinstance(method, Mapping):
-            _check_numbers_are_numbers(method.get("config"), f"methods.{name}.config")
+            check_numbers_are_numbers(method.get("config"), f"methods.{name}.config")
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
