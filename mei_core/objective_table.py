@@ -66,6 +66,8 @@ def build_objective(model: nn.Module, rows: pd.DataFrame, n_meis: int = 1) -> Ob
         parsed = [json.loads(k) for k in expanded["kwargs"]]
         penalty = parsed[0].get("activation_penalty", {}) if parsed else {}
         return TargetActivationObjective(model, [p["targets"] for p in parsed], l1=penalty.get("l1", 0.0), l2=penalty.get("l2", 0.0))
+    if kind in VIDEO_KINDS:
+        return _video_objective(kind, model, expanded)
     if kind == "custom":
         objectives = []
         for record in expanded.to_dict("records"):
@@ -73,4 +75,43 @@ def build_objective(model: nn.Module, rows: pd.DataFrame, n_meis: int = 1) -> Ob
             builder = import_object(kwargs.pop("builder"), "objectives.builder")
             objectives.append(builder(model, {**record, "kwargs": kwargs}))
         return PerRowObjective(objectives)
-    raise MEIConfigError(f"objective kind {kind!r} is not known (unit, custom, targets)")
+    raise MEIConfigError(f"objective kind {kind!r} is not known (unit, custom, targets, {', '.join(VIDEO_KINDS)})")
+
+
+VIDEO_KINDS = ("increase", "decrease", "inner", "contrastive")
+
+
+def _reducer(spec: Any):
+    """``"mean"`` (default) or ``{"slice_mean": {"start": 10, "length": 10}}`` (mean over frames)."""
+    from .video_objectives import MeanReducer, SliceMeanReducer
+
+    if spec in (None, "mean"):
+        return MeanReducer()
+    if isinstance(spec, dict) and set(spec) == {"slice_mean"}:
+        return SliceMeanReducer(axis=0, **spec["slice_mean"])
+    raise MEIConfigError(f"objectives kwargs.reducer: expected 'mean' or {{slice_mean: {{start, length}}}}, got {spec!r}")
+
+
+def _video_objective(kind: str, model: nn.Module, rows: pd.DataFrame) -> Objective:
+    """openretina's objectives, one target per row: a unit (or the unit group in kwargs.neurons), a
+    layer's channel (kwargs.layer; the row's output_unit is the channel), or a contrastive cluster."""
+    from .video_objectives import ContrastiveNeuronObjective, DecreaseObjective, IncreaseObjective, InnerNeuronObjective
+
+    kwargs = json.loads(rows["kwargs"].iloc[0] or "{}")
+    data_keys = set(rows["data_key"].dropna())
+    data_key = data_keys.pop() if len(data_keys) == 1 else None
+    reducer = _reducer(kwargs.get("reducer"))
+    units = [int(u) for u in rows["output_unit"]]
+    if kind in ("increase", "decrease"):
+        groups = [kwargs.get("neurons", {}).get(str(u), u) if isinstance(kwargs.get("neurons"), dict) else u for u in units]
+        cls = IncreaseObjective if kind == "increase" else DecreaseObjective
+        return cls(model, groups, data_key=data_key, response_reducer=reducer)
+    if kind == "inner":
+        if "layer" not in kwargs:
+            raise MEIConfigError("objectives kwargs.layer: required for kind 'inner' (a module name of the model)")
+        return InnerNeuronObjective(model, kwargs["layer"], units, data_key=data_key, response_reducer=reducer)
+    clusters = kwargs.get("clusters")
+    if not clusters:
+        raise MEIConfigError("objectives kwargs.clusters: required for kind 'contrastive' (a list of neuron lists; each row's output_unit picks its on cluster)")
+    return ContrastiveNeuronObjective(model, [clusters[u] for u in units], clusters,
+                                      temperature=float(kwargs.get("temperature", 1.6)), data_key=data_key, response_reducer=reducer)
