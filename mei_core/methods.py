@@ -77,3 +77,18 @@ def default_preset(norm: float = 10.0, x_min: float = -3.0, x_max: float = 3.0, 
             {"path": "ClipRange", "kwargs": {"x_min": x_min, "x_max": x_max}},
         ],
     }
+
+
+def hoefling_2024_preset(iterations: int = 10) -> dict[str, Any]:
+    """openretina's CLI preset for mouse-retina video MEIs (Höfling et al. 2024): SGD lr 100 for 10
+    steps on 2-channel (green, UV) videos, joint L2 norm 30 with per-channel clipping
+    (green [−0.654, 6.269], UV [−0.913, 6.269]) and a range penalty of factor 0.1. Use it with an
+    ``increase`` objective and ``reducer: {slice_mean: {start: 10, length: 10}}`` (frames 10–20)."""
+    ranges = [[-0.654, 6.269], [-0.913, 6.269]]
+    return {
+        "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
+        "regularization": {"path": "mei_core.video_objectives.RangeRegularizationLoss", "kwargs": {"min_max_values": ranges, "max_norm": 30.0, "factor": 0.1}},
+        "postprocessing": {"path": "ChangeNormJointlyClipRangeSeparately", "kwargs": {"min_max_values": ranges, "norm": 30.0}},
+    }
