@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     command("demo-dataset", spec=required, dataset=required, truth=required, threads={"type": int, "default": 1})
     command("demo-member", spec=required, dataset=required, truth=required, seed={"type": int, **required}, checkpoint=required, metrics=required, threads={"type": int, "default": 1})
     command("demo-connectome", spec=required, weights=required, network=required)
+    command("demo-retina", spec=required, description=required)
     command("demo-connectome-targets", config={"default": "config/config.yaml"}, demo={"default": "connectome"}, out=required)
     command("assemble", spec=required, manifest=required)
     command("objective-table", spec=required, manifest=required, out=required)
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo-member":
             from .demo import train_demo_member
             train_demo_member(args.spec, args.dataset, args.truth, args.seed, args.checkpoint, args.metrics, args.threads)
+        elif args.command == "demo-retina":
+            from .demo import make_demo_retina
+            make_demo_retina(args.spec, args.description)
         elif args.command == "demo-connectome":
             from .demo import make_demo_connectome
             make_demo_connectome(args.spec, args.weights, args.network)

@@ -90,3 +90,19 @@ def demo_connectome_targets(spec: dict[str, Any], n_items: int = 16, per_item: i
         for neuron in sorted(rng.choice(candidates, size=per_item, replace=False)):
             rows.append({"item": item, "layer": settings["num_layers"] - 1, "neuron": int(neuron), "value": round(float(last[item, neuron]), 4)})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the retina demo
+
+RETINA_DEFAULTS = {"n_cells": 8, "size": [16, 16], "channels": 2, "frames_kernel": 15, "population_seed": 0}
+
+
+def make_demo_retina(spec_path: str, description_path: str) -> None:
+    """Known ON/OFF centre-surround ganglion cells with known temporal kernels (deterministic per seed)."""
+    from .models.retina import RetinaModel
+
+    spec = read_json(spec_path)
+    settings = {**RETINA_DEFAULTS, **{k: v for k, v in spec.items() if k not in ("name", "kind")}}
+    model = RetinaModel.random(settings["n_cells"], size=tuple(settings["size"]), channels=settings["channels"],
+                               frames_kernel=settings["frames_kernel"], seed=settings["population_seed"])
+    write_json(description_path, model.describe())

@@ -161,6 +161,8 @@ def _demo_outputs(resources: str, name: str, demo: Mapping[str, Any]) -> set[str
     folder = f"{resources}/demo/{name}"
     if demo.get("kind") == "connectome":
         return {f"{folder}/weights.npz", f"{folder}/network.json"}
+    if demo.get("kind") == "retina":
+        return {f"{folder}/retina.json"}
     members = {f"{folder}/member_{seed}.pt" for seed in demo.get("member_seeds", [1, 2, 3])}
     return members | {f"{folder}/ground_truth.json", f"{folder}/dataset.pt"}
 

@@ -36,13 +36,27 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
             correlation = dict(zip(rows["neuron_id"], rows["filter_correlation"]))
     columns = min(8, len(neurons))
     lines = math.ceil(len(neurons) / columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(1.6 * columns, 2.0 * lines), squeeze=False)
+    video = "time" in meis.dims
+    rows_per_line = 2 if video else 1  # videos: a frame, and under it the time course of its peak pixel
+    figure, axes = plt.subplots(lines * rows_per_line, columns, figsize=(1.6 * columns, 2.0 * lines * rows_per_line), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, neuron in zip(axes.flat, neurons):
+    for index, neuron in enumerate(neurons):
+        line, column = divmod(index, columns)
+        axis = axes[line * rows_per_line, column]
         image = np.asarray(meis.sel({"neuron": neuron}).values)
-        if "time" in meis.dims:  # videos: show the frame with the most contrast
+        if video:  # the frame with the most contrast, and the peak pixel's trace per channel
             frame = int(np.abs(image).reshape(image.shape[0], image.shape[1], -1).max(-1).max(0).argmax())
+            y, x = np.unravel_index(np.abs(image[:, frame]).max(0).argmax(), image.shape[-2:])
+            trace_axis = axes[line * rows_per_line + 1, column]
+            trace_axis.axis("on")
+            for channel, colour in zip(range(image.shape[0]), ("tab:green", "tab:purple", "tab:blue")):
+                trace_axis.plot(image[channel, :, y, x], color=colour, linewidth=1)
+            trace_axis.axhline(0, color="0.7", linewidth=0.5)
+            trace_axis.set_xticks([0, image.shape[1] - 1])
+            trace_axis.set_yticks([])
+            trace_axis.set_xlabel("frame", fontsize=6, labelpad=0)
+            trace_axis.tick_params(labelsize=6)
             image = image[:, frame]
         if "sensory" in meis.dims:  # connectome inputs: sensory neurons × layers
             picture = image

@@ -22,7 +22,9 @@ def validate_ensemble(manifest_path: str, zarr_path: str, scores_path: str, out_
     columns = ["ensemble", "method", "seed", "neuron_id", "output_unit", "mei_index", "score", "heldout_score"]
     table = pd.read_parquet(scores_path, columns=columns)
     truth = manifest.get("ground_truth")
-    if truth:
+    if truth and truth["kind"] == "retina":
+        table = _validate_retina(truth["file"], zarr_path, table, pd.read_parquet(table_path) if table_path else None)
+    elif truth:
         from .models.demo import GroundTruthV1, filter_correlation, relative_activation
 
         population = GroundTruthV1.from_dict(read_json(truth["file"])["population"])
@@ -95,3 +97,50 @@ def _validate_targets(manifest: dict, zarr_path: str, objectives: pd.DataFrame, 
         table[name] = values
     activations = pd.concat(tidy, ignore_index=True) if tidy else pd.DataFrame(columns=list(ACTIVATION_COLUMNS))
     return table, activations
+
+
+def _window(objectives: pd.DataFrame | None, frames: int) -> tuple[int, int]:
+    """The response frames the objective averaged (slice_mean reducer), else all of them."""
+    import json
+
+    if objectives is not None and len(objectives):
+        reducer = json.loads(objectives["kwargs"].iloc[0] or "{}").get("reducer")
+        if isinstance(reducer, dict) and "slice_mean" in reducer:
+            return int(reducer["slice_mean"]["start"]), int(reducer["slice_mean"]["length"])
+    return 0, frames
+
+
+def _validate_retina(truth_file: str, zarr_path: str, table: pd.DataFrame, objectives: pd.DataFrame | None) -> pd.DataFrame:
+    """Video MEIs of known ganglion cells: the MEI's leading space-time component (SVD of T × C·H·W)
+    against the cell's spatial filter, and its time course against the stimulus that maximises the
+    cell's linear response over the objective's frame window (the window-summed, time-reversed kernel).
+    Correlations are absolute: the SVD leaves the sign to either component."""
+    from .models.retina import load_retina
+
+    model = load_retina(truth_file)
+    dataset = xr.open_zarr(zarr_path)
+    neuron_position = {int(n): i for i, n in enumerate(dataset["neuron"].values)}
+    frames = dataset.sizes["time"]
+    start, length = _window(objectives, frames)
+    spatial_r = np.full(len(table), np.nan, dtype=np.float32)
+    temporal_r = np.full(len(table), np.nan, dtype=np.float32)
+    for (method, seed), group in table.groupby(["method", "seed"], sort=False):
+        slab = np.asarray(dataset["mei"].sel({"method": method, "seed": seed}).values)  # neurons×C×T×H×W
+        for row, neuron, unit in zip(group.index, group["neuron_id"], group["output_unit"]):
+            mei = slab[neuron_position[int(neuron)]]
+            movie = np.moveaxis(mei, 1, 0).reshape(frames, -1)  # T × C·H·W
+            u, _, vt = np.linalg.svd(movie - movie.mean(), full_matrices=False)
+            true_spatial = model.spatial_filter(int(unit)).detach().numpy().reshape(-1)
+            kernel = model.temporal_kernel(int(unit)).detach().numpy()
+            expected = np.zeros(frames)
+            for t in range(frames):  # Σ over window frames τ of k[τ − t]
+                lags = np.arange(start, start + length) - t
+                lags = lags[(lags >= 0) & (lags < len(kernel))]
+                expected[t] = kernel[lags].sum()
+            spatial_r[row] = abs(np.corrcoef(vt[0], true_spatial)[0, 1])
+            temporal_r[row] = abs(np.corrcoef(u[:, 0], expected)[0, 1]) if expected.std() > 0 else np.nan
+    cells = model.describe()["cells"]
+    table["cell_type"] = [cells[int(u)]["type"] for u in table["output_unit"]]
+    table["spatial_correlation"] = spatial_r
+    table["temporal_correlation"] = temporal_r
+    return table

@@ -51,3 +51,16 @@ rule demo_connectome:
     shell:
         "python -m mei_core demo-connectome --spec {input.spec} --weights {output.weights}"
         " --network {output.network} > {log} 2>&1"
+
+
+rule demo_retina:
+    input:
+        spec=f"{RESOURCES}/demo/{{demo}}/spec.json",
+    output:
+        f"{RESOURCES}/demo/{{demo}}/retina.json",
+    conda:
+        "../envs/mei_core.yaml"
+    log:
+        f"{RESOURCES}/logs/demo/{{demo}}/retina.log",
+    shell:
+        "python -m mei_core demo-retina --spec {input.spec} --description {output} > {log} 2>&1"

@@ -1,0 +1,56 @@
+"""Video MEIs of a known retina through the real workflow: Zarr dims with time, ground-truth checks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import xarray as xr
+
+from workflow_support import snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def retina_config() -> dict:
+    description = "resources/demo/tinyretina/retina.json"
+    return {
+        "device": "cpu",
+        "shard_size": 4,
+        "seeds": [0],
+        "demo": {"tinyretina": {"kind": "retina", "n_cells": 4, "size": [10, 10], "channels": 2, "frames_kernel": 8, "population_seed": 1}},
+        "ensembles": {
+            "retina": {
+                "input_shape": [2, 20, 10, 10],
+                "outputs": 4,
+                "members": [{"builder": "mei_core.models.retina.load_retina", "builder_kwargs": {"description": description}, "files": [description]}],
+                "ground_truth": {"kind": "retina", "file": description},
+            }
+        },
+        "objectives": {"retina": {"kind": "increase", "kwargs": {"reducer": {"slice_mean": {"start": 12, "length": 6}}}}},
+        "methods": {
+            "video": {
+                "config": {
+                    "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
+                    "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 0.5}},
+                    "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": 40}},
+                    "precondition": [{"path": "DivideByMeanOfAbsolute"}],
+                    "postprocessing": [{"path": "ChangeNormJointlyClipRangeSeparately", "kwargs": {"min_max_values": [[-3.0, 3.0], [-3.0, 3.0]], "norm": 10.0}}],
+                }
+            }
+        },
+    }
+
+
+def test_video_meis_of_known_ganglion_cells_match_their_filters_in_space_and_time(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    write_config(folder, retina_config())
+    snakemake(folder)
+    dataset = xr.open_zarr(folder / "results" / "retina.zarr")
+    assert dataset["mei"].dims == ("method", "seed", "neuron", "channel", "time", "y", "x")
+    assert dataset["mei"].shape == (1, 1, 4, 2, 20, 10, 10)
+    validation = pd.read_parquet(folder / "results" / "validation.parquet")
+    assert sorted(validation["cell_type"]) == ["OFF", "OFF", "ON", "ON"]
+    assert validation["spatial_correlation"].median() >= 0.8
+    assert validation["temporal_correlation"].median() >= 0.8
+    assert (folder / "results" / "figures" / "retina" / "video.png").stat().st_size > 1000
