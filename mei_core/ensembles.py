@@ -75,10 +75,11 @@ def _sha256_of_files(base: Path, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _probe(model: nn.Module, input_shape: list[int], key: str) -> int:
+def _probe(model: nn.Module, input_shape: list[int], key: str, data_key: str | None = None) -> int:
     with torch.no_grad():
         try:
-            output = model(torch.zeros(1, *input_shape))
+            zeros = torch.zeros(1, *input_shape)
+            output = model(zeros, data_key=data_key) if data_key is not None else model(zeros)
         except Exception as error:  # a model that rejects the declared shape: say so with the key
             raise MEIConfigError(f"{key}: the member fails on an input of shape {[1, *input_shape]}: {error}") from error
     # connectome models ([S, L] inputs) answer B×N×L: their units are the neurons of dim 1
@@ -102,7 +103,7 @@ def assemble_ensemble(spec_path: str, manifest_path: str, base: str | Path = "."
         for i, member in enumerate(spec.get(group) or []):
             key = f"ensembles.{name}.{group}[{i}]"
             model = load_member(member, key, base)
-            outputs = _probe(model, spec["input_shape"], key)
+            outputs = _probe(model, spec["input_shape"], key, spec.get("data_key"))
             if outputs != spec["outputs"]:
                 raise MEIConfigError(f"{key}: the member has {outputs} outputs but ensembles.{name}.outputs is {spec['outputs']}")
             files = member_files(member)

@@ -249,3 +249,48 @@ def test_ensembles_average_or_stack_and_constrained_models_select_units():
     assert torch.allclose(per_row(x[[1, 3]], rows=torch.tensor([1, 3])), a(x)[[1, 3], [1, 3]])
     with pytest.raises(IndexError, match="unit 9 out of range"):
         BatchedConstrainedOutputModel(a, units=[9])(x[:1])
+
+
+# ------------------------------------------------------------------ videos (B×C×T×H×W)
+
+VIDEO_COMPONENTS = [
+    Jitter(1), RandomCrop(4, 4), ChangeRange(-1, 1), Resize(scale_factor=2),
+    GaussianBlur(sigma=1.0), FourierSmoothing(), DivideByMeanOfAbsolute(), MultiplyBy(2.0),
+    ChangeNorm(3.0), ClipRange(-1, 1), PNormConstraintAndClip(1.0), ChangeStd(1.0), GaussianBlurInput(1.0),
+    TemporalGaussianLowPass(1.0), ChangeNormJointlyClipRangeSeparately([[-1, 1], [-2, 2]], norm=4.0),
+]
+
+
+@pytest.mark.parametrize("component", VIDEO_COMPONENTS, ids=lambda c: type(c).__name__)
+def test_every_spatial_component_takes_videos_row_by_row(component):
+    video = torch.randn(3, 2, 5, 6, 6, generator=torch.Generator().manual_seed(0))
+    batched = component(video, step(3, seeds=[4, 5, 6]))
+    alone = component(video[2:3], Step(0, torch.arange(1), torch.zeros(1, dtype=torch.long), [torch.Generator().manual_seed(6)]))
+    assert batched.dim() == 5 and batched.shape[:3] == (3, 2, 5)
+    torch.testing.assert_close(batched[2:3], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_spatial_components_refuse_inputs_that_are_neither_images_nor_videos():
+    with pytest.raises(ValueError, match=r"needs images B×C×H×W or videos B×C×T×H×W"):
+        GaussianBlur(sigma=1.0)(torch.randn(2, 10), step(2))
+    with pytest.raises(ValueError, match="temporal filtering needs videos"):
+        TemporalGaussianLowPass(1.0)(torch.randn(2, 1, 4, 4), step(2))
+    assert TotalVariation(temporal_weight=1.0)(torch.randn(2, 1, 3, 4, 4), step(2)).shape == (2,)
+
+
+def test_the_hoefling_2024_preset_runs_on_a_video_model():
+    from mei_core import batched_gradient_ascent
+    from mei_core.methods import hoefling_2024_preset
+    from mei_core.video_objectives import IncreaseObjective, SliceMeanReducer
+
+    model = torch.nn.Sequential(torch.nn.Conv3d(2, 3, (3, 3, 3)), torch.nn.Flatten(3), torch.nn.Softplus())
+
+    class TimeFirst(torch.nn.Module):
+        def forward(self, x, data_key=None):
+            return model(x).mean(3).transpose(1, 2)  # B×T'×3
+
+    objective = IncreaseObjective(TimeFirst(), [0, 2], response_reducer=SliceMeanReducer(axis=0, start=10, length=10))
+    result = batched_gradient_ascent(objective, hoefling_2024_preset(), seeds=[0, 1], shape=(2, 24, 8, 8))
+    norms = result.meis.flatten(1).norm(dim=1)
+    assert result.n_iterations == [10, 10] and torch.all(norms <= 30.0 + 1e-3)
+    assert result.meis[:, 0].min() >= -0.654 - 1e-6 and result.meis[:, 1].min() >= -0.913 - 1e-6

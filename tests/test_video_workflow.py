@@ -41,16 +41,39 @@ def retina_config() -> dict:
     }
 
 
+def with_openretina_member(config: dict, folder) -> dict:
+    """Add an ensemble of an openretina-convention model (checkpoint + builder, data_key required)."""
+    import torch
+
+    from openretina_like import build_session_model
+
+    torch.manual_seed(0)
+    torch.save(build_session_model().state_dict(), folder / "session.pt")
+    config["ensembles"]["session"] = {
+        "input_shape": [2, 20, 8, 8], "outputs": 3, "data_key": "session_b",
+        "members": [{"checkpoint": "session.pt", "builder": "openretina_like.build_session_model"}],
+    }
+    config["objectives"]["session"] = {"kind": "increase", "data_key": "session_b", "kwargs": {"reducer": {"slice_mean": {"start": 6, "length": 6}}}}
+    return config
+
+
 def test_video_meis_of_known_ganglion_cells_match_their_filters_in_space_and_time(tmp_path):
     folder = tmp_path / "project"
     folder.mkdir()
-    write_config(folder, retina_config())
+    write_config(folder, with_openretina_member(retina_config(), folder))
     snakemake(folder)
     dataset = xr.open_zarr(folder / "results" / "retina.zarr")
     assert dataset["mei"].dims == ("method", "seed", "neuron", "channel", "time", "y", "x")
     assert dataset["mei"].shape == (1, 1, 4, 2, 20, 10, 10)
     validation = pd.read_parquet(folder / "results" / "validation.parquet")
+    validation = validation[validation["ensemble"] == "retina"]
     assert sorted(validation["cell_type"]) == ["OFF", "OFF", "ON", "ON"]
     assert validation["spatial_correlation"].median() >= 0.8
     assert validation["temporal_correlation"].median() >= 0.8
     assert (folder / "results" / "figures" / "retina" / "video.png").stat().st_size > 1000
+
+    # the openretina-convention member: data_key from the objective table, responses B×T'×N with T' < T
+    session = xr.open_zarr(folder / "results" / "session.zarr")
+    assert session["mei"].shape == (1, 1, 3, 2, 20, 8, 8)
+    scores = pd.read_parquet(folder / "results" / "scores.parquet")
+    assert (scores[scores["ensemble"] == "session"]["score"] > 0).all()

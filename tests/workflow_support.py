@@ -114,7 +114,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 def snakemake(folder: Path, *args: str, check: bool = True, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     command = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(folder), "--configfile", str(folder / "config.yaml"), "--cores", "2", *args]
     environment = {**os.environ, **(env or {})}
-    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), environment.get("PYTHONPATH", "")])
+    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), environment.get("PYTHONPATH", "")])
     result = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=environment, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
