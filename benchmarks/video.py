@@ -77,7 +77,7 @@ def timed(fn):
     return time.perf_counter() - started
 
 
-def main(reps: int = 3) -> None:
+def main(reps: int = 5) -> None:
     model = RetinaCNN()
     print(f"model {sum(p.numel() for p in model.parameters())} parameters, stimulus 1×{'×'.join(map(str, SHAPE))}, {STEPS} steps, N = {N}")
     units, seeds = list(range(N)), list(range(N))
