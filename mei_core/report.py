@@ -28,12 +28,18 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
     scores = dataset["score"].sel(selection)
     if "mei" in scores.dims:
         scores = scores.isel(mei=0)
-    correlation = {}
+    # one ground-truth figure per MEI where validation has one: filter r, spatial r, or target RMSE
+    correlation: dict[int, str] = {}
     if validation_path:
         validation = pd.read_parquet(validation_path)
-        if "filter_correlation" in validation:
-            rows = validation[(validation["method"] == method) & (validation["seed"] == seed) & (validation["mei_index"] == 0)]
-            correlation = dict(zip(rows["neuron_id"], rows["filter_correlation"]))
+        ensemble = dataset.attrs.get("ensemble")
+        rows = validation[(validation["method"] == method) & (validation["seed"] == seed) & (validation["mei_index"] == 0)]
+        if ensemble is not None and "ensemble" in rows:
+            rows = rows[rows["ensemble"] == ensemble]
+        for column, label in (("filter_correlation", "r"), ("spatial_correlation", "r_xy"), ("target_rmse", "rmse")):
+            if column in rows and rows[column].notna().any():
+                correlation = {int(n): f"{label}={v:.2g}" for n, v in zip(rows["neuron_id"], rows[column]) if np.isfinite(v)}
+                break
     columns = min(8, len(neurons))
     lines = math.ceil(len(neurons) / columns)
     video = "time" in meis.dims
@@ -63,10 +69,12 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
         else:
             picture = image[0] if image.shape[0] != 3 else np.moveaxis(image, 0, -1)
         limit = float(np.nanmax(np.abs(picture))) or 1.0
-        axis.imshow(picture, cmap="gray", vmin=-limit, vmax=limit, aspect="auto" if "sensory" in meis.dims else "equal")
+        connectome = "sensory" in meis.dims
+        axis.imshow(picture, cmap="gray", vmin=-limit, vmax=limit, aspect="auto" if connectome else "equal",
+                    interpolation="nearest" if connectome else "antialiased")
         title = f"n{int(neuron)} s={float(scores.sel({'neuron': neuron})):.2g}"
-        if neuron in correlation:
-            title += f"\nr={correlation[neuron]:.2f}"
+        if int(neuron) in correlation:
+            title += f"\n{correlation[int(neuron)]}"
         axis.set_title(title, fontsize=7)
     figure.suptitle(f"{dataset.attrs.get('ensemble', '')} · {method} · seed {seed}", fontsize=9)
     figure.tight_layout()
