@@ -7,7 +7,6 @@ import logging
 import platform
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd

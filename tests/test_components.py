@@ -1,6 +1,5 @@
 """Every component, on real values, one row at a time and in a batch."""
 
-import math
 
 import pytest
 import torch

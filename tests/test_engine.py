@@ -1,5 +1,4 @@
 import copy
-import hashlib
 import subprocess
 import sys
 import textwrap
@@ -44,8 +43,6 @@ def test_num_iterations_takes_exactly_that_many_optimizer_steps():
             steps.append(1)
             return super().step(closure)
 
-    import mei_core.method as method_module
-
     config = quick_method(iterations=7)
     config["optimizer"] = {"path": "tests_counting_sgd.CountingSGD", "kwargs": {"lr": 0.1}}
     module = type(sys)("tests_counting_sgd")
@@ -58,7 +55,6 @@ def test_num_iterations_takes_exactly_that_many_optimizer_steps():
     assert len(steps) == 7
     assert result.n_iterations == [7]
     assert result.stop_reasons == ["num_iterations"]
-    assert method_module  # imported for the path lookup
 
 
 def test_score_is_the_objective_of_the_returned_mei():
