@@ -36,7 +36,7 @@ def write_project(folder: Path, neurons: int, seeds: list[int], shard_size: int)
     config = {
         "shard_size": shard_size,
         "seeds": seeds,
-        "ensembles": {"big": {"input_shape": [1, 36, 64], "outputs": neurons, "members": [{"checkpoint": "member.pt", "builder": "mei_core.models.demo.build_demo_cnn"}]}},
+        "ensembles": {"big": {"input_shape": [1, 36, 64], "outputs": neurons, "members": [{"checkpoint": "member.pt", "builder": "mei_core.demo.v1.build_demo_cnn"}]}},
         "objectives": {"big": {"neurons": "all"}},
         "methods": {"default": {"config": method}},
     }

@@ -23,7 +23,7 @@ from torch import nn  # noqa: E402
 
 from mei_core import batched_gradient_ascent  # noqa: E402
 from mei_core.methods import hoefling_2024_preset  # noqa: E402
-from mei_core.video_objectives import IncreaseObjective, SliceMeanReducer  # noqa: E402
+from mei_core.objectives import IncreaseObjective, SliceMeanReducer  # noqa: E402
 
 N, STEPS, SHAPE = 32, 10, (2, 50, 18, 16)
 RANGES = torch.tensor([[-0.654, 6.269], [-0.913, 6.269]])

@@ -43,17 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         return sub
 
     required = {"required": True}
+    many = {"nargs": "+", **required}
     command("demo-dataset", spec=required, dataset=required, truth=required, threads={"type": int, "default": 1})
     command("demo-member", spec=required, dataset=required, truth=required, seed={"type": int, **required}, checkpoint=required, metrics=required, threads={"type": int, "default": 1})
     command("demo-connectome", spec=required, weights=required, network=required)
     command("demo-retina", spec=required, description=required)
     command("demo-connectome-targets", config={"default": "config/config.yaml"}, demo={"default": "connectome"}, out=required)
     command("assemble", spec=required, manifest=required)
-    command("objective-table", spec=required, manifest=required, out=required)
+    command("objective-table", spec=required, out=required)
     command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
-    command("aggregate", manifest=required, table=required, shards={"nargs": "+", **required}, methods={"nargs": "+", **required}, seeds={"nargs": "+", "type": int, **required}, zarr=required, scores=required, traces=required)
-    command("concat", inputs={"nargs": "+", **required}, out=required)
-    command("validate", manifest=required, zarr=required, scores=required, out=required, table={"default": None}, activations={"default": None})
+    command("score", manifest=required, shard_spec=required, shard=required, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
+    command("aggregate", manifest=required, table=required, shards=many, heldout=many, methods=many, seeds={"type": int, **many}, zarr=required, scores=required, traces=required)
+    command("concat", inputs=many, out=required)
+    command("validate", manifest=required, validation_manifest=required, zarr=required, scores=required, table=required, out=required, activations=required)
     command("report", zarr=required, method=required, out=required, validation={"default": None})
     command("link-profiles", profiles={"default": str(Path(__file__).resolve().parent.parent / "profiles")})
     args = parser.parse_args(argv)
@@ -61,41 +63,44 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "demo-dataset":
-            from .demo import make_demo_dataset
-            make_demo_dataset(args.spec, args.dataset, args.truth, args.threads)
+            from .demo.v1 import KIND
+            KIND.make_dataset(args.spec, args.dataset, args.truth, args.threads)
         elif args.command == "demo-member":
-            from .demo import train_demo_member
-            train_demo_member(args.spec, args.dataset, args.truth, args.seed, args.checkpoint, args.metrics, args.threads)
+            from .demo.v1 import KIND
+            KIND.train_member(args.spec, args.dataset, args.truth, args.seed, args.checkpoint, args.metrics, args.threads)
         elif args.command == "demo-retina":
-            from .demo import make_demo_retina
-            make_demo_retina(args.spec, args.description)
+            from .demo.retina import KIND
+            KIND.make(args.spec, args.description)
         elif args.command == "demo-connectome":
-            from .demo import make_demo_connectome
-            make_demo_connectome(args.spec, args.weights, args.network)
+            from .demo.connectome import KIND
+            KIND.make(args.spec, args.weights, args.network)
         elif args.command == "demo-connectome-targets":
             import yaml
 
-            from .demo import demo_connectome_targets
+            from .demo.connectome import KIND
             spec = yaml.safe_load(open(args.config))["demo"][args.demo]
-            demo_connectome_targets(spec).to_csv(args.out, index=False)
+            KIND.targets(spec).to_csv(args.out, index=False)
         elif args.command == "assemble":
             from .ensembles import assemble_ensemble
             assemble_ensemble(args.spec, args.manifest)
         elif args.command == "objective-table":
-            from .objective_table import build_objective_table
-            build_objective_table(args.spec, args.manifest, args.out)
+            from .objectives.kinds import write_objective_table
+            write_objective_table(args.spec, args.out)
         elif args.command == "generate":
             from .generate import generate_shard
             generate_shard(args.manifest, args.method, args.shard, args.seed, args.out, args.device, args.threads)
+        elif args.command == "score":
+            from .generate import score_heldout
+            score_heldout(args.manifest, args.shard_spec, args.shard, args.out, args.device, args.threads)
         elif args.command == "aggregate":
             from .results import aggregate_ensemble
-            aggregate_ensemble(args.manifest, args.table, args.shards, args.methods, args.seeds, args.zarr, args.scores, args.traces)
+            aggregate_ensemble(args.manifest, args.table, args.shards, args.heldout, args.methods, args.seeds, args.zarr, args.scores, args.traces)
         elif args.command == "concat":
             from .results import concatenate_tables
             concatenate_tables(args.inputs, args.out)
         elif args.command == "validate":
             from .validation import validate_ensemble
-            validate_ensemble(args.manifest, args.zarr, args.scores, args.out, args.table, args.activations)
+            validate_ensemble(args.manifest, args.validation_manifest, args.zarr, args.scores, args.table, args.out, args.activations)
         elif args.command == "report":
             from .report import mei_grid
             mei_grid(args.zarr, args.method, args.out, args.validation)

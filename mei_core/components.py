@@ -24,14 +24,20 @@ class Step:
     ``rows``: indices (into the whole batch) of the rows being processed, in order.
     ``row_items``: item index of every row of the whole batch (length B).
     ``generators``: one ``torch.Generator`` per item, seeded from the item's seed.
+    ``items``: item index of every processed row (``row_items[rows]``), the index objectives use.
     """
 
     i_iter: int
     rows: Tensor
     row_items: Tensor
     generators: list[torch.Generator]
+    items: Tensor | None = None
     _rows_list: list[int] | None = None
     _items_list: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.items is None:
+            self.items = self.row_items[self.rows] if len(self.rows) else self.rows
 
     def row_generators(self) -> list[torch.Generator]:
         """The generator of each processed row (rows of one item share their item's generator)."""
@@ -42,7 +48,7 @@ class Step:
 
     def groups(self) -> Tensor:
         """Item index of each processed row (for components that couple rows of one item)."""
-        return self.row_items[self.rows]
+        return self.items
 
 
 class Component(ABC):
@@ -111,7 +117,10 @@ class Stopper(Component):
 
 
 class Tracker(Component):
-    """Records something every ``interval`` steps; copies to the host only on those steps."""
+    """Records something every ``interval`` steps; copies to the host only on those steps.
+
+    Trackers run once per step after the optimiser step, so the State they read is complete: the
+    evaluated input, its gradient and preconditioned gradient, and the postprocessed next input."""
 
     def __init__(self, interval: int = 1):
         if interval < 1:

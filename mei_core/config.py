@@ -1,4 +1,4 @@
-"""Component specs, their imports with precise errors, and stable hashing of method configs.
+"""Component specs and their imports with precise errors.
 
 A component spec is either a short alias of a built-in (``"NumIterations"``) or a mapping
 ``{"path": "dotted.module.Name", "kwargs": {...}}`` (the sinzlab/mei convention); ``path`` may also be an
@@ -8,11 +8,8 @@ alias. Specs are never mutated: every function here reads its input and builds n
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import inspect
-import json
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -28,8 +25,6 @@ _BUILTIN_MODULES = (
     "mei_core.preconditioners",
     "mei_core.postprocessors",
     "mei_core.trackers",
-    "mei_core.objectives",
-    "mei_core.methods",
 )
 _aliases: dict[str, str] | None = None
 
@@ -170,39 +165,6 @@ def build_components(spec: Any, key: str) -> list[Any]:
     if isinstance(spec, (list, tuple)):
         return [build_component(s, f"{key}[{i}]") for i, s in enumerate(spec)]
     return [build_component(spec, key)]
-
-
-# ---------------------------------------------------------------- hashing
-
-
-def _canonical(value: Any, key: str = "config") -> Any:
-    """Numbers compare by value (1e-3 == 0.001, 2 == 2.0); mappings by sorted key."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return repr(value)
-        return int(value) if value.is_integer() else value
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v, f"{key}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _canonical(value.item(), key)
-    raise MEIConfigError(f"{key}: {type(value).__name__} values cannot be hashed; use plain JSON types")
-
-
-def canonical_json(value: Any) -> str:
-    """JSON that is equal for equal content, whatever the key order or number spelling."""
-    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def method_hash(method_fn: str, config: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of ``(method_fn, config)``."""
-    payload = canonical_json({"method_fn": method_fn, "config": config})
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def require(config: Mapping[str, Any], slot: str, key: str) -> Any:

@@ -8,6 +8,7 @@ that is returned.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -15,8 +16,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-
-import contextvars
 
 from .components import Step, Tracker
 from .method import Method
@@ -29,10 +28,19 @@ step_callback: contextvars.ContextVar = contextvars.ContextVar("step_callback", 
 
 @dataclass
 class State:
-    """What stoppers and trackers see at step ``i_iter``. Holds references, never copies.
+    """What stoppers and trackers see at step ``i_iter``.
 
-    Row tensors cover the whole batch (rows of stopped items keep their last values); per-item
-    tensors have one entry per item. ``progress`` is what is maximised: sign·objective − penalty.
+    Row tensors cover the whole batch (rows of stopped items keep their last values, and zero
+    gradients); per-item tensors have one entry per item. ``progress`` is what is maximised:
+    sign·objective − penalty.
+
+    - ``input_``: the input evaluated at this step (``x_i``); ``transformed_input``: what the model saw
+      of it (only the rows evaluated at this step).
+    - ``grad``: the gradient of the loss (−progress) with respect to ``input_``, as the optimiser would
+      receive it before preconditioning; ``preconditioned_grad``: after the preconditioners.
+    - ``post_processed_input``: the next input (``x_{i+1}``: optimiser step, then postprocessing).
+      It is ``None`` while the stopper runs (the step depends on the stopper's decision) and set
+      before the trackers run; an item that stopped at this step keeps ``input_`` there.
     """
 
     i_iter: int
@@ -44,10 +52,10 @@ class State:
     progress: Tensor
     input_: Tensor
     transformed_input: Tensor
-    post_processed_input: Tensor
     active_items: Tensor
-    grad: Tensor | None = None
-    preconditioned_grad: Tensor | None = None
+    grad: Tensor
+    preconditioned_grad: Tensor
+    post_processed_input: Tensor | None = None
     stopper_output: Any = None
     #: parts of the objective (``objective.last_terms``, e.g. a target loss), per row of the batch
     objective_terms: dict[str, Tensor] = field(default_factory=dict)
@@ -66,6 +74,7 @@ class BatchResult:
     traces: dict[str, Tracker] = field(default_factory=dict)
     runtime_s: float = 0.0
     device: str = "cpu"
+    n_meis: int = 1
 
 
 class _Batch:
@@ -80,6 +89,7 @@ class _Batch:
         self.row_items = torch.arange(self.n_items, device=device).repeat_interleave(self.n_meis)
         self.all_rows = torch.arange(len(self.row_items), device=device)
         self.rows, self.full = self.all_rows, True
+        self.items = self.row_items  # item of every active row: what objectives index by
         self.active = torch.ones(self.n_items, dtype=torch.bool, device=device)
         self.n_iterations, self.stop_reasons = [0] * self.n_items, [""] * self.n_items
         self.evaluation = self.penalty = self.progress = torch.zeros(len(self.all_rows), device=device)
@@ -88,6 +98,15 @@ class _Batch:
 
     def inputs(self) -> Tensor:
         return self.x if self.full else self.x[self.rows]
+
+    def step(self, i_iter: int) -> Step:
+        return Step(i_iter, self.rows, self.row_items, self.generators, self.items)
+
+    def whole_batch(self, rows_values: Tensor) -> Tensor:
+        """Values of the active rows spread over the whole batch (zeros on rows of stopped items)."""
+        if self.full:
+            return rows_values
+        return torch.zeros_like(self.x).index_copy_(0, self.rows, rows_values)
 
     def per_item(self, values: Tensor) -> Tensor:
         return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).mean(1)
@@ -127,6 +146,7 @@ class _Batch:
             self.frozen = self.x.detach().clone()
         self.frozen[frozen_rows] = self.x.detach()[frozen_rows]
         self.rows, self.full = self.active[self.row_items].nonzero().flatten(), False
+        self.items = self.row_items[self.rows]
         return self.active[self.row_items[previous_rows]]
 
     @property
@@ -143,66 +163,75 @@ def optimize(
 ) -> BatchResult:
     """Optimise one item per seed (each with ``method.n_meis`` rows of ``shape`` = C×H×W or C×T×H×W).
 
-    The objective knows each row's target; item ``k`` owns rows ``k·n_meis … (k+1)·n_meis − 1``.
+    The objective is called with the item index of every row it evaluates (item ``k`` owns rows
+    ``k·n_meis … (k+1)·n_meis − 1``); only this function knows how rows map to items.
+
+    Per step: transform → objective (one forward) → regularisation → gradient → preconditioning →
+    stopper (sees the gradient) → optimiser step on the rows still active → postprocessing → trackers.
     """
     started = time.perf_counter()
     batch = _Batch(method, seeds, shape, torch.device(device))
     x, optimizer = batch.x, method.make_optimizer([batch.x])
+    callback = step_callback.get()
+    # only trackers and callbacks read input_ after the in-place optimiser step: copy it for them alone
+    copy_input = bool(method.trackers) or callback is not None
     for i_iter in itertools.count():
-        step = Step(i_iter, batch.rows, batch.row_items, batch.generators)
+        step = batch.step(i_iter)
         x_in = batch.inputs()
         transformed = method.transform(x_in, step)
-        evaluation = objective(transformed, step.rows)
+        evaluation = objective(transformed, step.items)
         penalty = sum(r(x_in, step) for r in method.regularizers) if method.regularizers else None
         progress = evaluation if method.sign > 0 else -evaluation
         progress = progress if penalty is None else progress - penalty
-
         batch.keep(evaluation, penalty, progress, getattr(objective, "last_terms", {}))
-        state = State(
-            i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
-            progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
-            progress=batch.per_item(batch.progress), input_=x.detach(), transformed_input=transformed.detach(),
-            post_processed_input=x.detach(), active_items=batch.active, objective_terms=batch.terms,
-        )
-        stop, state.stopper_output = method.stopper(state)
-        for tracker in method.trackers.values():
-            tracker(state)
-        if (callback := step_callback.get()) is not None:
-            callback(state)
-        still_active = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
-        if batch.finished:
-            break
-        if still_active is not None:
-            progress = progress[still_active]
 
         # gradients of the input only: a user's model keeps no .grad and pays for no weight gradients
         (grad,) = torch.autograd.grad(-progress.sum(), x)
         with torch.no_grad():
-            step = step_for(step, batch.rows, batch.full)
-            state.grad = grad = grad if batch.full else grad[batch.rows]
+            rows_grad = grad if batch.full else grad[batch.rows]
             for preconditioner in method.preconditioners:
-                grad = preconditioner(grad, step)
-            state.preconditioned_grad = grad
-            x.grad = grad if batch.full else torch.zeros_like(x).index_copy_(0, batch.rows, grad)
-        optimizer.step()
-        with torch.no_grad():
-            if not batch.full:
-                x[~batch.active[batch.row_items]] = batch.frozen[~batch.active[batch.row_items]]
-            if method.postprocessors:
-                updated = batch.inputs()
-                for postprocessor in method.postprocessors:
-                    updated = postprocessor(updated, step)
-                if batch.full:
-                    x.copy_(updated)
-                else:
-                    x[batch.rows] = updated
+                rows_grad = preconditioner(rows_grad, step)
+        state = State(
+            i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
+            progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
+            progress=batch.per_item(batch.progress), input_=x.detach().clone() if copy_input else x.detach(),
+            transformed_input=transformed.detach(), active_items=batch.active, grad=grad,
+            preconditioned_grad=batch.whole_batch(rows_grad), objective_terms=batch.terms,
+        )
+        stop, state.stopper_output = method.stopper(state)
+        still_active = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
+        if not batch.finished:
+            with torch.no_grad():
+                if still_active is not None:
+                    rows_grad = rows_grad[still_active]
+                x.grad = batch.whole_batch(rows_grad)
+            optimizer.step()
+            with torch.no_grad():
+                if not batch.full:
+                    x[~batch.active[batch.row_items]] = batch.frozen[~batch.active[batch.row_items]]
+                if method.postprocessors:
+                    step = step_for(step, batch)
+                    updated = batch.inputs()
+                    for postprocessor in method.postprocessors:
+                        updated = postprocessor(updated, step)
+                    if batch.full:
+                        x.copy_(updated)
+                    else:
+                        x[batch.rows] = updated
+        state.post_processed_input = x.detach()
+        for tracker in method.trackers.values():
+            tracker(state)
+        if callback is not None:
+            callback(state)
+        if batch.finished:
+            break
 
     # rows of stopped items kept the evaluation of exactly their returned input; a random transform
     # (jitter, crops) evaluated a moved copy, so score the returned input itself
     scores = batch.evaluation
     if method.transform.random:
         with torch.no_grad():
-            scores = objective(method.transform.at_evaluation(x.detach()), batch.all_rows).detach()
+            scores = objective(method.transform.at_evaluation(x.detach()), batch.row_items).detach()
     return BatchResult(
         meis=x.detach().to("cpu"),
         scores=scores.to("cpu"),
@@ -212,14 +241,15 @@ def optimize(
         traces=method.trackers,
         runtime_s=time.perf_counter() - started,
         device=str(batch.x.device),
+        n_meis=batch.n_meis,
     )
 
 
-def step_for(step: Step, rows: Tensor, full_batch: bool) -> Step:
-    """The Step describing the rows the backward pass left active (fewer after items stopped)."""
-    if full_batch or rows is step.rows:
+def step_for(step: Step, batch: "_Batch") -> Step:
+    """The Step describing the rows the optimiser step left active (fewer after items stopped)."""
+    if batch.full or batch.rows is step.rows:
         return step
-    return Step(step.i_iter, rows, step.row_items, step.generators)
+    return Step(step.i_iter, batch.rows, step.row_items, step.generators, batch.items)
 
 
 def _reason_of(reason: Any, item: int, stopper: Any) -> str:

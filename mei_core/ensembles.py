@@ -1,4 +1,9 @@
-"""Ensemble assembly: load members weights-only, check they agree, write a manifest with checksums."""
+"""Ensembles: member checks before any job, assembly (load weights-only, probe, write a manifest with
+checksums and the ensemble's identity), and loading for jobs.
+
+An ensemble has two member groups (``members`` for generation, ``validation_members`` held out), each
+assembled into its own manifest, so a change of the held-out members reruns scoring, never generation.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,13 @@ from torch import nn
 
 from .config import check_arguments, import_object
 from .errors import MEIConfigError
-from .files import read_json, sha256_file, write_json
+from .files import read_json, write_json
+from .hashing import canonical_json, sha256_files, sha256_text, source_hashes
 from .models.ensemble import EnsembleModel
+from .paths import MEMBER_GROUPS
 
-MEMBER_GROUPS = ("members", "validation_members")
+#: what a member may be loaded from; exactly the files a rule must wait for
+MEMBER_FILE_KEYS = ("checkpoint", "torchscript", "files")
 
 
 def load_member(member: Mapping[str, Any], key: str, base: Path = Path(".")) -> nn.Module:
@@ -66,13 +74,43 @@ def member_files(member: Mapping[str, Any]) -> list[str]:
     return files + list(member.get("files") or [])
 
 
-def _sha256_of_files(base: Path, files: list[str]) -> str:
-    import hashlib
+def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced: set[str]) -> dict[str, dict[str, Any]]:
+    """Everything about an ensemble's members that can be checked before any job: files exist (or a
+    demo rule makes them), builders import, one dataset. Returns the spec of each member group (what
+    its manifest is assembled from, including the source hash of user builder modules)."""
+    for group in MEMBER_GROUPS:
+        for i, member in enumerate(ensemble.get(group) or []):
+            key = f"ensembles.{name}.{group}[{i}]"
+            for field_name in MEMBER_FILE_KEYS:
+                paths = member.get(field_name) or []
+                for j, path in enumerate([paths] if isinstance(paths, str) else paths):
+                    where = field_name if isinstance(paths, str) else f"{field_name}[{j}]"
+                    if path not in produced and not (base / path).exists():
+                        raise MEIConfigError(f"{key}.{where}: file {path!r} not found (resolved to {str((base / path).resolve())!r})")
+            if "builder" in member:
+                import_object(member["builder"], f"{key}.builder")
+    declared = {m.get("dataset_id", ensemble.get("dataset_id")) for g in MEMBER_GROUPS for m in ensemble.get(g) or []}
+    if len(declared) > 1:
+        raise MEIConfigError(
+            f"ensembles.{name}: members declare different dataset_id values {sorted(map(str, declared))}; mixing datasets is not supported"
+        )
+    truth = ensemble.get("ground_truth")
+    if truth and truth["file"] not in produced and not (base / truth["file"]).exists():
+        raise MEIConfigError(f"ensembles.{name}.ground_truth.file: file {truth['file']!r} not found (resolved to {str((base / truth['file']).resolve())!r})")
+    shared = {k: ensemble[k] for k in ("input_shape", "outputs", "dataset_id", "data_key") if k in ensemble}
+    specs = {}
+    for group in MEMBER_GROUPS:
+        members = list(ensemble.get(group) or [])
+        specs[group] = {"name": name, "group": group, **shared, group: members, "sources": source_hashes(members)}
+    # ground truth is for validation: a new truth file reruns validation, not generation
+    specs["validation_members"]["ground_truth"] = truth
+    return specs
 
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(f"{file}\0{sha256_file(base / file)}\0".encode())
-    return digest.hexdigest()
+
+def group_files(spec: Mapping[str, Any]) -> list[str]:
+    """Files a member group's assembly reads (its rule's inputs)."""
+    truth = spec.get("ground_truth")
+    return [f for m in spec[spec["group"]] for f in member_files(m)] + ([truth["file"]] if truth else [])
 
 
 def _probe(model: nn.Module, input_shape: list[int], key: str, data_key: str | None = None) -> int:
@@ -87,42 +125,31 @@ def _probe(model: nn.Module, input_shape: list[int], key: str, data_key: str | N
 
 
 def assemble_ensemble(spec_path: str, manifest_path: str, base: str | Path = ".") -> dict[str, Any]:
-    """Check every member of the ensemble in ``spec_path`` and write its manifest."""
+    """Load and probe every member of one group, and write its manifest: the members with their file
+    checksums and ``ensemble_hash``, the identity of this group's models (results carry it)."""
     base = Path(base)
     spec = read_json(spec_path)
-    name = spec["name"]
-    manifest: dict[str, Any] = {
-        "name": name,
-        "input_shape": spec["input_shape"],
-        "outputs": spec["outputs"],
-        "ground_truth": spec.get("ground_truth"),
-    }
-    dataset_ids = set()
-    for group in MEMBER_GROUPS:
-        entries = []
-        for i, member in enumerate(spec.get(group) or []):
-            key = f"ensembles.{name}.{group}[{i}]"
-            model = load_member(member, key, base)
-            outputs = _probe(model, spec["input_shape"], key, spec.get("data_key"))
-            if outputs != spec["outputs"]:
-                raise MEIConfigError(f"{key}: the member has {outputs} outputs but ensembles.{name}.outputs is {spec['outputs']}")
-            files = member_files(member)
-            digest = sha256_file(base / files[0]) if len(files) == 1 else _sha256_of_files(base, files)
-            dataset_id = member.get("dataset_id", spec.get("dataset_id"))
-            dataset_ids.add(dataset_id)
-            entries.append({**member, "sha256": digest, "dataset_id": dataset_id})
-        manifest[group] = entries
-    if len(dataset_ids) > 1:
-        raise MEIConfigError(
-            f"ensembles.{name}: members come from different datasets {sorted(map(str, dataset_ids))}; mixing datasets is not supported"
-        )
-    manifest["dataset_id"] = next(iter(dataset_ids)) if dataset_ids else None
+    name, group = spec["name"], spec["group"]
+    entries = []
+    for i, member in enumerate(spec[group]):
+        key = f"ensembles.{name}.{group}[{i}]"
+        model = load_member(member, key, base)
+        outputs = _probe(model, spec["input_shape"], key, spec.get("data_key"))
+        if outputs != spec["outputs"]:
+            raise MEIConfigError(f"{key}: the member has {outputs} outputs but ensembles.{name}.outputs is {spec['outputs']}")
+        dataset_id = member.get("dataset_id", spec.get("dataset_id"))
+        entries.append({**member, "sha256": sha256_files(base, member_files(member)), "dataset_id": dataset_id})
+    manifest = {k: v for k, v in spec.items() if k != group}
+    manifest[group] = entries
+    identity = {k: manifest.get(k) for k in ("input_shape", "outputs", "data_key", "sources")} | {"members": entries}
+    manifest["ensemble_hash"] = sha256_text(canonical_json(identity))
     write_json(manifest_path, manifest)
     return manifest
 
 
-def load_ensemble(manifest: Mapping[str, Any], group: str = "members", base: str | Path = ".") -> EnsembleModel | None:
-    """The mean ensemble of ``group`` from a manifest (``None`` when the group is empty)."""
+def load_ensemble(manifest: Mapping[str, Any], base: str | Path = ".") -> EnsembleModel | None:
+    """The mean ensemble of a group's manifest (``None`` when the group is empty)."""
+    group = manifest["group"]
     members = [load_member(m, f"ensembles.{manifest['name']}.{group}[{i}]", Path(base)) for i, m in enumerate(manifest.get(group) or [])]
     if not members:
         return None

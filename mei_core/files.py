@@ -1,9 +1,8 @@
-"""Small file helpers: atomic writes, content-stable writes, checksums."""
+"""Small file helpers: atomic writes and content-stable writes (hashes live in ``hashing``)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import canonical_json
+from .hashing import canonical_json
 
 
 @contextlib.contextmanager
@@ -56,11 +55,3 @@ def write_json_if_changed(path: str | os.PathLike, payload: Any) -> bool:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,24 +1,24 @@
-"""One pipeline job: optimise every (neuron, seed) item of one shard in a single batch."""
+"""The jobs of one shard: optimise its items in a single batch (``generate_shard``), and score the
+result with the held-out ensemble (``score_heldout``, its own rule, so a change of held-out members
+never reruns generation)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
 from .config import import_object
 from .engine import BatchResult, step_callback
 from .ensembles import load_ensemble
-from .files import atomic_path, read_json
-from .objective_table import COLUMNS, build_objective
-from .trackers import PostProcessedInputObjective
+from .files import read_json
+from .objectives.kinds import as_table, build_objective
+from .shards import read_shard, write_heldout, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -40,90 +40,49 @@ def generate_shard(
     device: str = "auto",
     threads: int = 1,
 ) -> Path:
-    """Optimise the shard's items and write one ``.npz`` atomically (see :func:`write_shard`)."""
+    """Optimise the shard's items and write its shard file atomically."""
     torch.set_num_threads(threads)
     started = time.perf_counter()
     manifest, method, shard = read_json(manifest_path), read_json(method_path), read_json(shard_spec_path)
     # the shard's spec holds its slice of the objective table: its content alone decides reruns
-    rows = pd.DataFrame(shard["rows"], columns=COLUMNS)
+    rows = as_table(shard["rows"])
     target = resolve_device(device)
-    model = load_ensemble(manifest, "members").to(target)
-    n_meis = int(method["config"].get("n_meis", 1))
-    objective = build_objective(model, rows, n_meis)
+    model = load_ensemble(manifest).to(target)
+    objective = build_objective(model, rows)
     method_fn = import_object(method["method_fn"], f"methods.{method['name']}.method_fn")
-    shape = tuple(manifest["input_shape"])
 
     bar = tqdm(desc=f"{manifest['name']}/{method['name']}/seed{seed}/shard{shard['index']}", unit="step", mininterval=2.0)
     token = step_callback.set(lambda state: bar.update(1) if state.i_iter else None)
     try:
-        result: BatchResult = method_fn(objective, method["config"], [seed] * len(rows), shape, target)
+        result: BatchResult = method_fn(objective, method["config"], [seed] * len(rows), tuple(manifest["input_shape"]), target)
     finally:
         step_callback.reset(token)
         bar.close()
 
-    heldout = heldout_scores(manifest, rows, result, target)
     runtime = time.perf_counter() - started
-    write_shard(out_path, manifest, method, shard, seed, rows, result, heldout, runtime)
+    write_shard(out_path, rows, result, {
+        "ensemble": manifest["name"], "method": method["name"], "method_hash": method["method_hash"],
+        "seed": int(seed), "shard": int(shard["index"]), "host": platform.node(), "runtime_s": runtime,
+        "torch": torch.__version__, "ensemble_hash": manifest["ensemble_hash"],
+    })
     log.info("wrote %s: %d items in %.1f s", out_path, len(rows), runtime)
     return Path(out_path)
 
 
-def heldout_scores(manifest: dict, rows: pd.DataFrame, result: BatchResult, device: torch.device) -> np.ndarray:
-    """The same objective evaluated with the held-out (validation) ensemble on each MEI; NaN without one."""
-    validation = load_ensemble(manifest, "validation_members")
+def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out_path: str, device: str = "auto", threads: int = 1) -> np.ndarray:
+    """The same objective evaluated by the held-out (validation) ensemble on each MEI of a shard;
+    NaN without held-out members."""
+    torch.set_num_threads(threads)
+    manifest, spec, shard = read_json(manifest_path), read_json(shard_spec_path), read_shard(shard_path)
+    validation = load_ensemble(manifest)
     if validation is None:
-        return np.full(len(result.meis), np.nan, dtype=np.float32)
-    n_meis = len(result.meis) // max(len(rows), 1)
-    objective = build_objective(validation.to(device), rows, n_meis).to(device)
-    with torch.no_grad():
-        values = objective(result.meis.to(device), torch.arange(len(result.meis), device=device))
-    return values.cpu().numpy().astype(np.float32)
-
-
-def write_shard(out_path, manifest, method, shard, seed, rows, result: BatchResult, heldout, runtime) -> None:
-    n_rows = len(result.meis)
-    n_meis = n_rows // max(len(rows), 1)
-    item = result.row_items.numpy()
-    trace_steps, trace_rows, trace_names, trace_values = [], [], [], []
-    for name, tracker in result.traces.items():
-        if isinstance(tracker, PostProcessedInputObjective):
-            continue  # snapshots of whole inputs do not belong in a long table
-        for step, values in zip(tracker.steps, tracker.values):
-            flat = values.reshape(len(values), -1)
-            if flat.shape[1] != 1:
-                continue
-            trace_steps.append(np.full(len(values), step, dtype=np.int32))
-            trace_rows.append(np.arange(len(values), dtype=np.int32))
-            trace_names.append(np.full(len(values), name, dtype=object))
-            trace_values.append(flat[:, 0].numpy().astype(np.float32))
-    metadata = {
-        "ensemble": manifest["name"],
-        "method": method["name"],
-        "method_hash": method["method_hash"],
-        "seed": int(seed),
-        "shard": int(shard["index"]),
-        "n_meis": n_meis,
-        "device": str(result.device),
-        "host": platform.node(),
-        "runtime_s": runtime,
-        "torch": torch.__version__,
-        "ensemble_sha256": [m["sha256"] for m in manifest["members"]],
-    }
-    with atomic_path(out_path, suffix=".npz") as temporary:
-        with open(temporary, "wb") as handle:
-            np.savez(
-                handle,
-                meis=result.meis.numpy().astype(np.float32),
-                scores=result.scores.numpy().astype(np.float32),
-                heldout_scores=np.asarray(heldout, dtype=np.float32),
-                neuron_id=rows["neuron_id"].to_numpy(np.int64)[item],
-                output_unit=rows["output_unit"].to_numpy(np.int64)[item],
-                mei_index=np.tile(np.arange(n_meis), len(rows)),
-                n_iterations=np.asarray(result.n_iterations, dtype=np.int32)[item],
-                stop_reason=np.asarray(result.stop_reasons, dtype=str)[item],
-                trace_step=np.concatenate(trace_steps) if trace_steps else np.zeros(0, np.int32),
-                trace_row=np.concatenate(trace_rows) if trace_rows else np.zeros(0, np.int32),
-                trace_name=np.concatenate(trace_names).astype(str) if trace_names else np.zeros(0, str),
-                trace_value=np.concatenate(trace_values) if trace_values else np.zeros(0, np.float32),
-                metadata=np.asarray(json.dumps(metadata)),
-            )
+        scores = np.full(len(shard), np.nan, dtype=np.float32)
+    else:
+        target = resolve_device(device)
+        rows = as_table(spec["rows"])
+        objective = build_objective(validation.to(target), rows).to(target)
+        items = torch.arange(len(rows), device=target).repeat_interleave(shard.n_meis)
+        with torch.no_grad():
+            scores = objective(torch.from_numpy(shard["meis"]).to(target), items).cpu().numpy()
+    write_heldout(out_path, scores, {"ensemble_hash": manifest["ensemble_hash"]})
+    return scores

@@ -2,9 +2,10 @@
 
 Slots (sinzlab/mei names): ``initial``, ``optimizer``, ``stopper`` (required); ``transform``,
 ``regularization``, ``precondition``, ``postprocessing`` (one spec or a list, applied in order);
-``objectives`` (trackers: a list, or a mapping name → spec). Plain options: ``n_meis`` (diverse MEIs
-per item, default 1), ``direction`` (``maximize`` | ``minimize``; minimise gives inhibitory MEIs),
-``device`` (ignored here: the caller decides where to run).
+``trackers`` (a list, or a mapping name → spec; ``objectives`` is sinzlab's name for the same slot).
+Plain options: ``n_meis`` (diverse MEIs per item, default 1), ``direction`` (``maximize`` |
+``minimize``; minimise gives inhibitory MEIs), ``device`` (ignored here: the caller decides where to
+run).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from .config import build_component, build_components, check_arguments, import_o
 from .errors import MEIConfigError
 from .transforms import Compose, Identity
 
-COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "objectives")
+COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers")
+#: sinzlab/mei's name for a slot → ours
+SLOT_ALIASES = {"objectives": "trackers"}
 OPTION_SLOTS = ("n_meis", "direction", "device")
-KNOWN_SLOTS = COMPONENT_SLOTS + OPTION_SLOTS
+KNOWN_SLOTS = COMPONENT_SLOTS + OPTION_SLOTS + tuple(SLOT_ALIASES)
 
 
 @dataclass
@@ -91,16 +94,20 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
             _expect(component, base, f"{key}.{slot}")
         return built
 
-    trackers_spec = config.get("objectives")
+    for alias, slot in SLOT_ALIASES.items():
+        if alias in config and slot in config:
+            raise MEIConfigError(f"{key}.{alias}: give either '{slot}' or its sinzlab name '{alias}', not both")
+    slot = next((alias for alias in SLOT_ALIASES if alias in config), "trackers")
+    trackers_spec = config.get(slot)
     trackers: dict[str, Tracker] = {}
     if isinstance(trackers_spec, Mapping):
         for name, spec in trackers_spec.items():
-            trackers[str(name)] = build_component(spec, f"{key}.objectives.{name}")
+            trackers[str(name)] = build_component(spec, f"{key}.{slot}.{name}")
     elif trackers_spec is not None:
-        for i, tracker in enumerate(build_components(trackers_spec, f"{key}.objectives")):
+        for i, tracker in enumerate(build_components(trackers_spec, f"{key}.{slot}")):
             trackers[type(tracker).__name__ if type(tracker).__name__ not in trackers else f"{type(tracker).__name__}_{i}"] = tracker
     for name, tracker in trackers.items():
-        _expect(tracker, Tracker, f"{key}.objectives.{name}")
+        _expect(tracker, Tracker, f"{key}.{slot}.{name}")
 
     n_meis = config.get("n_meis", 1)
     if isinstance(n_meis, bool) or not isinstance(n_meis, int) or n_meis < 1:

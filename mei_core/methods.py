@@ -15,7 +15,7 @@ import torch
 
 from .engine import BatchResult, optimize
 from .method import build_method
-from .objectives import Objective, as_objective
+from .objectives.base import Objective, as_objective
 
 __all__ = ["batched_gradient_ascent"]
 
@@ -27,7 +27,7 @@ def batched_gradient_ascent(
     shape: Sequence[int],
     device: str | torch.device = "cpu",
 ) -> BatchResult:
-    """Optimise one item per seed; ``objective`` maps each row to its target (unit, cluster, …)."""
+    """Optimise one item per seed; ``objective`` knows each item's target (unit, cluster, …)."""
     method = build_method(config)
     return optimize(as_objective(objective).to(device), method, list(seeds), tuple(shape), device)
 
@@ -47,9 +47,10 @@ def gradient_ascent(
     """
     config = copy.deepcopy(dict(config))  # sinzlab popped slots out of the caller's dict; we never do
     device = device or config.get("device") or "cpu"
+    if shape[0] > 1:  # sinzlab's n×C×… shape asks for n MEIs of the one item
+        if config.setdefault("n_meis", int(shape[0])) != int(shape[0]):
+            raise ValueError(f"shape {tuple(shape)} asks for {shape[0]} MEIs but config n_meis is {config['n_meis']}")
     method = build_method(config)
-    if method.n_meis == 1 and shape[0] > 1:
-        method.n_meis = int(shape[0])
     result = optimize(as_objective(model).to(device), method, [int(seed)], tuple(shape[1:]), device)
     score = result.scores.mean().item()
     output = {
@@ -89,6 +90,6 @@ def hoefling_2024_preset(iterations: int = 10) -> dict[str, Any]:
         "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
         "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
         "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
-        "regularization": {"path": "mei_core.video_objectives.RangeRegularizationLoss", "kwargs": {"min_max_values": ranges, "max_norm": 30.0, "factor": 0.1}},
+        "regularization": {"path": "RangeRegularizationLoss", "kwargs": {"min_max_values": ranges, "max_norm": 30.0, "factor": 0.1}},
         "postprocessing": {"path": "ChangeNormJointlyClipRangeSeparately", "kwargs": {"min_max_values": ranges, "norm": 30.0}},
     }

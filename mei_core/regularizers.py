@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import torch
 from torch import Tensor
 
 from .components import Regularizer, Step
 from .ops import check_spatial, row_norm
 
-__all__ = ["TotalVariation", "LpNorm", "L1L2", "Similarity", "OpacityPenalty"]
+__all__ = ["TotalVariation", "LpNorm", "L1L2", "Similarity", "OpacityPenalty", "RangeRegularizationLoss"]
 
 
 class TotalVariation(Regularizer):
@@ -99,3 +101,53 @@ class OpacityPenalty(Regularizer):
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
         return self.weight * torch.sigmoid(x[:, -1:]).flatten(1).mean(1)
+
+
+class RangeRegularizationLoss(Regularizer):
+    """openretina's range penalty, per row.
+
+    With ``[lo_c, hi_c] = min_max_values[c]`` (either may be ``None``: no bound), row ``b``'s penalty is::
+
+        factor · ( Σ_c Σ_pixels [ relu(lo_c − x_b,c) + relu(x_b,c − hi_c) ]
+                   + relu(‖x_b‖₂ − max_norm) )
+
+    (linear excess, as openretina; ``squared=True`` squares the per-pixel excess instead). The norm
+    term is dropped when ``max_norm`` is ``None``. openretina sums this over the batch; here each
+    row gets its own.
+    """
+
+    def __init__(
+        self,
+        min_max_values: Iterable[Sequence[float | None]],
+        max_norm: float | None = None,
+        factor: float = 1.0,
+        squared: bool = False,
+    ):
+        bounds = [tuple(pair) for pair in min_max_values]
+        for i, pair in enumerate(bounds):
+            if len(pair) != 2:
+                raise ValueError(f"RangeRegularizationLoss: min_max_values[{i}] must be [min, max], got {list(pair)}")
+            lo, hi = pair
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"RangeRegularizationLoss: channel {i} has min {lo} > max {hi}")
+        self.min_max_values = [[None if v is None else float(v) for v in pair] for pair in bounds]
+        self.max_norm = None if max_norm is None else float(max_norm)
+        self.factor = float(factor)
+        self.squared = bool(squared)
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        if x.dim() < 2 or x.shape[1] != len(self.min_max_values):
+            raise ValueError(
+                f"RangeRegularizationLoss has {len(self.min_max_values)} channel ranges but the input has shape {tuple(x.shape)}"
+            )
+        penalty = x.new_zeros(x.shape[0])
+        for c, (lo, hi) in enumerate(self.min_max_values):
+            channel = x[:, c]
+            for excess in ([torch.relu(lo - channel)] if lo is not None else []) + (
+                [torch.relu(channel - hi)] if hi is not None else []
+            ):
+                penalty = penalty + (excess.pow(2) if self.squared else excess).flatten(1).sum(1)
+        if self.max_norm is not None:
+            penalty = penalty + torch.relu(torch.linalg.vector_norm(x.flatten(1), dim=1) - self.max_norm)
+        return self.factor * penalty
+

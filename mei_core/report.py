@@ -22,12 +22,12 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
     seed = int(dataset["seed"].values[0])
     selection = {"method": method, "seed": seed}
     meis = dataset["mei"].sel(selection)
-    if "mei" in meis.dims:
-        meis = meis.isel(mei=0)
+    if "mei_index" in meis.dims:
+        meis = meis.isel(mei_index=0)
     neurons = dataset["neuron"].values[:max_neurons]
     scores = dataset["score"].sel(selection)
-    if "mei" in scores.dims:
-        scores = scores.isel(mei=0)
+    if "mei_index" in scores.dims:
+        scores = scores.isel(mei_index=0)
     # one ground-truth figure per MEI where validation has one: filter r, spatial r, or target RMSE
     correlation: dict[int, str] = {}
     if validation_path:

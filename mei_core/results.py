@@ -1,7 +1,7 @@
 """Aggregation of shard files into the user-facing results, and readers for them.
 
 Per ensemble a Zarr v3 store readable by ``xr.open_zarr`` with dims
-``(method, seed, neuron[, mei], channel[, time], y, x)``; one Parquet row per MEI in
+``(method, seed, neuron[, mei_index], channel[, time], y, x)``; one Parquet row per MEI in
 ``scores.parquet`` and tracked traces in long format in ``traces.parquet``. Shards are read one at a
 time and written straight into their Zarr region and the Parquet writers, so memory stays bounded by
 one shard whatever the run's size.
@@ -9,9 +9,9 @@ one shard whatever the run's size.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import xarray as xr
 import zarr
 
 from .files import atomic_path, read_json
+from .shards import ShardData, read_heldout, read_metadata, read_shard
 
 SCORE_SCHEMA = pa.schema([
     ("ensemble", pa.string()),
@@ -60,112 +61,140 @@ def spatial_dims(input_shape: Sequence[int]) -> list[str]:
     return {2: ["sensory", "layer"], 3: ["channel", "y", "x"], 4: ["channel", "time", "y", "x"]}[len(input_shape)]
 
 
-def ensemble_hash(manifest: dict[str, Any]) -> str:
-    import hashlib
+@dataclass
+class StoreLayout:
+    """Where every MEI of an ensemble goes: ``(method, seed, neuron[, mei_index])`` then the input dims.
+    The ``mei_index`` dim (named like the Parquet column) exists when a method asks for ``n_meis > 1``."""
 
-    from .config import canonical_json
+    methods: list[str]
+    seeds: list[int]
+    neuron_ids: np.ndarray
+    input_shape: list[int]
+    n_meis: int
+    shard_items: int
 
-    members = [{k: v for k, v in m.items()} for m in manifest["members"]]
-    return hashlib.sha256(canonical_json(members).encode()).hexdigest()
+    @property
+    def item_dims(self) -> list[str]:
+        return ["method", "seed", "neuron"] + (["mei_index"] if self.n_meis > 1 else [])
+
+    @property
+    def item_shape(self) -> list[int]:
+        return [len(self.methods), len(self.seeds), len(self.neuron_ids)] + ([self.n_meis] if self.n_meis > 1 else [])
+
+    @property
+    def item_chunks(self) -> list[int]:
+        return [1, 1, min(self.shard_items, len(self.neuron_ids))] + ([self.n_meis] if self.n_meis > 1 else [])
+
+    def coords(self) -> dict[str, Any]:
+        coords: dict[str, Any] = {"method": np.asarray(self.methods, dtype=str), "seed": np.asarray(self.seeds, dtype=np.int64), "neuron": self.neuron_ids}
+        if self.n_meis > 1:
+            coords["mei_index"] = np.arange(self.n_meis)
+        for name, size in zip(spatial_dims(self.input_shape), self.input_shape):
+            coords[name] = np.arange(size)
+        return coords
+
+
+def _layout(manifest: dict[str, Any], table: pd.DataFrame, shard_paths: Sequence[str], methods: Sequence[str], seeds: Sequence[int]) -> StoreLayout:
+    metadata = [read_metadata(path) for path in shard_paths]
+    return StoreLayout(list(methods), [int(s) for s in seeds], table["neuron_id"].to_numpy(np.int64), list(manifest["input_shape"]),
+                       n_meis=max((int(m["n_meis"]) for m in metadata), default=1),
+                       shard_items=max((int(m["n_items"]) for m in metadata), default=1))
+
+
+def _create_store(staging: Path, layout: StoreLayout, manifest: dict[str, Any], table: pd.DataFrame) -> dict[str, zarr.Array]:
+    """An empty store (NaN / −1 where a shard is missing) with the item arrays to fill."""
+    xr.Dataset(coords=layout.coords(), attrs={"ensemble": manifest["name"], "ensemble_hash": manifest["ensemble_hash"]}).to_zarr(
+        staging, mode="w", zarr_format=3, consolidated=False
+    )
+    group = zarr.open_group(staging, mode="a")
+    dims = spatial_dims(layout.input_shape)
+    arrays = {"mei": group.create_array("mei", shape=layout.item_shape + layout.input_shape, chunks=layout.item_chunks + layout.input_shape,
+                                        dtype="float32", fill_value=np.nan, dimension_names=layout.item_dims + dims)}
+    arrays["mei"].attrs["description"] = "the optimised inputs (MEIs); NaN where a shard is missing"
+    for name, dtype, fill in [("score", "float32", np.nan), ("heldout_score", "float32", np.nan), ("n_iterations", "int32", -1)]:
+        arrays[name] = group.create_array(name, shape=layout.item_shape, chunks=layout.item_chunks, dtype=dtype, fill_value=fill, dimension_names=layout.item_dims)
+    unit = group.create_array("output_unit", shape=(len(layout.neuron_ids),), dtype="int64", fill_value=-1, dimension_names=["neuron"])
+    unit[:] = table["output_unit"].to_numpy(np.int64)
+    return arrays
+
+
+def _score_table(shard: ShardData, heldout: np.ndarray, ensemble_hash: str) -> pa.Table:
+    """One row per MEI of a shard."""
+    metadata, n = shard.metadata, len(shard)
+    flat = shard["meis"].reshape(n, -1)
+    return pa.table({
+        "ensemble": [metadata["ensemble"]] * n,
+        "method": [metadata["method"]] * n,
+        "method_hash": [metadata["method_hash"]] * n,
+        "seed": np.full(n, metadata["seed"], np.int64),
+        "neuron_id": shard["neuron_id"],
+        "output_unit": shard["output_unit"],
+        "mei_index": shard["mei_index"].astype(np.int32),
+        "score": shard["scores"],
+        "heldout_score": heldout,
+        "n_iterations": shard["n_iterations"],
+        "stop_reason": shard["stop_reason"].astype(str),
+        "status": np.where(np.isfinite(shard["scores"]) & np.isfinite(flat).all(1), "ok", "non_finite"),
+        "runtime_s": np.full(n, metadata["runtime_s"] / max(n, 1), np.float32),
+        "device": [metadata["device"]] * n,
+        "mei_norm": np.linalg.norm(flat, axis=1).astype(np.float32),
+        "shard": np.full(n, metadata["shard"], np.int32),
+        "ensemble_hash": [ensemble_hash] * n,
+    }, schema=SCORE_SCHEMA)
+
+
+def _trace_table(shard: ShardData) -> pa.Table:
+    rows, metadata = shard["trace_row"], shard.metadata
+    return pa.table({
+        "ensemble": [metadata["ensemble"]] * len(rows),
+        "method": [metadata["method"]] * len(rows),
+        "seed": np.full(len(rows), metadata["seed"], np.int64),
+        "neuron_id": shard["neuron_id"][rows],
+        "mei_index": shard["mei_index"][rows].astype(np.int32),
+        "tracker": shard["trace_name"].astype(str),
+        "step": shard["trace_step"],
+        "value": shard["trace_value"],
+    }, schema=TRACE_SCHEMA)
 
 
 def aggregate_ensemble(
     manifest_path: str,
     table_path: str,
     shard_paths: Sequence[str],
+    heldout_paths: Sequence[str],
     methods: Sequence[str],
     seeds: Sequence[int],
     zarr_path: str,
     scores_path: str,
     traces_path: str,
 ) -> None:
-    """Stream the shards of one ensemble into its Zarr store and its score/trace tables."""
+    """Stream the shards of one ensemble (and their held-out scores, in the same order) into its Zarr
+    store and its score/trace tables. The store is built beside the old one and replaces it only when
+    complete."""
     manifest = read_json(manifest_path)
     table = pd.read_parquet(table_path)
-    neuron_ids = table["neuron_id"].to_numpy(np.int64)
-    neuron_position = {int(n): i for i, n in enumerate(neuron_ids)}
-    method_position = {m: i for i, m in enumerate(methods)}
-    seed_position = {int(s): i for i, s in enumerate(seeds)}
-    input_shape = list(manifest["input_shape"])
-    dims = spatial_dims(input_shape)
-    n_meis = max((_n_meis(path) for path in shard_paths), default=1)
-    item_dims = ["method", "seed", "neuron"] + (["mei"] if n_meis > 1 else [])
-    item_shape = [len(methods), len(seeds), len(neuron_ids)] + ([n_meis] if n_meis > 1 else [])
-    hash_of_ensemble = ensemble_hash(manifest)
+    layout = _layout(manifest, table, shard_paths, methods, seeds)
+    neuron_position = {int(n): i for i, n in enumerate(layout.neuron_ids)}
+    method_position = {m: i for i, m in enumerate(layout.methods)}
+    seed_position = {s: i for i, s in enumerate(layout.seeds)}
 
     target = Path(zarr_path)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    coords: dict[str, Any] = {
-        "method": np.asarray(methods, dtype=str),
-        "seed": np.asarray(seeds, dtype=np.int64),
-        "neuron": neuron_ids,
-    }
-    if n_meis > 1:
-        coords["mei"] = np.arange(n_meis)
-    for name, size in zip(dims, input_shape):
-        coords[name] = np.arange(size)
-    xr.Dataset(coords=coords, attrs={"ensemble": manifest["name"], "ensemble_hash": hash_of_ensemble}).to_zarr(
-        staging, mode="w", zarr_format=3, consolidated=False
-    )
-    group = zarr.open_group(staging, mode="a")
-    shard_chunk = max(1, max((_n_items(path) for path in shard_paths), default=1))
-    chunks_items = [1, 1, min(shard_chunk, len(neuron_ids))] + ([n_meis] if n_meis > 1 else [])
-    meis = group.create_array("mei", shape=item_shape + input_shape, chunks=chunks_items + input_shape, dtype="float32", fill_value=np.nan, dimension_names=item_dims + dims)
-    per_item = {
-        name: group.create_array(name, shape=item_shape, chunks=chunks_items, dtype=dtype, fill_value=fill, dimension_names=item_dims)
-        for name, dtype, fill in [("score", "float32", np.nan), ("heldout_score", "float32", np.nan), ("n_iterations", "int32", -1)]
-    }
-    unit = group.create_array("output_unit", shape=(len(neuron_ids),), dtype="int64", fill_value=-1, dimension_names=["neuron"])
-    unit[:] = table["output_unit"].to_numpy(np.int64)
-    meis.attrs["description"] = "the optimised inputs (MEIs); NaN where a shard is missing"
-
+    arrays = _create_store(staging, layout, manifest, table)
+    sources = {"mei": "meis", "score": "scores", "n_iterations": "n_iterations"}
     with atomic_path(scores_path, suffix=".parquet") as scores_tmp, atomic_path(traces_path, suffix=".parquet") as traces_tmp:
         with pq.ParquetWriter(scores_tmp, SCORE_SCHEMA) as score_writer, pq.ParquetWriter(traces_tmp, TRACE_SCHEMA) as trace_writer:
-            for path in shard_paths:
-                with np.load(path) as shard:
-                    metadata = json.loads(str(shard["metadata"]))
-                    m, s = method_position[metadata["method"]], seed_position[metadata["seed"]]
-                    positions = np.asarray([neuron_position[int(n)] for n in shard["neuron_id"]])
-                    mei_index = shard["mei_index"]
-                    data = shard["meis"]
-                    sources = {"score": "scores", "heldout_score": "heldout_scores", "n_iterations": "n_iterations"}
-                    _write_rows(meis, m, s, positions, mei_index, data, n_meis > 1)
-                    for name, array in per_item.items():
-                        _write_rows(array, m, s, positions, mei_index, shard[sources[name]], n_meis > 1)
-                    n = len(data)
-                    scores = shard["scores"]
-                    score_writer.write_table(pa.table({
-                        "ensemble": [metadata["ensemble"]] * n,
-                        "method": [metadata["method"]] * n,
-                        "method_hash": [metadata["method_hash"]] * n,
-                        "seed": np.full(n, metadata["seed"], np.int64),
-                        "neuron_id": shard["neuron_id"],
-                        "output_unit": shard["output_unit"],
-                        "mei_index": mei_index.astype(np.int32),
-                        "score": scores,
-                        "heldout_score": shard["heldout_scores"],
-                        "n_iterations": shard["n_iterations"],
-                        "stop_reason": shard["stop_reason"].astype(str),
-                        "status": np.where(np.isfinite(scores) & np.isfinite(data.reshape(n, -1)).all(1), "ok", "non_finite"),
-                        "runtime_s": np.full(n, metadata["runtime_s"] / max(n, 1), np.float32),
-                        "device": [metadata["device"]] * n,
-                        "mei_norm": np.linalg.norm(data.reshape(n, -1), axis=1).astype(np.float32),
-                        "shard": np.full(n, metadata["shard"], np.int32),
-                        "ensemble_hash": [hash_of_ensemble] * n,
-                    }, schema=SCORE_SCHEMA))
-                    if len(shard["trace_step"]):
-                        rows = shard["trace_row"]
-                        trace_writer.write_table(pa.table({
-                            "ensemble": [metadata["ensemble"]] * len(rows),
-                            "method": [metadata["method"]] * len(rows),
-                            "seed": np.full(len(rows), metadata["seed"], np.int64),
-                            "neuron_id": shard["neuron_id"][rows],
-                            "mei_index": mei_index[rows].astype(np.int32),
-                            "tracker": shard["trace_name"].astype(str),
-                            "step": shard["trace_step"],
-                            "value": shard["trace_value"],
-                        }, schema=TRACE_SCHEMA))
+            for shard_path, heldout_path in zip(shard_paths, heldout_paths, strict=True):
+                shard, heldout = read_shard(shard_path), read_heldout(heldout_path)
+                m, s = method_position[shard.metadata["method"]], seed_position[shard.metadata["seed"]]
+                positions = np.asarray([neuron_position[int(n)] for n in shard["neuron_id"]])
+                values = {name: shard[source] for name, source in sources.items()} | {"heldout_score": heldout}
+                for name, array in arrays.items():
+                    _write_rows(array, m, s, positions, shard["mei_index"], values[name], layout.n_meis > 1)
+                score_writer.write_table(_score_table(shard, heldout, manifest["ensemble_hash"]))
+                if len(shard["trace_step"]):
+                    trace_writer.write_table(_trace_table(shard))
         zarr.consolidate_metadata(str(staging))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
@@ -189,16 +218,6 @@ def _write_rows(array: zarr.Array, m: int, s: int, positions: np.ndarray, mei_in
             array[key] = values[row]
 
 
-def _n_meis(path: str) -> int:
-    with np.load(path) as shard:
-        return int(json.loads(str(shard["metadata"]))["n_meis"])
-
-
-def _n_items(path: str) -> int:
-    with np.load(path) as shard:
-        return len(np.unique(shard["neuron_id"]))
-
-
 def concatenate_tables(paths: Sequence[str], out_path: str) -> None:
     """Stream per-ensemble Parquet tables into one file, row group by row group. Ensembles of different
     kinds may have different columns (e.g. filter correlations, target errors): the result has the
@@ -214,12 +233,3 @@ def concatenate_tables(paths: Sequence[str], out_path: str) -> None:
                         if field.name not in table.column_names:
                             table = table.append_column(field, pa.nulls(len(table), field.type))
                     writer.write_table(table.select(schema.names).cast(schema))
-
-
-def open_meis(results: str | Path, ensemble: str) -> xr.Dataset:
-    """``xr.open_zarr`` of one ensemble's MEIs (select methods with ``ds.sel({"method": name})``)."""
-    return xr.open_zarr(Path(results) / f"{ensemble}.zarr")
-
-
-def read_scores(results: str | Path = "results") -> pd.DataFrame:
-    return pd.read_parquet(Path(results) / "scores.parquet")

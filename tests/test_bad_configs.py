@@ -54,7 +54,7 @@ CASES = {
     ),
     "unit_out_of_range": (
         with_change(lambda c: set_path(c, ["objectives", "tiny", "neurons"], [0, 9])),
-        "objectives.tiny.neurons: output unit 9 out of range: ensemble 'tiny' has 5 outputs",
+        "objectives.tiny.neurons: output unit 9 out of range: the ensemble has 5 outputs",
     ),
     "method_for_unknown_ensemble": (
         with_change(lambda c: set_path(c, ["methods", "fast", "ensembles"], ["tiny", "retina"])),

@@ -245,7 +245,7 @@ def test_ensembles_average_or_stack_and_constrained_models_select_units():
     assert ConstrainedOutputModel(a, [0, 3])(x).shape == (5, 2)
     per_row = BatchedConstrainedOutputModel(a, units=[0, 1, 2, 3, 0])
     assert torch.allclose(per_row(x), a(x)[torch.arange(5), torch.tensor([0, 1, 2, 3, 0])])
-    assert torch.allclose(per_row(x[[1, 3]], rows=torch.tensor([1, 3])), a(x)[[1, 3], [1, 3]])
+    assert torch.allclose(per_row(x[[1, 3]], row_units=per_row.units[[1, 3]]), a(x)[[1, 3], [1, 3]])
     with pytest.raises(IndexError, match="unit 9 out of range"):
         BatchedConstrainedOutputModel(a, units=[9])(x[:1])
 
@@ -280,7 +280,7 @@ def test_spatial_components_refuse_inputs_that_are_neither_images_nor_videos():
 def test_the_hoefling_2024_preset_runs_on_a_video_model():
     from mei_core import batched_gradient_ascent
     from mei_core.methods import hoefling_2024_preset
-    from mei_core.video_objectives import IncreaseObjective, SliceMeanReducer
+    from mei_core.objectives import IncreaseObjective, SliceMeanReducer
 
     model = torch.nn.Sequential(torch.nn.Conv3d(2, 3, (3, 3, 3)), torch.nn.Flatten(3), torch.nn.Softplus())
 

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from mei_core import MEIConfigError, default_preset
-from mei_core.config import build_component, method_hash
+from mei_core.config import build_component
+from mei_core.hashing import method_hash
 from mei_core.method import build_method
 from mei_core.stoppers import NumIterations
 

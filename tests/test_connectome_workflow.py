@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from mei_core.demo import demo_connectome_targets
+from mei_core.demo.connectome import KIND as CONNECTOME_DEMO
 from workflow_support import REPO, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def connectome_config() -> dict:
 def test_connectome_targets_are_reached_and_reported(tmp_path):
     folder = tmp_path / "project"
     folder.mkdir()
-    demo_connectome_targets(DEMO, n_items=6, per_item=2).to_csv(folder / "targets.csv", index=False)
+    CONNECTOME_DEMO.targets(DEMO, n_items=6, per_item=2).to_csv(folder / "targets.csv", index=False)
     write_config(folder, connectome_config())
     snakemake(folder)
 
@@ -85,5 +85,5 @@ def test_connectome_targets_are_reached_and_reported(tmp_path):
 def test_the_committed_demo_targets_are_the_ones_the_demo_generates():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     committed = pd.read_csv(REPO / "config" / "demo_connectome_targets.csv")
-    regenerated = demo_connectome_targets(config["demo"]["connectome"])
+    regenerated = CONNECTOME_DEMO.targets(config["demo"]["connectome"])
     pd.testing.assert_frame_equal(committed, regenerated, check_dtype=False, atol=1e-4)

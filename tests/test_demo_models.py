@@ -1,4 +1,4 @@
-"""Tests for the embedded ground-truth demo (mei_core.models.demo); small settings, < 60 s."""
+"""Tests for the embedded ground-truth demo (mei_core.demo.v1); small settings, < 60 s."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from mei_core.models.demo import (
+from mei_core.demo.v1 import (
     PINK_NOISE_STD,
     DemoCNN,
     GroundTruthV1,

@@ -28,7 +28,7 @@ def test_a_mapping_file_sets_neuron_ids_units_and_data_keys(project):
     config = tiny_config()
     config["objectives"]["tiny"] = {"neurons": {"file": "map.csv"}}
     plan = prepare(config, project)
-    rows = read_json(project / plan.objective_spec("tiny"))["rows"]
+    rows = read_json(project / plan.paths.objective_spec("tiny"))["rows"]
     assert [(r["neuron_id"], r["output_unit"], r["data_key"]) for r in rows] == [(101, 4, "s1"), (102, 0, "s1"), (103, 2, "s1")]
     assert plan.shard_counts["tiny"] == 1
 
@@ -45,11 +45,11 @@ def test_shards_are_stable_slices_so_appending_neurons_changes_only_the_last(pro
     config = tiny_config()
     config["objectives"]["tiny"]["neurons"] = [0, 1, 2, 3]
     plan = prepare(config, project)
-    first = {k: (project / plan.shard_spec("tiny", k)).stat().st_mtime_ns for k in range(2)}
+    first = {k: (project / plan.paths.shard_spec("tiny", k)).stat().st_mtime_ns for k in range(2)}
     config["objectives"]["tiny"]["neurons"] = [0, 1, 2, 3, 4]
     prepare(config, project)
-    assert (project / plan.shard_spec("tiny", 0)).stat().st_mtime_ns == first[0]
-    assert [r["neuron_id"] for r in read_json(project / plan.shard_spec("tiny", 1))["rows"]] == [3, 4]
+    assert (project / plan.paths.shard_spec("tiny", 0)).stat().st_mtime_ns == first[0]
+    assert [r["neuron_id"] for r in read_json(project / plan.paths.shard_spec("tiny", 1))["rows"]] == [3, 4]
 
 
 def test_a_failing_job_leaves_no_file_a_rerun_could_trust(project, tmp_path):
@@ -58,14 +58,14 @@ def test_a_failing_job_leaves_no_file_a_rerun_could_trust(project, tmp_path):
 
     os.chdir(project)
     try:
-        assemble_ensemble(plan.ensemble_spec("tiny"), plan.manifest("tiny"))
-        method = read_json(plan.method_spec("fast"))
+        assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
+        method = read_json(plan.paths.method_spec("fast"))
         method["method_fn"] = "mei_core.no_such_module.method"
         (project / "broken.json").write_text(json.dumps(method))
         out = project / "out" / "shard0.npz"
         result = subprocess.run(
-            [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.manifest("tiny"), "--method", "broken.json",
-             "--shard", plan.shard_spec("tiny", 0), "--seed", "0", "--out", str(out), "--device", "cpu"],
+            [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.paths.manifest("tiny", "members"), "--method", "broken.json",
+             "--shard", plan.paths.shard_spec("tiny", 0), "--seed", "0", "--out", str(out), "--device", "cpu"],
             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
     finally:
@@ -82,8 +82,8 @@ def test_a_job_writes_its_shard_atomically_with_every_column(project):
 
     os.chdir(project)
     try:
-        assemble_ensemble(plan.ensemble_spec("tiny"), plan.manifest("tiny"))
-        path = generate_shard(plan.manifest("tiny"), plan.method_spec("slow"), plan.shard_spec("tiny", 0), 3, "out/s.npz", "cpu", 1)
+        assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
+        path = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("slow"), plan.paths.shard_spec("tiny", 0), 3, "out/s.npz", "cpu", 1)
     finally:
         os.chdir(REPO)
     with np.load(project / path) as shard:

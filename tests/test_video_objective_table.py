@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mei_core import MEIConfigError
-from mei_core.objective_table import build_objective
+from mei_core.objectives import build_objective
 
 
 class LinearVideoModel(nn.Module):

@@ -6,13 +6,13 @@ from torch import nn
 
 from mei_core.components import Step
 from mei_core.objectives import Objective
-from mei_core.video_objectives import (
+from mei_core.regularizers import RangeRegularizationLoss
+from mei_core.objectives import (
     ContrastiveNeuronObjective,
     DecreaseObjective,
     IncreaseObjective,
     InnerNeuronObjective,
     MeanReducer,
-    RangeRegularizationLoss,
     SliceMeanReducer,
 )
 

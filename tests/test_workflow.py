@@ -69,14 +69,14 @@ def test_the_score_is_the_ensembles_response_to_the_stored_mei(finished):
     from mei_core.ensembles import load_ensemble
     from mei_core.files import read_json
 
-    manifest = read_json(finished / "resources" / "ensembles" / "tiny.manifest.json")
+    manifests = {g: read_json(finished / "resources" / "ensembles" / "tiny" / f"{g}.manifest.json") for g in ("members", "validation_members")}
     import os
 
     cwd = os.getcwd()
     os.chdir(finished)
     try:
-        model = load_ensemble(manifest)
-        held_out = load_ensemble(manifest, "validation_members")
+        model = load_ensemble(manifests["members"])
+        held_out = load_ensemble(manifests["validation_members"])
     finally:
         os.chdir(cwd)
     dataset = xr.open_zarr(finished / "results" / "tiny.zarr")
@@ -135,7 +135,7 @@ def test_adding_neurons_runs_only_the_changed_last_shard(project):
 def test_changing_a_member_checkpoint_reruns_that_ensemble(project):
     save_member(project, 2, weight_seed=99, demo=True)
     planned = planned_outputs(project)
-    assert planned["assemble_ensemble"] == ["resources/ensembles/tiny.manifest.json"]
+    assert planned["assemble_ensemble"] == ["resources/ensembles/tiny/members.manifest.json"]
     assert len(generated(planned)) == 4
 
 

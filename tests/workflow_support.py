@@ -27,18 +27,18 @@ def member_spec(seed: int, n_neurons: int = 5, size: int = 12, demo: bool = Fals
     if demo:
         return {
             "checkpoint": f"{DEMO_FOLDER}/member_{seed}.pt",
-            "builder": "mei_core.models.demo.build_demo_cnn",
+            "builder": "mei_core.demo.v1.build_demo_cnn",
             "builder_kwargs": {"n_neurons": n_neurons, "in_shape": [1, size, size], **TINY_CNN},
         }
     return {
         "checkpoint": f"models/member_{seed}.pt",
-        "builder": "mei_core.models.demo.build_demo_cnn",
+        "builder": "mei_core.demo.v1.build_demo_cnn",
         "builder_kwargs": {"n_neurons": n_neurons, "in_shape": [1, size, size], "channels": 3, "kernel_sizes": [3, 3], "init_seed": seed},
     }
 
 
 def save_member(folder: Path, seed: int, n_neurons: int = 5, size: int = 12, weight_seed: int | None = None, demo: bool = False) -> None:
-    from mei_core.models.demo import build_demo_cnn
+    from mei_core.demo.v1 import build_demo_cnn
 
     spec = member_spec(seed, n_neurons, size, demo)
     kwargs = {"init_seed": seed, **spec["builder_kwargs"]}
@@ -74,7 +74,7 @@ def tiny_config(demo: bool = False) -> dict[str, Any]:
         ensemble = config["ensembles"]["tiny"]
         ensemble["members"] = [member_spec(1, demo=True), member_spec(2, demo=True)]
         ensemble["validation_members"] = [member_spec(3, demo=True)]
-        ensemble["ground_truth"] = {"kind": "demo_v1", "file": f"{DEMO_FOLDER}/ground_truth.json"}
+        ensemble["ground_truth"] = {"kind": "v1", "file": f"{DEMO_FOLDER}/ground_truth.json"}
         return config
     return {
         "device": "cpu",

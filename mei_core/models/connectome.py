@@ -311,13 +311,6 @@ class MultilayeredNetwork(nn.Module):
     def n_sensory(self) -> int:
         return int(self.sensory_indices.numel())
 
-    def set_param_grads(self, slopes: bool = False, raw_biases: bool = False, divisive_strength: bool = False) -> None:
-        """connectome_interpreter's switch of which parameters get gradients."""
-        self.slope.requires_grad_(slopes)
-        self.raw_biases.requires_grad_(raw_biases)
-        if self.divisive_strength is not None:
-            self.divisive_strength.requires_grad_(divisive_strength)
-
     def forward(self, x: Tensor) -> Tensor:
         """``x``: B×S×L (or S×L for one row) -> activations B×n×L (or n×L), a permuted view of an
         L×n×B tensor (call ``.contiguous()`` for a ``view``)."""
@@ -363,14 +356,18 @@ class MultilayeredNetwork(nn.Module):
 
 
 def target_loss(
-    activations: Tensor, rows: Tensor, layers: Tensor, neurons: Tensor, values: Tensor, p: float = 2.0
+    activations: Tensor, rows: Tensor, layers: Tensor, neurons: Tensor, values: Tensor, p: float = 2.0,
+    reduction: str = "mean",
 ) -> Tensor:
-    """Per-row mean of ``|activation - value|^p`` over that row's targets (``p=2``: squared error).
+    """Per-row mean (``reduction="sum"``: sum) of ``|activation - value|^p`` over that row's targets
+    (``p=2``: squared error).
 
     ``activations``: B×n×L; ``rows``, ``layers``, ``neurons``, ``values``: K aligned target entries
     (row of ``activations``, layer, neuron, target value), any mix of rows. Returns B values; a row
     without targets gets 0.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     n_rows = activations.shape[0]
     device = activations.device
     rows, layers, neurons = rows.to(device), layers.to(device), neurons.to(device)
@@ -378,6 +375,8 @@ def target_loss(
     error = (predicted - values.to(device=device, dtype=predicted.dtype)).abs()
     error = error.square() if p == 2 else error.pow(p)
     total = predicted.new_zeros(n_rows).index_add(0, rows, error)
+    if reduction == "sum":
+        return total
     count = torch.bincount(rows, minlength=n_rows).clamp(min=1).to(total.dtype)
     return total / count
 
@@ -417,10 +416,13 @@ class TargetActivation:
         self.layer = torch.as_tensor(layer[order], dtype=torch.long)
         self.neuron = torch.as_tensor(neuron[order], dtype=torch.long)
         self.value = torch.as_tensor(value[order], dtype=torch.float32)
-        self._lookup_size = max(self.batch_size, int(batch.max()) + 1 if len(batch) else 0)
+        lookup_size = max(self.batch_size, int(batch.max()) + 1 if len(batch) else 0)
+        # entries are sorted by batch row: row r owns entries starts[r] … starts[r] + counts[r] − 1
+        self.counts = torch.bincount(self.batch, minlength=lookup_size)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
 
     def to(self, device: torch.device | str) -> "TargetActivation":
-        for name in ("batch", "layer", "neuron", "value"):
+        for name in ("batch", "layer", "neuron", "value", "counts", "starts"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -429,8 +431,9 @@ class TargetActivation:
         return pd.DataFrame({k: getattr(self, k).cpu().numpy() for k in ("batch", "layer", "neuron", "value")})
 
     def select(self, n_rows: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Target entries of ``n_rows`` activation rows whose global rows are ``rows`` (default
-        ``0..n_rows-1``), as aligned (local row, layer, neuron, value) tensors for :func:`target_loss`."""
+        """Target entries of ``n_rows`` activation rows, as aligned (local row, layer, neuron, value)
+        tensors for :func:`target_loss`. Activation row ``i`` is scored against the targets of batch
+        row ``rows[i]`` (default ``i``); ``rows`` may repeat (several inputs for one target set)."""
         if not self.per_row:
             k = len(self.value)
             local = torch.arange(n_rows, device=self.value.device).repeat_interleave(k)
@@ -438,12 +441,11 @@ class TargetActivation:
         if rows is None:
             rows = torch.arange(n_rows, device=self.batch.device)
         rows = rows.to(self.batch.device)
-        # global row -> local position (-1: not in this sub-batch)
-        lookup = torch.full((self._lookup_size,), -1, dtype=torch.long, device=rows.device)
-        lookup[rows] = torch.arange(len(rows), device=rows.device)
-        local = lookup[self.batch]
-        keep = local >= 0
-        return local[keep], self.layer[keep], self.neuron[keep], self.value[keep]
+        counts = self.counts[rows]
+        local = torch.arange(n_rows, device=rows.device).repeat_interleave(counts)
+        offset = torch.arange(len(local), device=rows.device) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
+        entry = self.starts[rows].repeat_interleave(counts) + offset
+        return local, self.layer[entry], self.neuron[entry], self.value[entry]
 
     def loss(self, activations: Tensor, rows: Tensor | None = None) -> Tensor:
         """``activations``: B×n×L of the global rows ``rows`` (default ``0..B-1``) -> B mean squared

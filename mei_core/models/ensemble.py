@@ -52,10 +52,10 @@ class ConstrainedOutputModel(nn.Module):
 
 
 class BatchedConstrainedOutputModel(nn.Module):
-    """Every row of the batch reads its own unit: ``output[b, units[rows[b]]]``.
+    """Every row of the batch reads its own unit: ``output[b, row_units[b]]``.
 
-    ``units`` holds one unit index per row of the whole batch; the engine passes ``rows`` (which
-    rows of the whole batch this forward call holds) so that sub-batches of still-active rows work.
+    ``units`` holds one unit per item; callers pass the unit of every row of ``x`` (``row_units``,
+    e.g. ``units[items]``); without it row ``b`` reads ``units[b]``.
     """
 
     def __init__(
@@ -72,14 +72,13 @@ class BatchedConstrainedOutputModel(nn.Module):
         self.forward_kwargs = dict(forward_kwargs or {})
         self._checked = False
 
-    def forward(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, row_units: Tensor | None = None) -> Tensor:
         output = self.model(x, **self.forward_kwargs)
         if not self._checked:  # once: the output size is only known after a forward pass
             if output.shape[-1] <= int(self.units.max()):
                 raise IndexError(f"unit {int(self.units.max())} out of range for a model with {output.shape[-1]} outputs")
             self._checked = True
-        # rows are a sorted subset of the batch, so as many rows as units means all of them
-        units = self.units if rows is None or len(rows) == len(self.units) else self.units[rows.to(self.units.device)]
+        units = self.units if row_units is None else row_units.to(output.device)
         if output.dim() == 2:
             selected = output.gather(1, units.unsqueeze(1)).squeeze(1)
         else:  # B×T×N (video models): select the unit at every time step

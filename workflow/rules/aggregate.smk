@@ -3,54 +3,57 @@
 
 rule aggregate:
     input:
-        manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
-        table=f"{RESOURCES}/objectives/{{ensemble}}.parquet",
+        manifest=PATHS.manifest("{ensemble}", "members"),
+        table=PATHS.objective_table("{ensemble}"),
         shards=lambda wildcards: PLAN.shard_files(wildcards.ensemble),
+        heldout=lambda wildcards: PLAN.heldout_files(wildcards.ensemble),
     output:
-        zarr=directory(f"{RESULTS}/{{ensemble}}.zarr"),
-        scores=f"{RESOURCES}/tables/{{ensemble}}.scores.parquet",
-        traces=f"{RESOURCES}/tables/{{ensemble}}.traces.parquet",
+        zarr=directory(PATHS.zarr("{ensemble}")),
+        scores=PATHS.ensemble_table("{ensemble}", "scores"),
+        traces=PATHS.ensemble_table("{ensemble}", "traces"),
     params:
-        methods=lambda wildcards: " ".join(PLAN.methods_of_ensemble[wildcards.ensemble]),
-        seeds=" ".join(map(str, PLAN.seeds)),
+        methods=lambda wildcards: PLAN.methods_of_ensemble[wildcards.ensemble],
+        seeds=PLAN.seeds,
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/aggregate/{{ensemble}}.log",
+        PATHS.log("aggregate", "{ensemble}"),
     shell:
-        "python -m mei_core aggregate --manifest {input.manifest} --table {input.table}"
-        " --shards {input.shards} --methods {params.methods} --seeds {params.seeds}"
-        " --zarr {output.zarr} --scores {output.scores} --traces {output.traces} > {log} 2>&1"
+        "python -m mei_core aggregate --manifest {input.manifest:q} --table {input.table:q}"
+        " --shards {input.shards:q} --heldout {input.heldout:q} --methods {params.methods:q} --seeds {params.seeds}"
+        " --zarr {output.zarr:q} --scores {output.scores:q} --traces {output.traces:q} > {log:q} 2>&1"
 
 
 rule validate:
     input:
-        manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
-        table=f"{RESOURCES}/objectives/{{ensemble}}.parquet",
-        zarr=f"{RESULTS}/{{ensemble}}.zarr",
-        scores=f"{RESOURCES}/tables/{{ensemble}}.scores.parquet",
+        manifest=PATHS.manifest("{ensemble}", "members"),
+        validation_manifest=PATHS.manifest("{ensemble}", "validation_members"),
+        table=PATHS.objective_table("{ensemble}"),
+        zarr=PATHS.zarr("{ensemble}"),
+        scores=PATHS.ensemble_table("{ensemble}", "scores"),
     output:
-        validation=f"{RESOURCES}/tables/{{ensemble}}.validation.parquet",
-        activations=f"{RESOURCES}/tables/{{ensemble}}.activations.parquet",
+        validation=PATHS.ensemble_table("{ensemble}", "validation"),
+        activations=PATHS.ensemble_table("{ensemble}", "activations"),
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/validate/{{ensemble}}.log",
+        PATHS.log("validate", "{ensemble}"),
     shell:
-        "python -m mei_core validate --manifest {input.manifest} --table {input.table} --zarr {input.zarr}"
-        " --scores {input.scores} --out {output.validation} --activations {output.activations} > {log} 2>&1"
+        "python -m mei_core validate --manifest {input.manifest:q} --validation-manifest {input.validation_manifest:q}"
+        " --table {input.table:q} --zarr {input.zarr:q} --scores {input.scores:q} --out {output.validation:q}"
+        " --activations {output.activations:q} > {log:q} 2>&1"
 
 
 rule combine_tables:
     input:
-        expand(f"{RESOURCES}/tables/{{ensemble}}.{{{{table}}}}.parquet", ensemble=PLAN.ensembles),
+        lambda wildcards: [PATHS.ensemble_table(ensemble, wildcards.table) for ensemble in PLAN.ensembles],
     output:
-        f"{RESULTS}/{{table}}.parquet",
+        PATHS.table("{table}"),
     wildcard_constraints:
-        table="scores|traces|validation|activations",
+        table="|".join(TABLES),
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/tables/{{table}}.log",
+        PATHS.log("tables", "{table}"),
     shell:
-        "python -m mei_core concat --inputs {input} --out {output} > {log} 2>&1"
+        "python -m mei_core concat --inputs {input:q} --out {output:q} > {log:q} 2>&1"

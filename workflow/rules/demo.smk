@@ -1,66 +1,71 @@
-# The embedded ground-truth demo: simulated V1 responses and the CNN members trained on them.
+# The embedded ground-truth demos (mei_core.demo): simulated data, and the members trained on it.
+from mei_core.demo.v1 import KIND as V1
+from mei_core.demo.retina import KIND as RETINA
+from mei_core.demo.connectome import KIND as CONNECTOME
+
+DEMO = PATHS.demo_folder("{demo}")
 
 
 rule demo_dataset:
     input:
-        spec=f"{RESOURCES}/demo/{{demo}}/spec.json",
+        spec=PATHS.demo_spec("{demo}"),
     output:
-        dataset=f"{RESOURCES}/demo/{{demo}}/dataset.pt",
-        truth=f"{RESOURCES}/demo/{{demo}}/ground_truth.json",
+        dataset=f"{DEMO}/{V1.files['dataset']}",
+        truth=f"{DEMO}/{V1.files['truth']}",
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/demo/{{demo}}/dataset.log",
+        PATHS.log("demo", "{demo}", "dataset"),
     threads: 1
     shell:
-        "python -m mei_core demo-dataset --spec {input.spec} --dataset {output.dataset}"
-        " --truth {output.truth} --threads {threads} > {log} 2>&1"
+        "python -m mei_core demo-dataset --spec {input.spec:q} --dataset {output.dataset:q}"
+        " --truth {output.truth:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule demo_member:
     input:
-        spec=f"{RESOURCES}/demo/{{demo}}/spec.json",
-        dataset=f"{RESOURCES}/demo/{{demo}}/dataset.pt",
-        truth=f"{RESOURCES}/demo/{{demo}}/ground_truth.json",
+        spec=PATHS.demo_spec("{demo}"),
+        dataset=f"{DEMO}/{V1.files['dataset']}",
+        truth=f"{DEMO}/{V1.files['truth']}",
     output:
-        checkpoint=f"{RESOURCES}/demo/{{demo}}/member_{{seed}}.pt",
-        metrics=f"{RESOURCES}/demo/{{demo}}/member_{{seed}}.metrics.json",
+        checkpoint=f"{DEMO}/{V1.files['member']}",
+        metrics=f"{DEMO}/{V1.files['metrics']}",
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/demo/{{demo}}/member_{{seed}}.log",
+        PATHS.log("demo", "{demo}", "member_{seed}"),
     wildcard_constraints:
         seed=r"\d+",
     threads: 1
     shell:
-        "python -m mei_core demo-member --spec {input.spec} --dataset {input.dataset}"
-        " --truth {input.truth} --seed {wildcards.seed} --checkpoint {output.checkpoint}"
-        " --metrics {output.metrics} --threads {threads} > {log} 2>&1"
+        "python -m mei_core demo-member --spec {input.spec:q} --dataset {input.dataset:q}"
+        " --truth {input.truth:q} --seed {wildcards.seed} --checkpoint {output.checkpoint:q}"
+        " --metrics {output.metrics:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule demo_connectome:
     input:
-        spec=f"{RESOURCES}/demo/{{demo}}/spec.json",
+        spec=PATHS.demo_spec("{demo}"),
     output:
-        weights=f"{RESOURCES}/demo/{{demo}}/weights.npz",
-        network=f"{RESOURCES}/demo/{{demo}}/network.json",
+        weights=f"{DEMO}/{CONNECTOME.files['weights']}",
+        network=f"{DEMO}/{CONNECTOME.files['network']}",
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/demo/{{demo}}/connectome.log",
+        PATHS.log("demo", "{demo}", "connectome"),
     shell:
-        "python -m mei_core demo-connectome --spec {input.spec} --weights {output.weights}"
-        " --network {output.network} > {log} 2>&1"
+        "python -m mei_core demo-connectome --spec {input.spec:q} --weights {output.weights:q}"
+        " --network {output.network:q} > {log:q} 2>&1"
 
 
 rule demo_retina:
     input:
-        spec=f"{RESOURCES}/demo/{{demo}}/spec.json",
+        spec=PATHS.demo_spec("{demo}"),
     output:
-        f"{RESOURCES}/demo/{{demo}}/retina.json",
+        f"{DEMO}/{RETINA.files['description']}",
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/demo/{{demo}}/retina.log",
+        PATHS.log("demo", "{demo}", "retina"),
     shell:
-        "python -m mei_core demo-retina --spec {input.spec} --description {output} > {log} 2>&1"
+        "python -m mei_core demo-retina --spec {input.spec:q} --description {output:q} > {log:q} 2>&1"

@@ -1,30 +1,31 @@
-# Ensemble manifests (checked members + checksums) and the objective table of each ensemble.
+# Ensemble manifests (checked members + checksums + identity), one per member group, and the
+# objective table of each ensemble.
 
 
 rule assemble_ensemble:
     input:
-        spec=f"{RESOURCES}/ensembles/{{ensemble}}.spec.json",
-        members=lambda wildcards: PLAN.member_files(wildcards.ensemble),
+        spec=PATHS.member_spec("{ensemble}", "{group}"),
+        members=lambda wildcards: PLAN.member_files(wildcards.ensemble, wildcards.group),
     output:
-        manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
+        manifest=PATHS.manifest("{ensemble}", "{group}"),
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/ensembles/{{ensemble}}.log",
+        PATHS.log("ensembles", "{ensemble}", "{group}"),
+    wildcard_constraints:
+        group="|".join(MEMBER_GROUPS),
     shell:
-        "python -m mei_core assemble --spec {input.spec} --manifest {output.manifest} > {log} 2>&1"
+        "python -m mei_core assemble --spec {input.spec:q} --manifest {output.manifest:q} > {log:q} 2>&1"
 
 
 rule build_objective_table:
     input:
-        spec=f"{RESOURCES}/objectives/{{ensemble}}.spec.json",
-        manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
+        spec=PATHS.objective_spec("{ensemble}"),
     output:
-        table=f"{RESOURCES}/objectives/{{ensemble}}.parquet",
+        table=PATHS.objective_table("{ensemble}"),
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/objectives/{{ensemble}}.log",
+        PATHS.log("objectives", "{ensemble}"),
     shell:
-        "python -m mei_core objective-table --spec {input.spec} --manifest {input.manifest}"
-        " --out {output.table} > {log} 2>&1"
+        "python -m mei_core objective-table --spec {input.spec:q} --out {output.table:q} > {log:q} 2>&1"

@@ -1,20 +1,21 @@
-# One GPU job per (ensemble, method, seed, shard of neurons): the batched engine over the shard.
-# A shard's spec file holds its slice of the objective table and is rewritten only when that slice
-# changes, so adding neurons reruns only the new or changed shards. (Depending on the whole table,
-# even as `ancient`, would rerun every shard: Snakemake masks jobs downstream of a rerun job.)
+# One GPU job per (ensemble, method, seed, shard of neurons): the batched engine over the shard, then
+# the held-out ensemble's scores of its MEIs (its own job, so changing held-out members reruns only
+# scoring). A shard's spec file holds its slice of the objective table and is rewritten only when that
+# slice changes, so adding neurons reruns only the new or changed shards. (Depending on the whole
+# table, even as `ancient`, would rerun every shard: Snakemake masks jobs downstream of a rerun job.)
 
 
 rule generate_meis:
     input:
-        manifest=f"{RESOURCES}/ensembles/{{ensemble}}.manifest.json",
-        method=f"{RESOURCES}/methods/{{method}}.json",
-        shard=f"{RESOURCES}/objectives/{{ensemble}}/shard{{shard}}.json",
+        manifest=PATHS.manifest("{ensemble}", "members"),
+        method=PATHS.method_spec("{method}"),
+        shard=PATHS.shard_spec("{ensemble}", "{shard}"),
     output:
-        f"{RESOURCES}/meis/{{ensemble}}/{{method}}/seed{{seed}}/shard{{shard}}.npz",
+        PATHS.shard_file("{ensemble}", "{method}", "{seed}", "{shard}"),
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/meis/{{ensemble}}/{{method}}/seed{{seed}}/shard{{shard}}.log",
+        PATHS.log("meis", "{ensemble}", "{method}", "seed{seed}", "shard{shard}"),
     wildcard_constraints:
         seed=r"\d+",
         shard=r"\d+",
@@ -24,6 +25,28 @@ rule generate_meis:
     resources:
         mem_mb=4000,
     shell:
-        "python -m mei_core generate --manifest {input.manifest}"
-        " --method {input.method} --shard {input.shard} --seed {wildcards.seed} --out {output}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m mei_core generate --manifest {input.manifest:q}"
+        " --method {input.method:q} --shard {input.shard:q} --seed {wildcards.seed} --out {output:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"
+
+
+rule score_heldout:
+    input:
+        manifest=PATHS.manifest("{ensemble}", "validation_members"),
+        shard_spec=PATHS.shard_spec("{ensemble}", "{shard}"),
+        shard=PATHS.shard_file("{ensemble}", "{method}", "{seed}", "{shard}"),
+    output:
+        PATHS.heldout_file("{ensemble}", "{method}", "{seed}", "{shard}"),
+    conda:
+        "../envs/mei_core.yaml"
+    log:
+        PATHS.log("heldout", "{ensemble}", "{method}", "seed{seed}", "shard{shard}"),
+    wildcard_constraints:
+        seed=r"\d+",
+        shard=r"\d+",
+    params:
+        device=config["device"],
+    threads: THREADS
+    shell:
+        "python -m mei_core score --manifest {input.manifest:q} --shard-spec {input.shard_spec:q}"
+        " --shard {input.shard:q} --out {output:q} --device {params.device} --threads {threads} > {log:q} 2>&1"

@@ -3,11 +3,11 @@
 
 rule mei_grid:
     input:
-        zarr=f"{RESULTS}/{{ensemble}}.zarr",
-        validation=f"{RESOURCES}/tables/{{ensemble}}.validation.parquet",
+        zarr=PATHS.zarr("{ensemble}"),
+        validation=PATHS.ensemble_table("{ensemble}", "validation"),
     output:
         report(
-            f"{RESULTS}/figures/{{ensemble}}/{{method}}.png",
+            PATHS.figure("{ensemble}", "{method}"),
             caption="../report/mei_grid.rst",
             category="MEIs",
             subcategory="{ensemble}",
@@ -16,7 +16,7 @@ rule mei_grid:
     conda:
         "../envs/mei_core.yaml"
     log:
-        f"{RESOURCES}/logs/report/{{ensemble}}/{{method}}.log",
+        PATHS.log("report", "{ensemble}", "{method}"),
     shell:
-        "python -m mei_core report --zarr {input.zarr} --method {wildcards.method}"
-        " --validation {input.validation} --out {output} > {log} 2>&1"
+        "python -m mei_core report --zarr {input.zarr:q} --method {wildcards.method:q}"
+        " --validation {input.validation:q} --out {output:q} > {log:q} 2>&1"

@@ -45,11 +45,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..files import atomic_path, read_json, write_json
+from . import DemoKind
 
 PINK_NOISE_STD = 1.0
 CELL_TYPES = ("simple", "complex", "dog")
@@ -510,3 +516,68 @@ def relative_activation(mei: torch.Tensor, population: GroundTruthV1, neuron: in
     with torch.no_grad():
         rates = population(torch.cat([image, best.to(image)]))[:, neuron]
     return float(rates[0] / rates[1])
+
+
+# --------------------------------------------------------------------------- the pipeline's demo kind
+
+
+class V1Demo(DemoKind):
+    """Simulated V1 responses to pink noise and CNN members trained on them (``kind: v1``)."""
+
+    name = "v1"
+    defaults = {"n_simple": 12, "n_complex": 8, "n_dog": 4, "size": 24, "n_images": 3000, "epochs": 10,
+                "population_seed": 0, "member_seeds": [1, 2, 3], "train": {}}
+    files = {"dataset": "dataset.pt", "truth": "ground_truth.json", "member": "member_{seed}.pt", "metrics": "member_{seed}.metrics.json"}
+
+    def outputs(self, folder: str, spec: Mapping[str, Any]) -> set[str]:
+        seeds = self.settings(spec)["member_seeds"]
+        members = {f"{folder}/{self.files[role].format(seed=seed)}" for seed in seeds for role in ("member", "metrics")}
+        return members | {f"{folder}/{self.files['dataset']}", f"{folder}/{self.files['truth']}"}
+
+    def make_dataset(self, spec_path: str, dataset_path: str, truth_path: str, threads: int = 1) -> None:
+        """Simulate the population and its Poisson responses to pink-noise images (deterministic)."""
+        torch.set_num_threads(threads)
+        settings = self.settings(read_json(spec_path))
+        population = GroundTruthV1.random(settings["n_simple"], settings["n_complex"], settings["n_dog"], size=settings["size"], seed=settings["population_seed"])
+        generator = torch.Generator().manual_seed(settings["population_seed"] + 1)
+        images = pink_noise(settings["n_images"], settings["size"], generator)
+        responses = simulate_responses(population, images, generator)
+        with atomic_path(dataset_path, suffix=".pt") as temporary:
+            torch.save({"images": images, "responses": responses}, temporary)
+        write_json(truth_path, {"kind": self.name, "population": population.to_dict()})
+
+    def train_member(self, spec_path: str, dataset_path: str, truth_path: str, seed: int, checkpoint_path: str, metrics_path: str, threads: int = 1) -> dict[str, Any]:
+        """Fit one member (its own init/shuffle seed) and save its ``state_dict`` and test metrics."""
+        torch.set_num_threads(threads)
+        settings = self.settings(read_json(spec_path))
+        data = torch.load(dataset_path, weights_only=True)
+        population = GroundTruthV1.from_dict(read_json(truth_path)["population"])
+        model, metrics = train_demo_cnn(data["images"], data["responses"], seed=seed, epochs=settings["epochs"], population=population, **settings["train"])
+        with atomic_path(checkpoint_path, suffix=".pt") as temporary:
+            torch.save(model.state_dict(), temporary)
+        write_json(metrics_path, {"seed": seed, **metrics})
+        return metrics
+
+    def validate(self, truth_file: str, meis: Any, table: pd.DataFrame, objective_options: Any) -> pd.DataFrame:
+        """The correlation of every MEI to its neuron's true filter (phase-invariant for complex
+        cells) and the true neuron's activation relative to its optimum at the same norm."""
+        population = GroundTruthV1.from_dict(read_json(truth_file)["population"])
+        position_of = {int(n): i for i, n in enumerate(meis["neuron"].values)}
+        correlation = np.full(len(table), np.nan, dtype=np.float32)
+        activation = np.full(len(table), np.nan, dtype=np.float32)
+        for (method, seed), group in table.groupby(["method", "seed"], sort=False):
+            slab = np.asarray(meis["mei"].sel({"method": method, "seed": seed}).values)
+            for row, neuron, unit, mei_index in zip(group.index, group["neuron_id"], group["output_unit"], group["mei_index"]):
+                mei = slab[position_of[int(neuron)]]
+                if "mei_index" in meis.dims:
+                    mei = mei[int(mei_index)]
+                mei = torch.from_numpy(np.ascontiguousarray(mei))
+                correlation[row] = filter_correlation(mei, population, int(unit))
+                activation[row] = relative_activation(mei, population, int(unit))
+        table["cell_type"] = [population.cell_types[int(u)] for u in table["output_unit"]]
+        table["filter_correlation"] = correlation
+        table["relative_activation"] = activation
+        return table
+
+
+KIND = V1Demo()

@@ -7,9 +7,9 @@ response reducers and its ``RangeRegularizationLoss``.
 Videos are ``B×C×T×H×W``. An openretina-convention model answers ``B×T'×N`` (``T'`` may be shorter
 than ``T``) and is called ``model(x, data_key=...)`` when a ``data_key`` is given (``model(x)``
 otherwise). openretina optimises one stimulus at a time and squeezes the batch dimension; here every
-row of the batch has its own target (neuron group, channel, on-cluster), looked up by ``rows`` (the
-indices into the whole batch of the rows in ``x``), and a row's value never depends on the other
-rows of its batch (as long as the model itself treats rows independently).
+item has its own target (neuron group, channel, on-cluster), looked up by the item index of each
+row, and a row's value never depends on the other rows of its batch (as long as the model itself
+treats rows independently).
 
 Reducers keep openretina's ``axis`` convention: ``axis`` is the time axis of *one row's* response
 (batch dimension excluded), so the default ``axis=0`` is time; on a batched ``B×T'(×K)`` response it
@@ -19,14 +19,17 @@ acts on dimension ``axis + 1`` (negative axes count from the end as usual).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .components import Regularizer, Step
-from .objectives import Objective
+from ..errors import MEIConfigError
+from .base import Objective, move_model
+from .kinds import Items, ObjectiveKind
 
 __all__ = [
     "ResponseReducer",
@@ -36,7 +39,6 @@ __all__ = [
     "DecreaseObjective",
     "InnerNeuronObjective",
     "ContrastiveNeuronObjective",
-    "RangeRegularizationLoss",
 ]
 
 
@@ -134,12 +136,6 @@ def _group_table(groups: Sequence[int | Sequence[int]], who: str) -> tuple[Tenso
     return index, weight
 
 
-def _select(table: Tensor, rows: Tensor, n_rows: int) -> Tensor:
-    if len(rows) == n_rows:
-        return table
-    return table[rows.to(table.device, torch.long)]
-
-
 def _group_means(responses: Tensor, index: Tensor, weight: Tensor, who: str) -> Tensor:
     """Row ``b``'s mean over its group: ``B×T'×N`` with ``B×W`` tables → ``B×T'``."""
     n_neurons = responses.shape[-1]
@@ -150,11 +146,6 @@ def _group_means(responses: Tensor, index: Tensor, weight: Tensor, who: str) -> 
     return (picked * weight.to(responses.device, responses.dtype)[:, None, :]).sum(-1)
 
 
-def _move_model(model: Any, device) -> None:
-    if isinstance(model, nn.Module):
-        model.to(device)
-
-
 # ----------------------------------------------------------------------------------- objectives
 
 
@@ -163,7 +154,7 @@ class IncreaseObjective(Objective):
 
     Row ``b``'s value is ``reducer(mean_{n ∈ G_b} model(x)[b, :, n])``: the response of its neuron
     (or the mean response of its neuron group ``G_b``) reduced over time.
-    ``neuron_indices_per_row[b]`` is an ``int`` or a list of ints; it is looked up by ``rows``.
+    ``neuron_indices_per_item[k]`` is an ``int`` or a list of ints.
     """
 
     sign = 1.0
@@ -171,26 +162,25 @@ class IncreaseObjective(Objective):
     def __init__(
         self,
         model: Any,
-        neuron_indices_per_row: Sequence[int | Sequence[int]],
+        neuron_indices_per_item: Sequence[int | Sequence[int]],
         data_key: str | None = None,
         response_reducer: ResponseReducer | None = None,
     ):
         self.model = model
         self.data_key = data_key
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
-        self.index, self.weight = _group_table(neuron_indices_per_row, type(self).__name__)
+        self.index, self.weight = _group_table(neuron_indices_per_item, type(self).__name__)
 
-    def row_responses(self, x: Tensor, rows: Tensor) -> Tensor:
+    def row_responses(self, x: Tensor, items: Tensor) -> Tensor:
         """Each row's group-mean response over time, ``B×T'``."""
         responses = _as_time_neurons(_forward(self.model, x, self.data_key), type(self).__name__)
-        n = len(self.index)
-        return _group_means(responses, _select(self.index, rows, n), _select(self.weight, rows, n), type(self).__name__)
+        return _group_means(responses, self.per_item(self.index, items), self.per_item(self.weight, items), type(self).__name__)
 
-    def __call__(self, x: Tensor, rows: Tensor) -> Tensor:
-        return self.sign * self.response_reducer(self.row_responses(x, rows))
+    def __call__(self, x: Tensor, items: Tensor) -> Tensor:
+        return self.sign * self.response_reducer(self.row_responses(x, items))
 
     def to(self, device):
-        _move_model(self.model, device)
+        move_model(self.model, device)
         self.index, self.weight = self.index.to(device), self.weight.to(device)
         return self
 
@@ -206,7 +196,7 @@ class InnerNeuronObjective(Objective):
 
     A forward hook on ``dict(model.named_modules())[layer_name]`` catches the layer output
     (``B×C×T×H×W`` or ``B×C×H×W``); row ``b``'s value is
-    ``reducer(out[b, channels_per_row[b], :, H // 2, W // 2])`` (a ``B×C×H×W`` output counts as one
+    ``reducer(out[b, channels_per_item[item of b], :, H // 2, W // 2])`` (a ``B×C×H×W`` output counts as one
     time step). The hook is registered for each call and removed afterwards, even on errors.
     """
 
@@ -214,7 +204,7 @@ class InnerNeuronObjective(Objective):
         self,
         model: nn.Module,
         layer_name: str,
-        channels_per_row: Sequence[int],
+        channels_per_item: Sequence[int],
         data_key: str | None = None,
         response_reducer: ResponseReducer | None = None,
     ):
@@ -222,7 +212,7 @@ class InnerNeuronObjective(Objective):
         if layer_name not in modules:
             available = ", ".join(repr(name) for name in modules if name) or "(none)"
             raise ValueError(f"InnerNeuronObjective: model has no layer {layer_name!r}; available layers: {available}")
-        channels = [int(c) for c in channels_per_row]
+        channels = [int(c) for c in channels_per_item]
         if not channels:
             raise ValueError("InnerNeuronObjective: no rows given")
         if min(channels) < 0:
@@ -250,9 +240,9 @@ class InnerNeuronObjective(Objective):
             raise ValueError(f"InnerNeuronObjective: layer {self.layer_name!r} must output B×C×T×H×W or B×C×H×W, got {shape}")
         return output
 
-    def __call__(self, x: Tensor, rows: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, items: Tensor) -> Tensor:
         output = self.layer_output(x)
-        channels = _select(self.channels, rows, len(self.channels)).to(output.device)
+        channels = self.per_item(self.channels, items).to(output.device)
         if int(channels.max()) >= output.shape[1]:
             raise IndexError(f"InnerNeuronObjective: channel {int(channels.max())} out of range for layer {self.layer_name!r} with {output.shape[1]} channels")
         height, width = output.shape[-2:]
@@ -272,7 +262,7 @@ class ContrastiveNeuronObjective(Objective):
     """Most discriminative stimuli (Burg et al., ICLR 2024), one on-cluster per row.
 
     A cluster is a list of output neurons; its score is ``r_k = reducer(mean_{n ∈ k} model(x)[b, :, n])``.
-    Row ``b`` compares its on-cluster ``on_clusters_per_row[b]`` with the shared ``off_clusters``::
+    Item ``k`` compares its on-cluster ``on_clusters_per_item[k]`` with the shared ``off_clusters``::
 
         value_b = r_on / t − logsumexp_{k ∈ {on} ∪ off_b}(r_k / t) + log(K_b)
 
@@ -286,7 +276,7 @@ class ContrastiveNeuronObjective(Objective):
     def __init__(
         self,
         model: Any,
-        on_clusters_per_row: Sequence[Sequence[int]],
+        on_clusters_per_item: Sequence[Sequence[int]],
         off_clusters: Sequence[Sequence[int]],
         temperature: float = 1.6,
         data_key: str | None = None,
@@ -294,13 +284,13 @@ class ContrastiveNeuronObjective(Objective):
     ):
         if temperature <= 0:
             raise ValueError(f"ContrastiveNeuronObjective: temperature must be > 0, got {temperature}")
-        on_sets = [frozenset(int(n) for n in c) for c in on_clusters_per_row]
+        on_sets = [frozenset(int(n) for n in c) for c in on_clusters_per_item]
         off_sets = [frozenset(int(n) for n in c) for c in off_clusters]
         self.model = model
         self.data_key = data_key
         self.temperature = float(temperature)
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
-        self.on_index, self.on_weight = _group_table(on_clusters_per_row, "ContrastiveNeuronObjective (on clusters)")
+        self.on_index, self.on_weight = _group_table(on_clusters_per_item, "ContrastiveNeuronObjective (on clusters)")
         if off_sets:
             off_index, off_weight = _group_table(off_clusters, "ContrastiveNeuronObjective (off clusters)")
             n_neurons = int(max(off_index.max(), self.on_index.max())) + 1
@@ -313,81 +303,129 @@ class ContrastiveNeuronObjective(Objective):
         # rows × n_off: True where the off cluster is compared with the row's on cluster
         self.off_mask = torch.tensor([[off != on for off in off_sets] for on in on_sets], dtype=torch.bool).reshape(len(on_sets), len(off_sets))
 
-    def cluster_scores(self, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    def cluster_scores(self, x: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """``(scores B×(1+n_off), mask B×(1+n_off))``: column 0 the on-cluster, then the off clusters."""
         responses = _as_time_neurons(_forward(self.model, x, self.data_key), "ContrastiveNeuronObjective")
-        n = len(self.on_index)
-        on = _group_means(responses, _select(self.on_index, rows, n), _select(self.on_weight, rows, n), "ContrastiveNeuronObjective")
+        on = _group_means(responses, self.per_item(self.on_index, items), self.per_item(self.on_weight, items), "ContrastiveNeuronObjective")
         if self.off_matrix.shape[0] > responses.shape[-1]:
             raise IndexError(f"ContrastiveNeuronObjective: neuron index {self.off_matrix.shape[0] - 1} out of range for a model with {responses.shape[-1]} neurons")
         matrix = self.off_matrix.to(responses.device, responses.dtype)
         off = responses[..., : matrix.shape[0]] @ matrix  # B×T'×n_off
         scores = self.response_reducer(torch.cat([on[..., None], off], dim=-1))  # B×K
-        off_mask = _select(self.off_mask, rows, n).to(scores.device)
+        off_mask = self.per_item(self.off_mask, items).to(scores.device)
         mask = torch.cat([torch.ones(len(off_mask), 1, dtype=torch.bool, device=off_mask.device), off_mask], dim=1)
         return scores, mask
 
-    def __call__(self, x: Tensor, rows: Tensor) -> Tensor:
-        scores, mask = self.cluster_scores(x, rows)
+    def __call__(self, x: Tensor, items: Tensor) -> Tensor:
+        scores, mask = self.cluster_scores(x, items)
         scaled = scores / self.temperature
         lse = torch.logsumexp(scaled.masked_fill(~mask, float("-inf")), dim=1)
         return scaled[:, 0] - lse + torch.log(mask.sum(1).to(scores.dtype))
 
     def to(self, device):
-        _move_model(self.model, device)
+        move_model(self.model, device)
         for name in ("on_index", "on_weight", "off_matrix", "off_mask"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
 
-# --------------------------------------------------------------------------------- regularizer
+# ---------------------------------------------------------------------------------------- kinds
+
+_REDUCER_SCHEMA = {
+    "description": "'mean' (default) or {slice_mean: {start, length}}: the mean response over those frames",
+    "oneOf": [
+        {"const": "mean"},
+        {
+            "type": "object", "additionalProperties": False, "required": ["slice_mean"],
+            "properties": {"slice_mean": {
+                "type": "object", "additionalProperties": False, "required": ["start", "length"],
+                "properties": {"start": {"type": "integer", "minimum": 0}, "length": {"type": "integer", "minimum": 1}},
+            }},
+        },
+    ],
+}
 
 
-class RangeRegularizationLoss(Regularizer):
-    """openretina's range penalty, per row.
+@dataclass(frozen=True)
+class VideoOptions:
+    """Typed kwargs of the video kinds."""
 
-    With ``[lo_c, hi_c] = min_max_values[c]`` (either may be ``None``: no bound), row ``b``'s penalty is::
+    reducer: Any = "mean"
+    neurons: dict[str, list[int]] | None = None
+    layer: str | None = None
+    clusters: list[list[int]] | None = None
+    temperature: float = 1.6
 
-        factor · ( Σ_c Σ_pixels [ relu(lo_c − x_b,c) + relu(x_b,c − hi_c) ]
-                   + relu(‖x_b‖₂ − max_norm) )
+    def response_reducer(self) -> ResponseReducer:
+        if isinstance(self.reducer, Mapping):
+            return SliceMeanReducer(axis=0, **self.reducer["slice_mean"])
+        return MeanReducer()
 
-    (linear excess, as openretina; ``squared=True`` squares the per-pixel excess instead). The norm
-    term is dropped when ``max_norm`` is ``None``. openretina sums this over the batch; here each
-    row gets its own.
-    """
+    def window(self, frames: int) -> tuple[int, int]:
+        """``(start, length)`` of the response frames the objective averages."""
+        if isinstance(self.reducer, Mapping):
+            return int(self.reducer["slice_mean"]["start"]), int(self.reducer["slice_mean"]["length"])
+        return 0, frames
 
-    def __init__(
-        self,
-        min_max_values: Iterable[Sequence[float | None]],
-        max_norm: float | None = None,
-        factor: float = 1.0,
-        squared: bool = False,
-    ):
-        bounds = [tuple(pair) for pair in min_max_values]
-        for i, pair in enumerate(bounds):
-            if len(pair) != 2:
-                raise ValueError(f"RangeRegularizationLoss: min_max_values[{i}] must be [min, max], got {list(pair)}")
-            lo, hi = pair
-            if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"RangeRegularizationLoss: channel {i} has min {lo} > max {hi}")
-        self.min_max_values = [[None if v is None else float(v) for v in pair] for pair in bounds]
-        self.max_norm = None if max_norm is None else float(max_norm)
-        self.factor = float(factor)
-        self.squared = bool(squared)
 
-    def __call__(self, x: Tensor, step: Step) -> Tensor:
-        if x.dim() < 2 or x.shape[1] != len(self.min_max_values):
-            raise ValueError(
-                f"RangeRegularizationLoss has {len(self.min_max_values)} channel ranges but the input has shape {tuple(x.shape)}"
-            )
-        penalty = x.new_zeros(x.shape[0])
-        for c, (lo, hi) in enumerate(self.min_max_values):
-            channel = x[:, c]
-            for excess in ([torch.relu(lo - channel)] if lo is not None else []) + (
-                [torch.relu(channel - hi)] if hi is not None else []
-            ):
-                penalty = penalty + (excess.pow(2) if self.squared else excess).flatten(1).sum(1)
-        if self.max_norm is not None:
-            penalty = penalty + torch.relu(torch.linalg.vector_norm(x.flatten(1), dim=1) - self.max_norm)
-        return self.factor * penalty
+class _VideoKind(ObjectiveKind):
+    kwargs_schema = {"type": "object", "additionalProperties": False, "properties": {"reducer": _REDUCER_SCHEMA}}
 
+    def options(self, kwargs: Mapping[str, Any], key: str) -> VideoOptions:
+        return VideoOptions(**kwargs)
+
+
+class IncreaseKind(_VideoKind):
+    name = "increase"
+    description = "openretina's IncreaseObjective: a unit's (or neuron group's) response reduced over time"
+    objective_class = IncreaseObjective
+    kwargs_schema = {"type": "object", "additionalProperties": False, "properties": {
+        "reducer": _REDUCER_SCHEMA,
+        "neurons": {"type": "object", "description": "output unit → the neuron group it stands for",
+                    "additionalProperties": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}},
+    }}
+
+    def objective(self, model: nn.Module, items: Items, data_key: str | None) -> Objective:
+        groups = items.options.neurons or {}
+        targets = [groups.get(str(u), u) for u in items.units]
+        return self.objective_class(model, targets, data_key=data_key, response_reducer=items.options.response_reducer())
+
+
+class DecreaseKind(IncreaseKind):
+    name = "decrease"
+    description = "most depressing inputs: the negative of increase"
+    objective_class = DecreaseObjective
+
+
+class InnerKind(_VideoKind):
+    name = "inner"
+    description = "a channel (the item's output_unit) of an inner layer at its spatial centre"
+    kwargs_schema = {"type": "object", "additionalProperties": False, "required": ["layer"], "properties": {
+        "reducer": _REDUCER_SCHEMA, "layer": {"type": "string", "description": "a module name of the model"},
+    }}
+
+    def objective(self, model: nn.Module, items: Items, data_key: str | None) -> Objective:
+        return InnerNeuronObjective(model, items.options.layer, items.units, data_key=data_key, response_reducer=items.options.response_reducer())
+
+
+class ContrastiveKind(_VideoKind):
+    name = "contrastive"
+    description = "most discriminative stimuli: the item's output_unit picks its on-cluster among clusters"
+    kwargs_schema = {"type": "object", "additionalProperties": False, "required": ["clusters"], "properties": {
+        "reducer": _REDUCER_SCHEMA,
+        "clusters": {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}},
+        "temperature": {"type": "number", "exclusiveMinimum": 0},
+    }}
+
+    def table_rows(self, spec: Mapping[str, Any], outputs: int, base: Path, key: str) -> list[dict[str, Any]]:
+        rows = super().table_rows(spec, outputs, base, key)
+        n_clusters = len(spec["kwargs"]["clusters"])
+        for row in rows:
+            if row["output_unit"] >= n_clusters:
+                raise MEIConfigError(f"{key}.neurons: item {row['neuron_id']} picks cluster {row['output_unit']} but kwargs.clusters has {n_clusters}")
+        return rows
+
+    def objective(self, model: nn.Module, items: Items, data_key: str | None) -> Objective:
+        clusters = items.options.clusters
+        return ContrastiveNeuronObjective(model, [clusters[u] for u in items.units], clusters, temperature=items.options.temperature,
+                                          data_key=data_key, response_reducer=items.options.response_reducer())

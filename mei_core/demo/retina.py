@@ -1,0 +1,64 @@
+"""Demo kind ``retina``: known ON/OFF centre-surround ganglion cells with known temporal kernels
+(``RetinaModel``), and the validation of video MEIs against them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..files import read_json, write_json
+from . import DemoKind
+
+
+class RetinaDemo(DemoKind):
+    name = "retina"
+    defaults = {"n_cells": 8, "size": [16, 16], "channels": 2, "frames_kernel": 15, "population_seed": 0}
+    files = {"description": "retina.json"}
+
+    def make(self, spec_path: str, description_path: str) -> None:
+        """The cells' description (deterministic per ``population_seed``)."""
+        from ..models.retina import RetinaModel
+
+        settings = self.settings(read_json(spec_path))
+        model = RetinaModel.random(settings["n_cells"], size=tuple(settings["size"]), channels=settings["channels"],
+                                   frames_kernel=settings["frames_kernel"], seed=settings["population_seed"])
+        write_json(description_path, model.describe())
+
+    def validate(self, truth_file: str, meis: Any, table: pd.DataFrame, objective_options: Any) -> pd.DataFrame:
+        """Video MEIs of known ganglion cells: the MEI's leading space-time component (SVD of
+        T × C·H·W) against the cell's spatial filter, and its time course against the stimulus that
+        maximises the cell's linear response over the objective's frame window (the window-summed,
+        time-reversed kernel). Correlations are absolute: the SVD leaves the sign to either component."""
+        from ..models.retina import load_retina
+
+        model = load_retina(truth_file)
+        position_of = {int(n): i for i, n in enumerate(meis["neuron"].values)}
+        frames = meis.sizes["time"]
+        window = getattr(objective_options, "window", None)
+        start, length = window(frames) if window is not None else (0, frames)
+        spatial_r = np.full(len(table), np.nan, dtype=np.float32)
+        temporal_r = np.full(len(table), np.nan, dtype=np.float32)
+        for (method, seed), group in table.groupby(["method", "seed"], sort=False):
+            slab = np.asarray(meis["mei"].sel({"method": method, "seed": seed}).values)  # neurons×C×T×H×W
+            for row, neuron, unit, mei_index in zip(group.index, group["neuron_id"], group["output_unit"], group["mei_index"]):
+                mei = slab[position_of[int(neuron)]]
+                if "mei_index" in meis.dims:
+                    mei = mei[int(mei_index)]
+                movie = np.moveaxis(mei, 1, 0).reshape(frames, -1)  # T × C·H·W
+                u, _, vt = np.linalg.svd(movie - movie.mean(), full_matrices=False)
+                true_spatial = model.spatial_filter(int(unit)).detach().numpy().reshape(-1)
+                kernel = model.temporal_kernel(int(unit)).detach().numpy()
+                lags = np.arange(start, start + length)[None, :] - np.arange(frames)[:, None]  # Σ over window frames τ of k[τ − t]
+                expected = np.where((lags >= 0) & (lags < len(kernel)), kernel[np.clip(lags, 0, len(kernel) - 1)], 0.0).sum(1)
+                spatial_r[row] = abs(np.corrcoef(vt[0], true_spatial)[0, 1])
+                temporal_r[row] = abs(np.corrcoef(u[:, 0], expected)[0, 1]) if expected.std() > 0 else np.nan
+        cells = model.describe()["cells"]
+        table["cell_type"] = [cells[int(u)]["type"] for u in table["output_unit"]]
+        table["spatial_correlation"] = spatial_r
+        table["temporal_correlation"] = temporal_r
+        return table
+
+
+KIND = RetinaDemo()

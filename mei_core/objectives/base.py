@@ -1,0 +1,156 @@
+"""What is optimised: ``objective(x, items) -> B`` values, one per row of ``x``.
+
+``items`` holds the item index of every row of ``x`` (``B``; an item has ``n_meis`` rows, so an index
+may repeat). Objectives keep per-item tables (a unit, a cluster, targets per item) and look them up
+by item, so a batch may mix targets freely and only the engine knows how rows map to items.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..models.ensemble import BatchedConstrainedOutputModel
+
+
+class Objective(ABC):
+    @abstractmethod
+    def __call__(self, x: Tensor, items: Tensor) -> Tensor:
+        """One value per row of ``x`` (``B``); ``items``: the item of every row (``B``)."""
+
+    def to(self, device: torch.device | str) -> "Objective":
+        return self
+
+    def per_item(self, table: Tensor, items: Tensor) -> Tensor:
+        """Rows of a per-item ``table`` (first dim = items) for the rows being evaluated.
+
+        The engine keeps the same ``items`` tensor while the batch keeps its rows, so the lookup is
+        done once per batch composition, not once per step."""
+        cache = self.__dict__.setdefault("_per_item_cache", {})
+        hit = cache.get(id(table))
+        if hit is not None and hit[0] is items and hit[1] is table:
+            return hit[2]
+        selected = table[items.to(table.device)]
+        cache[id(table)] = (items, table, selected)
+        return selected
+
+
+def reduce_to_rows(output: Tensor) -> Tensor:
+    """Average everything but the batch dimension (e.g. a unit list, or time for video models)."""
+    return output if output.dim() == 1 else output.flatten(1).mean(1)
+
+
+def move_model(model: Any, device: torch.device | str) -> None:
+    if isinstance(model, nn.Module):
+        model.to(device)
+
+
+class ModelObjective(Objective):
+    """A sinzlab-style model (e.g. ``ConstrainedOutputModel``) whose output is the objective itself;
+    the same for every item."""
+
+    def __init__(self, model: Callable[[Tensor], Tensor]):
+        self.model = model
+
+    def __call__(self, x: Tensor, items: Tensor) -> Tensor:
+        return reduce_to_rows(self.model(x))
+
+    def to(self, device):
+        move_model(self.model, device)
+        return self
+
+
+class UnitObjective(Objective):
+    """Item ``k`` maximises unit ``units[k]`` of the model output ``B×N`` (``B×T×N`` outputs are
+    reduced over time by ``target_fn`` or averaged)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        units: Sequence[int] | Tensor,
+        target_fn: Callable[[Tensor], Tensor] | None = None,
+        forward_kwargs: dict[str, Any] | None = None,
+    ):
+        self.selector = BatchedConstrainedOutputModel(model, units, target_fn, forward_kwargs)
+
+    def __call__(self, x: Tensor, items: Tensor) -> Tensor:
+        return reduce_to_rows(self.selector(x, self.per_item(self.selector.units, items)))
+
+    def to(self, device):
+        self.selector.to(device)
+        self.__dict__.pop("_per_item_cache", None)
+        return self
+
+
+class PerItemObjective(Objective):
+    """One callable per item (custom objectives): each row goes through its item's callable. General,
+    but a Python loop over rows: kinds that can be vectorised have their own objective."""
+
+    def __init__(self, objectives: Sequence[Callable[[Tensor], Tensor]]):
+        self.objectives = list(objectives)
+
+    def __call__(self, x: Tensor, items: Tensor) -> Tensor:
+        return torch.cat([reduce_to_rows(self.objectives[k](x[i : i + 1])).reshape(1) for i, k in enumerate(items.tolist())])
+
+    def to(self, device):
+        for objective in self.objectives:
+            move_model(objective, device)
+        return self
+
+
+class ByDataKey(Objective):
+    """Items of several recording sessions in one batch: every row is evaluated by the objective of
+    its item's ``data_key`` (one forward per key present in the batch, rows of one key together).
+
+    ``objectives``: key → an objective over all items that calls the model with that key;
+    ``item_keys``: the key of every item."""
+
+    def __init__(self, objectives: Mapping[Hashable, Objective], item_keys: Sequence[Hashable]):
+        self.objectives = dict(objectives)
+        self.keys = list(self.objectives)
+        missing = sorted({str(k) for k in item_keys} - {str(k) for k in self.keys})
+        if missing:
+            raise ValueError(f"ByDataKey: no objective for data key(s) {missing}")
+        position = {key: i for i, key in enumerate(self.keys)}
+        self.item_key = torch.tensor([position[k] for k in item_keys], dtype=torch.long)
+        self._groups: tuple[Tensor, list[tuple[Hashable, Tensor]]] | None = None
+
+    def _rows_by_key(self, items: Tensor) -> list[tuple[Hashable, Tensor]]:
+        # computed once per batch composition (the engine reuses ``items`` until an item stops)
+        if self._groups is None or self._groups[0] is not items:
+            keys = self.item_key.to(items.device)[items]
+            groups = [(key, (keys == i).nonzero().flatten()) for i, key in enumerate(self.keys)]
+            self._groups = (items, [(key, rows) for key, rows in groups if len(rows)])
+        return self._groups[1]
+
+    def __call__(self, x: Tensor, items: Tensor) -> Tensor:
+        groups = self._rows_by_key(items)
+        if len(groups) == 1:
+            return self.objectives[groups[0][0]](x, items)
+        values = x.new_zeros(len(x))
+        for key, rows in groups:
+            values = values.index_copy(0, rows, self.objectives[key](x[rows], items[rows]))
+        return values
+
+    @property
+    def last_terms(self) -> dict[str, Tensor]:
+        return {}
+
+    def to(self, device):
+        for objective in self.objectives.values():
+            objective.to(device)
+        self.item_key = self.item_key.to(device)
+        self._groups = None
+        return self
+
+
+def as_objective(model_or_objective: Any) -> Objective:
+    if isinstance(model_or_objective, Objective):
+        return model_or_objective
+    if callable(model_or_objective):
+        return ModelObjective(model_or_objective)
+    raise TypeError(f"expected an Objective or a callable model, got {type(model_or_objective).__name__}")

@@ -1,0 +1,68 @@
+"""Every file the pipeline reads or writes, named once.
+
+Rules build their patterns from the same functions by passing wildcards (``paths.shard_file(
+"{ensemble}", "{method}", "{seed}", "{shard}")``), so a path is spelt in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: the two member groups of an ensemble: generation members, and held-out members for validation
+MEMBER_GROUPS = ("members", "validation_members")
+#: the combined tables in ``results/`` (one per-ensemble table each)
+TABLES = ("scores", "traces", "validation", "activations")
+
+
+@dataclass(frozen=True)
+class Paths:
+    results: str = "results"
+    resources: str = "resources"
+
+    # ------------------------------------------------------------------ parse-time spec files
+    def method_spec(self, method: str) -> str:
+        return f"{self.resources}/methods/{method}.json"
+
+    def member_spec(self, ensemble: str, group: str) -> str:
+        return f"{self.resources}/ensembles/{ensemble}/{group}.spec.json"
+
+    def objective_spec(self, ensemble: str) -> str:
+        return f"{self.resources}/objectives/{ensemble}.spec.json"
+
+    def shard_spec(self, ensemble: str, shard: int | str) -> str:
+        return f"{self.resources}/objectives/{ensemble}/shard{shard}.json"
+
+    def demo_spec(self, demo: str) -> str:
+        return f"{self.demo_folder(demo)}/spec.json"
+
+    # ------------------------------------------------------------------ job outputs
+    def demo_folder(self, demo: str) -> str:
+        return f"{self.resources}/demo/{demo}"
+
+    def manifest(self, ensemble: str, group: str) -> str:
+        return f"{self.resources}/ensembles/{ensemble}/{group}.manifest.json"
+
+    def objective_table(self, ensemble: str) -> str:
+        return f"{self.resources}/objectives/{ensemble}.parquet"
+
+    def shard_file(self, ensemble: str, method: str, seed: int | str, shard: int | str) -> str:
+        return f"{self.resources}/meis/{ensemble}/{method}/seed{seed}/shard{shard}.npz"
+
+    def heldout_file(self, ensemble: str, method: str, seed: int | str, shard: int | str) -> str:
+        return f"{self.resources}/heldout/{ensemble}/{method}/seed{seed}/shard{shard}.npz"
+
+    def ensemble_table(self, ensemble: str, table: str) -> str:
+        return f"{self.resources}/tables/{ensemble}.{table}.parquet"
+
+    def zarr(self, ensemble: str) -> str:
+        return f"{self.results}/{ensemble}.zarr"
+
+    def table(self, table: str) -> str:
+        return f"{self.results}/{table}.parquet"
+
+    def figure(self, ensemble: str, method: str) -> str:
+        return f"{self.results}/figures/{ensemble}/{method}.png"
+
+    def log(self, *parts: str) -> str:
+        """Job logs (``resources/logs/<rule>/…``); per-shard progress bars are in ``log("meis", …)``."""
+        return f"{self.resources}/logs/{'/'.join(parts)}.log"

@@ -1,0 +1,105 @@
+"""The shard file: what one ``generate_meis`` job wrote (one ``.npz`` per ensemble × method × seed ×
+shard), and the held-out score file that ``score_heldout`` writes beside it. This module alone
+writes and reads both formats.
+
+Arrays of a shard file, one entry per row (``n_meis`` consecutive rows per item): ``meis``
+(rows × input shape), ``scores``, ``neuron_id``, ``output_unit``, ``mei_index``, ``n_iterations``,
+``stop_reason``; traces in long form (``trace_step``, ``trace_row``, ``trace_name``,
+``trace_value``); ``metadata`` (JSON: ensemble, method, method_hash, seed, shard, n_items, n_meis, device,
+host, runtime_s, torch, ensemble_hash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .engine import BatchResult
+from .files import atomic_path
+from .trackers import PostProcessedInputObjective
+
+
+@dataclass
+class ShardData:
+    metadata: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def n_meis(self) -> int:
+        return int(self.metadata["n_meis"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __len__(self) -> int:
+        return len(self.arrays["meis"])
+
+
+def _traces(result: BatchResult) -> dict[str, np.ndarray]:
+    """Scalar trackers in long form (snapshots of whole inputs do not belong in a long table)."""
+    steps, rows, names, values = [], [], [], []
+    for name, tracker in result.traces.items():
+        if isinstance(tracker, PostProcessedInputObjective):
+            continue
+        for step, recorded in zip(tracker.steps, tracker.values):
+            flat = recorded.reshape(len(recorded), -1)
+            if flat.shape[1] != 1:
+                continue
+            steps.append(np.full(len(recorded), step, dtype=np.int32))
+            rows.append(np.arange(len(recorded), dtype=np.int32))
+            names.append(np.full(len(recorded), name, dtype=object))
+            values.append(flat[:, 0].numpy().astype(np.float32))
+    return {
+        "trace_step": np.concatenate(steps) if steps else np.zeros(0, np.int32),
+        "trace_row": np.concatenate(rows) if rows else np.zeros(0, np.int32),
+        "trace_name": np.concatenate(names).astype(str) if names else np.zeros(0, str),
+        "trace_value": np.concatenate(values) if values else np.zeros(0, np.float32),
+    }
+
+
+def write_shard(path: str | os.PathLike, rows: pd.DataFrame, result: BatchResult, metadata: dict[str, Any]) -> None:
+    """Write one shard atomically: the engine's result for the items of ``rows`` (one row per item)."""
+    item = result.row_items.numpy()
+    arrays = {
+        "meis": result.meis.numpy().astype(np.float32),
+        "scores": result.scores.numpy().astype(np.float32),
+        "neuron_id": rows["neuron_id"].to_numpy(np.int64)[item],
+        "output_unit": rows["output_unit"].to_numpy(np.int64)[item],
+        "mei_index": np.tile(np.arange(result.n_meis), len(rows)).astype(np.int32),
+        "n_iterations": np.asarray(result.n_iterations, dtype=np.int32)[item],
+        "stop_reason": np.asarray(result.stop_reasons, dtype=str)[item],
+        **_traces(result),
+    }
+    metadata = {**metadata, "n_items": len(rows), "n_meis": result.n_meis, "device": str(result.device)}
+    with atomic_path(path, suffix=".npz") as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, metadata=np.asarray(json.dumps(metadata)), **arrays)
+
+
+def read_shard(path: str | os.PathLike) -> ShardData:
+    with np.load(path) as shard:
+        arrays = {name: shard[name] for name in shard.files if name != "metadata"}
+        metadata = json.loads(str(shard["metadata"]))
+    return ShardData(metadata, arrays)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    with np.load(path) as shard:
+        return json.loads(str(shard["metadata"]))
+
+
+def write_heldout(path: str | os.PathLike, scores: np.ndarray, metadata: dict[str, Any]) -> None:
+    """The held-out ensemble's objective on each row of a shard (NaN without held-out members)."""
+    with atomic_path(path, suffix=".npz") as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, heldout_scores=np.asarray(scores, dtype=np.float32), metadata=np.asarray(json.dumps(metadata)))
+
+
+def read_heldout(path: str | os.PathLike) -> np.ndarray:
+    with np.load(path) as heldout:
+        return heldout["heldout_scores"]
