@@ -300,8 +300,8 @@ def test_virtual_retina_xml_is_read_with_units_and_cells(tmp_path) -> None:
     path.write_text(CONVIS_DEFAULT_XML)
     model = VirtualRetina.from_xml(str(path), size=(30, 30))
     assert (model.dt, model.pixels_per_degree, model.input_luminosity_range) == (0.005, 5.0, 255.0)
-    assert float(model.tau_surround) == pytest.approx(0.004) and float(model.undershoot_weight) == pytest.approx(0.8)
-    assert model.sign.tolist() == [-1.0] and float(model.value_at_threshold[0]) == 37.0
+    assert model.tau_surround.item() == pytest.approx(0.004) and model.undershoot_weight.item() == pytest.approx(0.8)
+    assert model.sign.tolist() == [-1.0] and model.value_at_threshold[0].item() == 37.0
     # a 4°×2° array at 1 cell/deg: 4×2 cells 5 px apart, centred on the image
     assert model.n_cells == 8
     assert sorted({round(float(v), 6) for v in model.cells[:, 1]}) == [7.0, 12.0, 17.0, 22.0]

@@ -460,8 +460,8 @@ class VirtualRetina(nn.Module):
         G_σC, ``surround`` = G_σC * G_σS (the surround acts on the blurred centre signal)."""
         y = torch.arange(self.size[0], dtype=torch.float64)[:, None] - float(self.cells[cell, 0])
         x = torch.arange(self.size[1], dtype=torch.float64)[None, :] - float(self.cells[cell, 1])
-        sc = float(self._pixels(self.sigma_center))
-        ss = math.hypot(sc, float(self._pixels(self.sigma_surround)))
+        sc = float(self._pixels(self.sigma_center.detach()))
+        ss = math.hypot(sc, float(self._pixels(self.sigma_surround.detach())))
 
         def gaussian(sigma: float) -> Tensor:
             g = torch.exp(-(x * x + y * y) / (2 * sigma * sigma))
