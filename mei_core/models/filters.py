@@ -60,34 +60,58 @@ def gaussian_kernel_1d(sigma: float | Tensor, radius: int | None = None, truncat
     return kernel / kernel.sum()
 
 
+def gaussian_blur_matrix(n: int, sigma: float | Tensor, truncate: float = 4.0) -> Tensor:
+    """``n×n`` matrix ``M`` with ``M @ v`` = ``v`` (length ``n``) blurred by :func:`gaussian_kernel_1d`
+    with edges replicated (taps that fall outside land on the edge sample, so rows sum to 1).
+    Differentiable with respect to ``sigma``."""
+    kernel = gaussian_kernel_1d(sigma, truncate=truncate)
+    radius = kernel.numel() // 2
+    rows = torch.arange(n)[:, None].expand(n, kernel.numel())
+    cols = (rows + torch.arange(-radius, radius + 1)[None, :]).clamp(0, n - 1)
+    flat = torch.zeros(n * n, dtype=kernel.dtype, device=kernel.device)
+    return flat.index_add(0, (rows * n + cols).reshape(-1).to(kernel.device), kernel.expand(n, -1).reshape(-1)).reshape(n, n)
+
+
+def blur_with(x: Tensor, rows: Tensor | None, cols: Tensor | None) -> Tensor:
+    """``rows @ x @ colsᵀ`` over the last two dims of ``x`` (``…×H×W``); ``None`` skips an axis."""
+    if cols is not None:
+        x = torch.matmul(x, cols.t().to(x))
+    if rows is not None:
+        x = torch.matmul(rows.to(x), x)
+    return x
+
+
+def spatial_blur_matrices(size: tuple[int, int], sigma: float | Tensor, truncate: float = 4.0
+                          ) -> tuple[Tensor | None, Tensor | None]:
+    """The two matrices of :func:`spatial_gaussian_blur` for ``H×W`` images (``None, None`` when
+    ``sigma`` is below 0.05 px, where the kernel is a delta to float precision)."""
+    sigma_value = float(sigma.detach()) if isinstance(sigma, Tensor) else float(sigma)
+    if sigma_value < 0.05:
+        return None, None
+    return gaussian_blur_matrix(size[0], sigma, truncate), gaussian_blur_matrix(size[1], sigma, truncate)
+
+
 def spatial_gaussian_blur(x: Tensor, sigma: float | Tensor, truncate: float = 4.0) -> Tensor:
     """Separable Gaussian blur of the last two dims of ``x`` (``…×H×W``), edges replicated.
 
     Differs from :func:`mei_core.ops.gaussian_blur` (reflect padding, float sigma) on purpose: edge
     replication is what Virtual Retina's (Neumann) and convis' blurs do, and ``sigma`` may be a
-    parameter being fitted. ``sigma <= 0`` (or below 0.05 px, where the kernel is a delta to float
-    precision) returns ``x``.
+    parameter being fitted. Computed as two products with banded ``H×H`` and ``W×W`` matrices that
+    hold the padding (one large matrix product each; on CPU this is ~20× faster than ``conv2d`` on
+    many single-channel frames). ``sigma`` below 0.05 px returns ``x``.
     """
-    sigma_value = float(sigma.detach()) if isinstance(sigma, Tensor) else float(sigma)
-    if sigma_value < 0.05:
-        return x
-    shape = x.shape
-    height, width = shape[-2], shape[-1]
-    kernel = gaussian_kernel_1d(sigma, truncate=truncate).to(x.dtype).to(x.device)
-    radius = kernel.numel() // 2
-    planes = x.reshape(-1, 1, height, width)
-    # Replicate padding beyond the image size is well defined (edge values repeat), so no clipping.
-    planes = F.pad(planes, (0, 0, radius, radius), mode="replicate")
-    planes = F.conv2d(planes, kernel.view(1, 1, -1, 1))
-    planes = F.pad(planes, (radius, radius, 0, 0), mode="replicate")
-    planes = F.conv2d(planes, kernel.view(1, 1, 1, -1))
-    return planes.reshape(shape)
+    rows, cols = spatial_blur_matrices((x.shape[-2], x.shape[-1]), sigma, truncate)
+    return x if rows is None else blur_with(x, rows, cols)
 
 
 def sample_at(maps: Tensor, positions: Tensor) -> Tensor:
     """Bilinear samples of ``maps`` (``…×H×W``) at ``positions`` (``N×2``, ``(y, x)`` in pixels; clamped
     to the image) → ``…×N``. Differentiable with respect to ``maps``."""
     height, width = maps.shape[-2], maps.shape[-1]
+    flat = maps.reshape(*maps.shape[:-2], height * width)
+    if torch.equal(positions, positions.round()):  # on pixel centres: bilinear weights are 0 or 1
+        index = positions[:, 0].long().clamp(0, height - 1) * width + positions[:, 1].long().clamp(0, width - 1)
+        return flat[..., index]
     y = positions[:, 0].clamp(0, height - 1)
     x = positions[:, 1].clamp(0, width - 1)
     y0 = y.floor().clamp(max=height - 2 if height > 1 else 0).long()
@@ -96,7 +120,6 @@ def sample_at(maps: Tensor, positions: Tensor) -> Tensor:
     x1 = (x0 + 1).clamp(max=width - 1)
     wy = (y - y0.to(y.dtype)).to(maps.dtype)
     wx = (x - x0.to(x.dtype)).to(maps.dtype)
-    flat = maps.reshape(*maps.shape[:-2], height * width)
 
     def at(yy: Tensor, xx: Tensor) -> Tensor:
         return flat[..., yy * width + xx]
@@ -144,11 +167,13 @@ def run_exponential_cascade(x: Tensor, state: Tensor, phi: Tensor, gamma: Tensor
 def virtual_retina_nonlinearity(v: Tensor, i0: Tensor | float, v0: Tensor | float, slope: Tensor | float) -> Tensor:
     """Virtual Retina's rectification ``N(v)`` (Wohrer & Kornprobst 2009, eq. 9): linear
     ``i0 + λ(v − v0)`` above ``v0`` and ``i0 / (1 − λ(v − v0)/i0)`` below (a smooth approach to 0 as
-    ``v → −∞``); value and slope are continuous at ``v0``. Written without ``where`` so that neither
-    branch can send NaN gradients through the other."""
+    ``v → −∞``); value and slope are continuous at ``v0``. Each branch sees a clamped argument so that neither
+    branch can send NaN gradients through the other; at ``v = v0`` exactly the slope is λ (one branch
+    takes the gradient)."""
     d = v - v0
-    below = torch.clamp(d, max=0.0)
-    above = torch.clamp(d, min=0.0)
+    zero = torch.zeros_like(d)
+    below = torch.where(d < 0, d, zero)
+    above = torch.where(d < 0, zero, d)
     return i0 / (1.0 - slope * below / i0) + slope * above
 
 

@@ -59,9 +59,11 @@ import torch
 from torch import Tensor, nn
 
 from .filters import (
+    blur_with,
     exponential_cascade_coefficients,
     run_exponential_cascade,
     sample_at,
+    spatial_blur_matrices,
     spatial_gaussian_blur,
     virtual_retina_nonlinearity,
 )
@@ -285,14 +287,14 @@ class VirtualRetina(nn.Module):
         """``current``: B×1×T×H×W → V_Bip B×T×H×W."""
         v, adaptation = state["v_bip"], state["adaptation"]
         decay = torch.exp(-self.dt / self.adaptation_tau.clamp_min(_TINY))
-        sigma_a = self._pixels(self.adaptation_sigma)
+        blur_rows, blur_cols = spatial_blur_matrices(self.size, self._pixels(self.adaptation_sigma))
         # With λ_A = 0 and no gradient wanted for it, g_A ≡ g0_A: skip the per-frame blur.
         feedback = bool(self.adaptation_amplification.detach() != 0) or (
             torch.is_grad_enabled() and self.adaptation_amplification.requires_grad)
         drive = self.bipolar_amplification * current[:, 0]
         outputs = []
         for frame in drive.unbind(1):
-            g = self.bipolar_leak + (spatial_gaussian_blur(adaptation, sigma_a) if feedback else 0.0)
+            g = self.bipolar_leak + (blur_with(adaptation, blur_rows, blur_cols) if feedback else 0.0)
             g = g.clamp_min(_TINY) if isinstance(g, Tensor) else g
             target = frame / g
             v = target + (v - target) * torch.exp(-g * self.dt)
@@ -318,9 +320,14 @@ class VirtualRetina(nn.Module):
                               for i in range(n_layers)], dim=1)
         if maps is not None:
             maps["ganglion"] = pooled
-        samples = sample_at(pooled, self.cells)  # B×L×T×N
-        cell = torch.arange(self.n_cells, device=samples.device)
-        out = samples[:, self.cell_layers, :, cell].permute(1, 2, 0)  # B×T×N
+        # Each layer's map is read at its own cells only; the columns are then put back in cell order.
+        columns, order = [], []
+        for i in range(n_layers):
+            members = torch.nonzero(self.cell_layers == i).flatten()
+            if members.numel():
+                columns.append(sample_at(pooled[:, i], self.cells[members]))  # B×T×N_i
+                order.append(members)
+        out = torch.cat(columns, dim=-1)[..., torch.argsort(torch.cat(order))]  # B×T×N
         new = dict(state)
         new["transient"] = transient_state
         return out, new
@@ -344,8 +351,9 @@ class VirtualRetina(nn.Module):
         decay = torch.exp(-g_leak * self.dt)
         spread = sigma_v * torch.sqrt(1.0 - decay * decay)
         outputs = []
+        rests = rates / g_leak  # B×T×N: the membrane's target for each frame's drive
         for t in range(rates.shape[1]):
-            rest = rates[:, t] / g_leak
+            rest = rests[:, t]
             v = rest + (membrane - rest) * decay
             if noisy:
                 draws = torch.stack([torch.randn(2, self.n_cells, generator=g) for g in generators]).to(rates)
@@ -355,7 +363,10 @@ class VirtualRetina(nn.Module):
                 refr_draw = refr_mean.expand(b, -1)
             free = refractory < 0.5 * self.dt
             v = torch.where(free, v, torch.zeros_like(v))
-            spike = spike_with_surrogate(v - 1.0, self.surrogate, self.surrogate_beta) * free.to(v.dtype)
+            if torch.is_grad_enabled():
+                spike = spike_with_surrogate(v - 1.0, self.surrogate, self.surrogate_beta) * free.to(v.dtype)
+            else:  # the same values without the autograd Function's per-call overhead
+                spike = ((v >= 1.0) & free).to(v.dtype)
             fired = spike.detach() > 0
             # Reset and refractory clocks are not differentiated (the usual detached reset).
             membrane = torch.where(fired, torch.zeros_like(v), v)
