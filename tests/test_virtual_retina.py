@@ -71,7 +71,7 @@ def test_undershoot_step_response_matches_the_continuous_cascade() -> None:
     slow = (1 - torch.exp(-t / b)) - a / (a - b) * (torch.exp(-t / a) - torch.exp(-t / b))  # E_b * centre
     measured = _opl(model, _uniform([1.0] * frames))
     error = torch.max(torch.abs(measured - (centre - w * slow)))
-    assert error < 0.006, error  # the undershoot holds the centre output per frame: O(dt/τ_C) = 5 %·w/τ
+    assert error < 0.003, error  # measured 0.0015: the undershoot sees the centre held per frame, O(dt/τ_C)
 
 
 def test_centre_and_surround_spatial_profiles_are_gaussians() -> None:
@@ -136,7 +136,7 @@ def test_gain_control_lowers_the_gain_at_high_contrast() -> None:
     gain_ratio = (_flicker_amplitude(adaptive, 1.0) / 1.0) / (_flicker_amplitude(adaptive, 0.1) / 0.1)
     linear_ratio = (_flicker_amplitude(linear, 1.0) / 1.0) / (_flicker_amplitude(linear, 0.1) / 0.1)
     assert abs(linear_ratio - 1.0) < 1e-4
-    assert gain_ratio < 0.6, gain_ratio
+    assert gain_ratio < 0.6, gain_ratio  # measured 0.30
 
 
 # ------------------------------------------------------------------------------ ganglion stage
