@@ -392,7 +392,7 @@ class RetinaModel(nn.Module):
 
 # -------------------------------------------------------------------- fitting
 def fit_parameters(
-    model: RetinaModel,
+    model: nn.Module,
     stimuli: Tensor,
     responses: Tensor,
     epochs: int = 100,
@@ -402,8 +402,10 @@ def fit_parameters(
     parameters: Sequence[str] | None = None,
     batch_size: int | None = None,
 ) -> list[float]:
-    """Fit ``model``'s parameters (all, or those named in ``parameters``, e.g. ``["log_gain",
-    "threshold"]``) with Adam to ``responses`` (``B×T'×N``) recorded for ``stimuli`` (``B×C×T×H×W``).
+    """Fit the parameters of any model mapping ``B×C×T×H×W`` to ``B×T'×N`` (a ``RetinaModel``, a
+    ``VirtualRetina``, a :mod:`mei_core.models.filters` cascade): all, or those named in
+    ``parameters`` (e.g. ``["log_gain", "threshold"]``), with Adam, to ``responses`` (``B×T'×N``)
+    recorded for ``stimuli`` (``B×C×T×H×W``).
 
     ``loss`` is ``"mse"`` or ``"poisson"`` (negative log-likelihood of counts given the rate). Minibatch
     order comes from a generator seeded with ``seed``. Returns the mean loss of each epoch (measured
