@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     command("demo-member", spec=required, dataset=required, truth=required, seed={"type": int, **required}, checkpoint=required, metrics=required, threads={"type": int, "default": 1})
     command("demo-connectome", spec=required, weights=required, network=required)
     command("demo-retina", spec=required, description=required)
+    command("demo-vr", spec=required, description=required)
     command("demo-connectome-targets", config={"default": "config/config.yaml"}, demo={"default": "connectome"}, out=required)
     command("assemble", spec=required, manifest=required)
     command("objective-table", spec=required, out=required)
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             KIND.train_member(args.spec, args.dataset, args.truth, args.seed, args.checkpoint, args.metrics, args.threads)
         elif args.command == "demo-retina":
             from .demo.retina import KIND
+            KIND.make(args.spec, args.description)
+        elif args.command == "demo-vr":
+            from .demo.vr import KIND
             KIND.make(args.spec, args.description)
         elif args.command == "demo-connectome":
             from .demo.connectome import KIND

@@ -356,7 +356,7 @@ def test_demo_ground_truth_filters_describe_the_linear_kernel() -> None:
 
 def test_spiking_mei_through_the_surrogate_matches_the_rate_mei() -> None:
     from mei_core import batched_gradient_ascent
-    from mei_core.video_objectives import IncreaseObjective, SliceMeanReducer
+    from mei_core.objectives import IncreaseObjective, SliceMeanReducer
 
     rate_model = demo_virtual_retina(4, (16, 16), seed=1, channels=1)
     spike_model = VirtualRetina.from_description(rate_model.describe())

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import MEIConfigError
 
-MODULES = ("v1", "retina", "connectome")
+MODULES = ("v1", "retina", "vr", "connectome")
 
 
 class DemoKind(ABC):

@@ -26,14 +26,21 @@ class RetinaDemo(DemoKind):
                                    frames_kernel=settings["frames_kernel"], seed=settings["population_seed"])
         write_json(description_path, model.describe())
 
+    def load(self, truth_file: str) -> Any:
+        """The true model; it answers ``spatial_filter(cell)`` and ``temporal_kernel(cell)``."""
+        from ..models.retina import load_retina
+
+        return load_retina(truth_file)
+
+    def cell_types(self, model: Any) -> list[str]:
+        return [cell["type"] for cell in model.describe()["cells"]]
+
     def validate(self, truth_file: str, meis: Any, table: pd.DataFrame, objective_options: Any) -> pd.DataFrame:
         """Video MEIs of known ganglion cells: the MEI's leading space-time component (SVD of
         T × C·H·W) against the cell's spatial filter, and its time course against the stimulus that
         maximises the cell's linear response over the objective's frame window (the window-summed,
         time-reversed kernel). Correlations are absolute: the SVD leaves the sign to either component."""
-        from ..models.retina import load_retina
-
-        model = load_retina(truth_file)
+        model = self.load(truth_file)
         position_of = {int(n): i for i, n in enumerate(meis["neuron"].values)}
         frames = meis.sizes["time"]
         window = getattr(objective_options, "window", None)
@@ -54,8 +61,8 @@ class RetinaDemo(DemoKind):
                 expected = np.where((lags >= 0) & (lags < len(kernel)), kernel[np.clip(lags, 0, len(kernel) - 1)], 0.0).sum(1)
                 spatial_r[row] = abs(np.corrcoef(vt[0], true_spatial)[0, 1])
                 temporal_r[row] = abs(np.corrcoef(u[:, 0], expected)[0, 1]) if expected.std() > 0 else np.nan
-        cells = model.describe()["cells"]
-        table["cell_type"] = [cells[int(u)]["type"] for u in table["output_unit"]]
+        types = self.cell_types(model)
+        table["cell_type"] = [types[int(u)] for u in table["output_unit"]]
         table["spatial_correlation"] = spatial_r
         table["temporal_correlation"] = temporal_r
         return table

@@ -1,6 +1,7 @@
 # The embedded ground-truth demos (mei_core.demo): simulated data, and the members trained on it.
 from mei_core.demo.v1 import KIND as V1
 from mei_core.demo.retina import KIND as RETINA
+from mei_core.demo.vr import KIND as VIRTUAL_RETINA
 from mei_core.demo.connectome import KIND as CONNECTOME
 
 DEMO = PATHS.demo_folder("{demo}")
@@ -69,3 +70,16 @@ rule demo_retina:
         PATHS.log("demo", "{demo}", "retina"),
     shell:
         "python -m mei_core demo-retina --spec {input.spec:q} --description {output:q} > {log:q} 2>&1"
+
+
+rule demo_virtual_retina:
+    input:
+        spec=PATHS.demo_spec("{demo}"),
+    output:
+        f"{DEMO}/{VIRTUAL_RETINA.files['description']}",
+    conda:
+        "../envs/mei_core.yaml"
+    log:
+        PATHS.log("demo", "{demo}", "virtual_retina"),
+    shell:
+        "python -m mei_core demo-vr --spec {input.spec:q} --description {output:q} > {log:q} 2>&1"
