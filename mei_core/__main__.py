@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     command("concat", inputs=many, out=required)
     command("validate", manifest=required, validation_manifest=required, zarr=required, scores=required, table=required, out=required, activations=required)
     command("report", zarr=required, method=required, out=required, validation={"default": None})
+    command("checksums", tables=many, out=required)
+    command("verify", results={"default": "results"}, checksums={"default": None})
+    command("summary", scores=required)
     command("link-profiles", profiles={"default": str(Path(__file__).resolve().parent.parent / "profiles")})
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -108,6 +111,19 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from .report import mei_grid
             mei_grid(args.zarr, args.method, args.out, args.validation)
+        elif args.command == "checksums":
+            from .verify import write_checksums
+            write_checksums(args.tables, args.out)
+        elif args.command == "verify":
+            from .verify import verify
+            problems = verify(args.results, args.checksums)
+            for problem in problems:
+                print(f"problem: {problem}", file=sys.stderr)
+            print(f"{args.results}: {'intact' if not problems else f'{len(problems)} problem(s)'}")
+            return 1 if problems else 0
+        elif args.command == "summary":
+            from .results import summary
+            print(summary(args.scores))
         elif args.command == "link-profiles":
             _link_profiles(args)
     except MEIConfigError as error:

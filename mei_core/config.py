@@ -11,6 +11,8 @@ import copy
 import importlib
 import inspect
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -121,6 +123,23 @@ def check_arguments(target: Callable, kwargs: Mapping[str, Any], key: str, args:
                 f"{key}: unknown argument {unknown[0]!r} for {name}{signature}"
             ) from None
         raise MEIConfigError(f"{key}: {error} — {name}{signature}") from None
+    for argument, value in kwargs.items():
+        parameter = signature.parameters.get(argument)
+        if parameter is not None:
+            _check_annotated_number(value, parameter.annotation, f"{key}.{argument}")
+
+
+def _check_annotated_number(value: Any, annotation: Any, key: str) -> None:
+    """An argument annotated ``int`` (or ``int | None``) gets a whole number, never a silently
+    truncated ``5.5``; one annotated ``float`` gets a number, not a string."""
+    accepted = set(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else {annotation}
+    if value is None or isinstance(value, bool) or not accepted & {int, float}:
+        return
+    if int in accepted and float not in accepted:
+        if isinstance(value, float) and not value.is_integer() or not isinstance(value, (int, float)):
+            raise MEIConfigError(f"{key}: {value!r} is not an integer")
+    elif not isinstance(value, (int, float)) and not accepted - {int, float, type(None)}:
+        raise MEIConfigError(f"{key}: {value!r} is not a number")
 
 
 def build_component(spec: Any, key: str, *, extra_kwargs: Mapping[str, Any] | None = None) -> Any:
@@ -154,7 +173,7 @@ def build_component(spec: Any, key: str, *, extra_kwargs: Mapping[str, Any] | No
         return target(**kwargs)
     except MEIConfigError:
         raise
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # user code: say which key and which class, keep the cause
         raise MEIConfigError(f"{key}: constructing {path} failed: {type(error).__name__}: {error}") from error
 
 

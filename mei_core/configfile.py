@@ -73,6 +73,8 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> None:
         if error.validator == "additionalProperties" and error.validator_value is False:
             extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
             raise MEIConfigError(f"config key {key + '.' if error.absolute_path else ''}{extra[0]}: unknown key; known: {', '.join(sorted(error.schema.get('properties', {})))}")
+        if error.validator in ("oneOf", "anyOf") and "description" in error.schema:
+            raise MEIConfigError(f"config key {key}: expected {error.schema['description']}")
         raise MEIConfigError(f"config key {key}: {error.message}")
     for key, spec in schema["properties"].items():
         if "default" in spec:

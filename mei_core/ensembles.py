@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import check_arguments, import_object
+from .config import check_arguments, check_numbers_are_numbers, import_object
 from .errors import MEIConfigError
 from .files import read_json, write_json
 from .hashing import canonical_json, sha256_files, sha256_text, source_hashes
@@ -28,13 +28,16 @@ MEMBER_FILE_KEYS = ("checkpoint", "torchscript", "files")
 def load_member(member: Mapping[str, Any], key: str, base: Path = Path(".")) -> nn.Module:
     """A member from a TorchScript file, or a ``state_dict`` checkpoint + builder import path + kwargs.
 
-    Checkpoints are loaded with ``weights_only=True``: a checkpoint cannot run code on load.
+    Checkpoints are loaded with ``weights_only=True``: a checkpoint cannot run code on load. A
+    Lightning checkpoint (a ``state_dict`` beside OmegaConf ``hyper_parameters``) loads too: its
+    ``state_dict`` is taken and ``state_dict_prefix`` (e.g. ``model.``) stripped from its keys.
+    Every failure, in user code too, is reported with the member's key and file.
     """
     if "torchscript" in member:
         path = base / member["torchscript"]
         try:
             model = torch.jit.load(str(path), map_location="cpu")
-        except (RuntimeError, ValueError, OSError) as error:
+        except Exception as error:
             raise MEIConfigError(f"{key}.torchscript: cannot load {str(path)!r}: {error}") from error
     else:
         builder = import_object(member["builder"], f"{key}.builder")
@@ -42,30 +45,56 @@ def load_member(member: Mapping[str, Any], key: str, base: Path = Path(".")) -> 
         check_arguments(builder, kwargs, f"{key}.builder_kwargs")
         try:
             model = builder(**kwargs)
-        except (OSError, ValueError, TypeError) as error:  # e.g. a builder reading a missing data file
+        except MEIConfigError:
+            raise
+        except Exception as error:  # the lab's own code: say which member and builder
             raise MEIConfigError(f"{key}.builder: {member['builder']} failed: {type(error).__name__}: {error}") from error
-        if "checkpoint" not in member:  # a builder-only member (e.g. a connectome built from its files)
-            model.eval()
-            for parameter in model.parameters():
-                parameter.requires_grad_(False)
-            return model
-        path = base / member["checkpoint"]
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise MEIConfigError(f"{key}.checkpoint: file {str(path)!r} not found") from None
-        except Exception as error:  # unpickling refused or corrupt file: say which file
-            raise MEIConfigError(f"{key}.checkpoint: cannot load {str(path)!r} weights-only: {error}") from error
-        if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-            state = state["state_dict"]
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise MEIConfigError(f"{key}.checkpoint: {str(path)!r} does not fit {member['builder']}: {error}") from error
+        if not isinstance(model, nn.Module):
+            raise MEIConfigError(f"{key}.builder: {member['builder']} returned a {type(model).__name__}, not a torch.nn.Module")
+        if "checkpoint" in member:
+            path = base / member["checkpoint"]
+            state = _state_dict(path, member.get("state_dict_prefix"), f"{key}.checkpoint")
+            try:
+                model.load_state_dict(state)
+            except Exception as error:
+                raise MEIConfigError(f"{key}.checkpoint: {str(path)!r} does not fit {member['builder']}: {error}") from error
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def _state_dict(path: Path, prefix: str | None, key: str) -> Mapping[str, Any]:
+    try:
+        with torch.serialization.safe_globals(_lightning_safe_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MEIConfigError(f"{key}: file {str(path)!r} not found (resolved to {str(path.resolve())!r})") from None
+    except Exception as error:  # unpickling refused or corrupt file: say which file
+        raise MEIConfigError(f"{key}: cannot load {str(path)!r} weights-only: {error}") from error
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]  # Lightning (and many training scripts) nest the weights
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        raise MEIConfigError(f"{key}: {str(path)!r} holds a {type(state).__name__}, not a state_dict (a mapping of parameter names to tensors)")
+    if prefix:
+        state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+    return state
+
+
+def _lightning_safe_globals() -> list[Any]:
+    """OmegaConf's containers, which Lightning pickles as ``hyper_parameters``: plain data, allowed
+    when OmegaConf is installed (without it such a checkpoint could not be unpickled at all)."""
+    try:
+        import omegaconf
+        from omegaconf import base, nodes
+    except ImportError:
+        return []
+    import collections
+    import typing
+
+    node_types = [getattr(nodes, name) for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode", "PathNode", "BytesNode") if hasattr(nodes, name)]
+    return [omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata, *node_types,
+            typing.Any, dict, list, int, float, str, bool, collections.defaultdict]
 
 
 def member_files(member: Mapping[str, Any]) -> list[str]:
@@ -98,6 +127,9 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
     if truth and truth["file"] not in produced and not (base / truth["file"]).exists():
         raise MEIConfigError(f"ensembles.{name}.ground_truth.file: file {truth['file']!r} not found (resolved to {str((base / truth['file']).resolve())!r})")
     shared = {k: ensemble[k] for k in ("input_shape", "outputs", "dataset_id", "data_key") if k in ensemble}
+    for group in MEMBER_GROUPS:
+        for k, v in enumerate(ensemble.get(group) or []):
+            check_numbers_are_numbers(v.get("builder_kwargs"), f"ensembles.{name}.{group}[{k}].builder_kwargs")
     specs = {}
     for group in MEMBER_GROUPS:
         members = list(ensemble.get(group) or [])
@@ -105,6 +137,32 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
     # ground truth is for validation: a new truth file reruns validation, not generation
     specs["validation_members"]["ground_truth"] = truth
     return specs
+
+
+def probe_members(name: str, ensemble: Mapping[str, Any], base: Path, known: Mapping[str, int], probed: dict[str, int]) -> None:
+    """Load every member whose files exist and check it answers the declared input shape with the
+    declared number of outputs, before any job. Results are cached by the member's spec, its files'
+    size and modification time and its builder's source (``known`` → ``probed``), so a dry run loads
+    nothing twice; members
+    made by demo rules are checked by their assembly job instead."""
+    for group in MEMBER_GROUPS:
+        for i, member in enumerate(ensemble.get(group) or []):
+            key = f"ensembles.{name}.{group}[{i}]"
+            files = member_files(member)
+            if not all((base / f).exists() for f in files):
+                continue
+            stats = [(f, (base / f).stat().st_size, (base / f).stat().st_mtime_ns) for f in files]
+            fingerprint = sha256_text(canonical_json({
+                "member": member, "input_shape": ensemble["input_shape"], "data_key": ensemble.get("data_key"),
+                "files": stats, "sources": source_hashes(member),
+            }))
+            if fingerprint not in known:
+                outputs = _probe(load_member(member, key, base), ensemble["input_shape"], key, ensemble.get("data_key"))
+            else:
+                outputs = known[fingerprint]
+            if outputs != ensemble["outputs"]:
+                raise MEIConfigError(f"{key}: the member has {outputs} outputs but ensembles.{name}.outputs is {ensemble['outputs']}")
+            probed[fingerprint] = outputs
 
 
 def group_files(spec: Mapping[str, Any]) -> list[str]:

@@ -55,3 +55,19 @@ def write_json_if_changed(path: str | os.PathLike, payload: Any) -> bool:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete what a killed writer of ``path`` left beside it: :func:`atomic_path`'s temporary files
+    (``.<name>.*``) and a half-built directory (``.<name>.partial``). Returns what was removed."""
+    import shutil
+
+    target = Path(path)
+    removed = []
+    for leftover in target.parent.glob(f".{target.name}.*") if target.parent.exists() else []:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed

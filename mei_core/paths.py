@@ -32,6 +32,10 @@ class Paths:
     def shard_spec(self, ensemble: str, shard: int | str) -> str:
         return f"{self.resources}/objectives/{ensemble}/shard{shard}.json"
 
+    def probe_cache(self) -> str:
+        """Members already loaded and probed at plan time (by spec, file stats and source)."""
+        return f"{self.resources}/ensembles/probed_members.json"
+
     def demo_spec(self, demo: str) -> str:
         return f"{self.demo_folder(demo)}/spec.json"
 
@@ -59,6 +63,10 @@ class Paths:
 
     def table(self, table: str) -> str:
         return f"{self.results}/{table}.parquet"
+
+    def checksums(self) -> str:
+        """sha256 of every Parquet table in ``results`` (read by ``python -m mei_core verify``)."""
+        return f"{self.results}/checksums.json"
 
     def figure(self, ensemble: str, method: str) -> str:
         return f"{self.results}/figures/{ensemble}/{method}.png"

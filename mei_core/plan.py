@@ -10,6 +10,7 @@ reordered), only new shards when seeds or neurons are added, scoring only when h
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 from .config import import_object
 from .demo import demo_kind
-from .ensembles import check_ensemble, group_files
+from .ensembles import check_ensemble, group_files, probe_members
 from .errors import MEIConfigError
 from .files import write_json_if_changed
 from .hashing import method_hash, source_hashes
@@ -70,7 +71,8 @@ class Plan:
     def outputs(self) -> list[str]:
         """Every user-facing output: the targets of ``rule all``."""
         tables = [self.paths.table(t) for t in TABLES]
-        return tables + [self.paths.figure(e, m) for e, m in self.pairs()]
+        stores = [self.paths.zarr(e) for e in self.ensembles]
+        return tables + stores + [self.paths.checksums()] + [self.paths.figure(e, m) for e, m in self.pairs()]
 
 
 def put_interpreter_on_path() -> None:
@@ -130,8 +132,11 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
     unknown = sorted(set(config["objectives"]) - set(ensembles))
     if unknown:
         raise MEIConfigError(f"objectives.{unknown[0]}: no ensemble of that name (ensembles: {', '.join(ensembles)})")
+    known_probes, probes = _read_probe_cache(base / paths.probe_cache()), {}
     for name, ensemble in config["ensembles"].items():
-        for group, spec in check_ensemble(name, ensemble, base, produced).items():
+        specs = check_ensemble(name, ensemble, base, produced)
+        probe_members(name, ensemble, base, known_probes, probes)
+        for group, spec in specs.items():
             plan.files_of_group[(name, group)] = group_files(spec)
             pending.append((paths.member_spec(name, group), spec))
         objective = config["objectives"].get(name, {})
@@ -148,10 +153,19 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
             for seed in seeds:
                 plan.shards.extend(Shard(name, method, seed, index) for index in range(n_shards))
 
+    pending.append((paths.probe_cache(), probes))
     if write:
         for path, payload in pending:
             write_json_if_changed(base / path, payload)
     return plan
+
+
+def _read_probe_cache(path: Path) -> dict[str, Any]:
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent or damaged: probe again
+        return {}
+    return cache if isinstance(cache, dict) else {}
 
 
 __all__ = ["MEMBER_GROUPS", "Plan", "Shard", "prepare", "put_interpreter_on_path"]

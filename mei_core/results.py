@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import xarray as xr
 import zarr
 
-from .files import atomic_path, read_json
-from .shards import ShardData, read_heldout, read_metadata, read_shard
+from .files import atomic_path, read_json, remove_stale_temporaries
+from .shards import ShardData, ShardFileError, read_heldout, read_metadata, read_shard
 
 SCORE_SCHEMA = pa.schema([
     ("ensemble", pa.string()),
@@ -101,6 +101,12 @@ def _layout(manifest: dict[str, Any], table: pd.DataFrame, shard_paths: Sequence
                        shard_items=max((int(m["n_items"]) for m in metadata), default=1))
 
 
+def checked_compressors() -> list[Any]:
+    """Zstd, then a crc32c checksum of every chunk: a corrupted chunk fails to read (and ``verify``
+    finds it) instead of returning wrong numbers."""
+    return [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()]
+
+
 def _create_store(staging: Path, layout: StoreLayout, manifest: dict[str, Any], table: pd.DataFrame) -> dict[str, zarr.Array]:
     """An empty store (NaN / −1 where a shard is missing) with the item arrays to fill."""
     xr.Dataset(coords=layout.coords(), attrs={"ensemble": manifest["name"], "ensemble_hash": manifest["ensemble_hash"]}).to_zarr(
@@ -109,11 +115,13 @@ def _create_store(staging: Path, layout: StoreLayout, manifest: dict[str, Any], 
     group = zarr.open_group(staging, mode="a")
     dims = spatial_dims(layout.input_shape)
     arrays = {"mei": group.create_array("mei", shape=layout.item_shape + layout.input_shape, chunks=layout.item_chunks + layout.input_shape,
-                                        dtype="float32", fill_value=np.nan, dimension_names=layout.item_dims + dims)}
+                                        dtype="float32", fill_value=np.nan, dimension_names=layout.item_dims + dims, compressors=checked_compressors())}
     arrays["mei"].attrs["description"] = "the optimised inputs (MEIs); NaN where a shard is missing"
     for name, dtype, fill in [("score", "float32", np.nan), ("heldout_score", "float32", np.nan), ("n_iterations", "int32", -1)]:
-        arrays[name] = group.create_array(name, shape=layout.item_shape, chunks=layout.item_chunks, dtype=dtype, fill_value=fill, dimension_names=layout.item_dims)
-    unit = group.create_array("output_unit", shape=(len(layout.neuron_ids),), dtype="int64", fill_value=-1, dimension_names=["neuron"])
+        arrays[name] = group.create_array(name, shape=layout.item_shape, chunks=layout.item_chunks, dtype=dtype, fill_value=fill,
+                                          dimension_names=layout.item_dims, compressors=checked_compressors())
+    unit = group.create_array("output_unit", shape=(len(layout.neuron_ids),), dtype="int64", fill_value=-1, dimension_names=["neuron"],
+                              compressors=checked_compressors())
     unit[:] = table["output_unit"].to_numpy(np.int64)
     return arrays
 
@@ -180,13 +188,16 @@ def aggregate_ensemble(
 
     target = Path(zarr_path)
     staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    for output in (target, Path(scores_path), Path(traces_path)):
+        remove_stale_temporaries(output)  # left by a killed aggregation
     arrays = _create_store(staging, layout, manifest, table)
     sources = {"mei": "meis", "score": "scores", "n_iterations": "n_iterations"}
     with atomic_path(scores_path, suffix=".parquet") as scores_tmp, atomic_path(traces_path, suffix=".parquet") as traces_tmp:
         with pq.ParquetWriter(scores_tmp, SCORE_SCHEMA) as score_writer, pq.ParquetWriter(traces_tmp, TRACE_SCHEMA) as trace_writer:
             for shard_path, heldout_path in zip(shard_paths, heldout_paths, strict=True):
                 shard, heldout = read_shard(shard_path), read_heldout(heldout_path)
+                if len(heldout) != len(shard):
+                    raise ShardFileError(f"{heldout_path}: {len(heldout)} held-out scores for the {len(shard)} MEIs of {shard_path}; delete it and rerun")
                 m, s = method_position[shard.metadata["method"]], seed_position[shard.metadata["seed"]]
                 positions = np.asarray([neuron_position[int(n)] for n in shard["neuron_id"]])
                 values = {name: shard[source] for name, source in sources.items()} | {"heldout_score": heldout}
@@ -233,3 +244,12 @@ def concatenate_tables(paths: Sequence[str], out_path: str) -> None:
                         if field.name not in table.column_names:
                             table = table.append_column(field, pa.nulls(len(table), field.type))
                     writer.write_table(table.select(schema.names).cast(schema))
+
+
+def summary(scores_path: str) -> str:
+    """MEIs per status, per ensemble and method (printed at the end of a run)."""
+    scores = pd.read_parquet(scores_path, columns=["ensemble", "method", "status"])
+    counts = scores.groupby(["ensemble", "method", "status"]).size().unstack("status", fill_value=0)
+    bad = int(scores["status"].ne("ok").sum())
+    headline = f"{len(scores)} MEIs, {bad} not ok" + (" (see the status and stop_reason columns of scores.parquet)" if bad else "")
+    return f"{headline}\n{counts.to_string()}"

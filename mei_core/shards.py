@@ -20,8 +20,13 @@ import numpy as np
 import pandas as pd
 
 from .engine import BatchResult
+from .errors import MEIConfigError
 from .files import atomic_path
 from .trackers import PostProcessedInputObjective
+
+
+class ShardFileError(MEIConfigError):
+    """A shard or held-out score file that cannot be read; the message names it and says what to do."""
 
 
 @dataclass
@@ -81,16 +86,29 @@ def write_shard(path: str | os.PathLike, rows: pd.DataFrame, result: BatchResult
             np.savez(handle, metadata=np.asarray(json.dumps(metadata)), **arrays)
 
 
+def _unreadable(path: str | os.PathLike, error: Exception) -> ShardFileError:
+    return ShardFileError(f"{path}: cannot read this file ({type(error).__name__}: {error}); delete it and rerun to make it again")
+
+
 def read_shard(path: str | os.PathLike) -> ShardData:
-    with np.load(path) as shard:
-        arrays = {name: shard[name] for name in shard.files if name != "metadata"}
-        metadata = json.loads(str(shard["metadata"]))
+    try:
+        with np.load(path) as shard:
+            arrays = {name: shard[name] for name in shard.files if name != "metadata"}
+            metadata = json.loads(str(shard["metadata"]))
+    except Exception as error:  # truncated, corrupt or foreign file
+        raise _unreadable(path, error) from error
+    missing = {"meis", "scores", "neuron_id", "mei_index"} - set(arrays)
+    if missing:
+        raise _unreadable(path, KeyError(f"no array(s) {sorted(missing)}"))
     return ShardData(metadata, arrays)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    with np.load(path) as shard:
-        return json.loads(str(shard["metadata"]))
+    try:
+        with np.load(path) as shard:
+            return json.loads(str(shard["metadata"]))
+    except Exception as error:
+        raise _unreadable(path, error) from error
 
 
 def write_heldout(path: str | os.PathLike, scores: np.ndarray, metadata: dict[str, Any]) -> None:
@@ -101,5 +119,8 @@ def write_heldout(path: str | os.PathLike, scores: np.ndarray, metadata: dict[st
 
 
 def read_heldout(path: str | os.PathLike) -> np.ndarray:
-    with np.load(path) as heldout:
-        return heldout["heldout_scores"]
+    try:
+        with np.load(path) as heldout:
+            return heldout["heldout_scores"]
+    except Exception as error:
+        raise _unreadable(path, error) from error

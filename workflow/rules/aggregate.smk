@@ -57,3 +57,16 @@ rule combine_tables:
         PATHS.log("tables", "{table}"),
     shell:
         "python -m mei_core concat --inputs {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule checksums:
+    input:
+        [PATHS.table(table) for table in TABLES],
+    output:
+        PATHS.checksums(),
+    conda:
+        "../envs/mei_core.yaml"
+    log:
+        PATHS.log("tables", "checksums"),
+    shell:
+        "python -m mei_core checksums --tables {input:q} --out {output:q} > {log:q} 2>&1"
