@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint verify clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/connectome.py
+
+verify: $(STAMP)
+	$(PY) -m mei_core verify --results results
 
 lint: $(STAMP)
 	$(SNAKEMAKE) --lint

@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     command("concat", inputs=many, out=required)
     command("validate", manifest=required, validation_manifest=required, zarr=required, scores=required, table=required, out=required, activations=required)
     command("report", zarr=required, method=required, out=required, validation={"default": None})
+    command("grid-figure", validation=required, methods=many, labels=many, title=required, out=required)
+    command("presets")
     command("checksums", tables=many, out=required)
     command("verify", results={"default": "results"}, checksums={"default": None})
     command("summary", scores=required)
@@ -111,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from .report import mei_grid
             mei_grid(args.zarr, args.method, args.out, args.validation)
+        elif args.command == "grid-figure":
+            from .report import grid_figure
+            grid_figure(args.validation, args.methods, args.labels, args.title, args.out)
+        elif args.command == "presets":
+            from .presets import describe_presets
+            print(describe_presets())
         elif args.command == "checksums":
             from .verify import write_checksums
             write_checksums(args.tables, args.out)

@@ -17,6 +17,7 @@ from torch import nn
 from .config import check_arguments, check_numbers_are_numbers, import_object
 from .errors import MEIConfigError
 from .files import read_json, write_json
+from .ground_truth import ground_truth_kind
 from .hashing import canonical_json, sha256_files, sha256_text, source_hashes
 from .models.ensemble import EnsembleModel
 from .paths import MEMBER_GROUPS
@@ -124,8 +125,12 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
             f"ensembles.{name}: members declare different dataset_id values {sorted(map(str, declared))}; mixing datasets is not supported"
         )
     truth = ensemble.get("ground_truth")
-    if truth and truth["file"] not in produced and not (base / truth["file"]).exists():
-        raise MEIConfigError(f"ensembles.{name}.ground_truth.file: file {truth['file']!r} not found (resolved to {str((base / truth['file']).resolve())!r})")
+    if truth:
+        kind = ground_truth_kind(truth["kind"], f"ensembles.{name}.ground_truth.kind")
+        if truth["file"] not in produced and not (base / truth["file"]).exists():
+            raise MEIConfigError(f"ensembles.{name}.ground_truth.file: file {truth['file']!r} not found (resolved to {str((base / truth['file']).resolve())!r})")
+        if hasattr(kind, "check") and (base / truth["file"]).exists():
+            kind.check(str(base / truth["file"]), ensemble["input_shape"], ensemble["outputs"], f"ensembles.{name}.ground_truth.file")
     shared = {k: ensemble[k] for k in ("input_shape", "outputs", "dataset_id", "data_key") if k in ensemble}
     for group in MEMBER_GROUPS:
         for k, v in enumerate(ensemble.get(group) or []):

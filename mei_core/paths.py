@@ -20,8 +20,8 @@ class Paths:
     resources: str = "resources"
 
     # ------------------------------------------------------------------ parse-time spec files
-    def method_spec(self, method: str) -> str:
-        return f"{self.resources}/methods/{method}.json"
+    def method_spec(self, ensemble: str, method: str) -> str:
+        return f"{self.resources}/methods/{ensemble}/{method}.json"
 
     def member_spec(self, ensemble: str, group: str) -> str:
         return f"{self.resources}/ensembles/{ensemble}/{group}.spec.json"
@@ -63,6 +63,10 @@ class Paths:
 
     def table(self, table: str) -> str:
         return f"{self.results}/{table}.parquet"
+
+    def grid_figure(self, ensemble: str, grid: str) -> str:
+        """The methods of one ``grid`` compared (score, held-out agreement, ground truth)."""
+        return f"{self.results}/figures/{ensemble}/grid_{grid}.png"
 
     def checksums(self) -> str:
         """sha256 of every Parquet table in ``results`` (read by ``python -m mei_core verify``)."""

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import import_object
+from .config import check_numbers_are_numbers, import_object
 from .demo import demo_kind
 from .ensembles import check_ensemble, group_files, probe_members
 from .errors import MEIConfigError
 from .files import write_json_if_changed
 from .hashing import method_hash, source_hashes
 from .method import validate_method
+from .method_entries import expand_grids, method_config
 from .objectives.kinds import table_rows
 from .paths import MEMBER_GROUPS, TABLES, Paths
 
@@ -49,6 +50,8 @@ class Plan:
     demos: dict[str, dict[str, Any]] = field(default_factory=dict)
     shard_counts: dict[str, int] = field(default_factory=dict)
     methods_of_ensemble: dict[str, list[str]] = field(default_factory=dict)
+    #: methods expanded from a ``grid``: name → {"base": the entry's name, "values": {dotted key: value}}
+    grids: dict[str, dict[str, Any]] = field(default_factory=dict)
     files_of_group: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -68,11 +71,26 @@ class Plan:
     def heldout_files(self, ensemble: str) -> list[str]:
         return [self.paths.heldout_file(s.ensemble, s.method, s.seed, s.index) for s in self.shards_of(ensemble)]
 
+    def grids_of(self, ensemble: str) -> dict[str, list[str]]:
+        """Grid name → its expanded methods that run on ``ensemble`` (in grid order)."""
+        grids: dict[str, list[str]] = {}
+        for method in self.methods_of_ensemble[ensemble]:
+            if method in self.grids:
+                grids.setdefault(self.grids[method]["base"], []).append(method)
+        return grids
+
+    def grid_labels(self, methods: list[str]) -> list[str]:
+        return [",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.grids[m]["values"].items()) for m in methods]
+
     def outputs(self) -> list[str]:
-        """Every user-facing output: the targets of ``rule all``."""
+        """The targets of ``rule all``: every user-facing output, and every shard and held-out score
+        file, so that a deleted one is made again by a plain rerun and a new seed, method or neuron
+        is noticed from the files alone (without Snakemake's metadata in ``.snakemake/``)."""
         tables = [self.paths.table(t) for t in TABLES]
         stores = [self.paths.zarr(e) for e in self.ensembles]
-        return tables + stores + [self.paths.checksums()] + [self.paths.figure(e, m) for e, m in self.pairs()]
+        shards = [f for e in self.ensembles for f in self.shard_files(e) + self.heldout_files(e)]
+        grids = [self.paths.grid_figure(e, g) for e in self.ensembles for g in self.grids_of(e)]
+        return tables + stores + [self.paths.checksums()] + [self.paths.figure(e, m) for e, m in self.pairs()] + grids + shards
 
 
 def put_interpreter_on_path() -> None:
@@ -105,8 +123,8 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
     paths = Paths(config.get("results", "results"), config.get("resources", "resources"))
     shard_size = int(config.get("shard_size", 64))
     seeds = [int(s) for s in config["seeds"]]
-    ensembles, methods = list(config["ensembles"]), list(config["methods"])
-    plan = Plan(paths=paths, ensembles=ensembles, methods=methods, seeds=seeds, demos=dict(config.get("demo") or {}))
+    ensembles = list(config["ensembles"])
+    plan = Plan(paths=paths, ensembles=ensembles, methods=[], seeds=seeds, demos=dict(config.get("demo") or {}))
     pending: list[tuple[str, Any]] = []  # written only once everything is checked
 
     produced: set[str] = set()
@@ -115,19 +133,15 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
         produced |= kind.outputs(paths.demo_folder(name), kind.settings(demo, f"demo.{name}"))
         pending.append((paths.demo_spec(name), {"name": name, **demo}))
 
-    for name, method in config["methods"].items():
+    methods_config, plan.grids = expand_grids(config["methods"])
+    plan.methods = list(methods_config)
+    for name, method in methods_config.items():
         method_fn = method.get("method_fn", DEFAULT_METHOD_FN)
         if not callable(import_object(method_fn, f"methods.{name}.method_fn")):
             raise MEIConfigError(f"methods.{name}.method_fn: {method_fn!r} is not callable")
-        validate_method(method["config"], f"methods.{name}.config")
         unknown = sorted(set(method.get("ensembles", [])) - set(ensembles))
         if unknown:
             raise MEIConfigError(f"methods.{name}.ensembles: no ensemble {unknown[0]!r} (ensembles: {', '.join(ensembles)})")
-        sources = source_hashes({"method_fn": method_fn, "config": method["config"]})
-        pending.append((paths.method_spec(name), {
-            "name": name, "method_fn": method_fn, "config": method["config"], "sources": sources,
-            "method_hash": method_hash(method_fn, method["config"], sources),
-        }))
 
     unknown = sorted(set(config["objectives"]) - set(ensembles))
     if unknown:
@@ -148,8 +162,9 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
         for index in range(n_shards):
             chunk = rows[index * shard_size : (index + 1) * shard_size]
             pending.append((paths.shard_spec(name, index), {"ensemble": name, "index": index, "rows": chunk, "sources": sources}))
-        plan.methods_of_ensemble[name] = [m for m in methods if name in config["methods"][m].get("ensembles", ensembles)]
+        plan.methods_of_ensemble[name] = [m for m in plan.methods if name in methods_config[m].get("ensembles", ensembles)]
         for method in plan.methods_of_ensemble[name]:
+            pending.append((paths.method_spec(name, method), _method_spec(method, methods_config[method], name, ensemble, plan.grids.get(method))))
             for seed in seeds:
                 plan.shards.extend(Shard(name, method, seed, index) for index in range(n_shards))
 
@@ -158,6 +173,18 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
         for path, payload in pending:
             write_json_if_changed(base / path, payload)
     return plan
+
+
+def _method_spec(name: str, entry: dict[str, Any], ensemble_name: str, ensemble: dict[str, Any], grid: dict[str, Any] | None) -> dict[str, Any]:
+    """What a (method, ensemble) pair's jobs run: the merged config and its hash."""
+    method_fn = entry.get("method_fn", DEFAULT_METHOD_FN)
+    config = method_config(name, entry, ensemble, ensemble_name)
+    key = f"methods.{name}.config" if "preset" not in entry else f"methods.{name} (preset {entry['preset']!r} on ensemble {ensemble_name!r})"
+    check_numbers_are_numbers(config, key)
+    validate_method(config, key)
+    sources = source_hashes({"method_fn": method_fn, "config": config})
+    return {"name": name, "ensemble": ensemble_name, "method_fn": method_fn, "config": config, "sources": sources,
+            "method_hash": method_hash(method_fn, config, sources), "grid": grid}
 
 
 def _read_probe_cache(path: Path) -> dict[str, Any]:

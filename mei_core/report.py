@@ -81,3 +81,38 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
     with atomic_path(out_path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=110)
     plt.close(figure)
+
+
+#: ground-truth columns of validation tables, by preference (the first present is plotted)
+TRUTH_COLUMNS = ("filter_correlation", "spatial_correlation", "target_rmse")
+
+
+def grid_figure(validation_path: str, methods: list[str], labels: list[str], title: str, out_path: str) -> None:
+    """The methods of one grid side by side: median score, held-out score ÷ score and (where the
+    truth is known) the ground-truth metric per cell type, against the grid value."""
+    validation = pd.read_parquet(validation_path)
+    validation = validation[validation["method"].isin(methods)]
+    truth = next((c for c in TRUTH_COLUMNS if c in validation and validation[c].notna().any()), None)
+    panels = ["score", "heldout ratio"] + ([truth] if truth else [])
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
+    positions = np.arange(len(methods))
+    groups = validation.groupby("cell_type") if "cell_type" in validation and truth else [("all", validation)]
+    for axis, panel in zip(axes[0], panels):
+        for group_name, group in (groups if panel == truth else [("all", validation)]):
+            by_method = group.groupby("method")
+            if panel == "score":
+                values = by_method["score"].median()
+            elif panel == "heldout ratio":
+                values = (group["heldout_score"] / group["score"]).groupby(group["method"]).median()
+            else:
+                values = by_method[panel].median()
+            axis.plot(positions, [values.get(m, np.nan) for m in methods], marker="o", label=str(group_name))
+        axis.set_title(panel, fontsize=9)
+        axis.set_xticks(positions, labels, rotation=30, fontsize=7)
+        if panel == truth and "cell_type" in validation:
+            axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    with atomic_path(out_path, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=110)
+    plt.close(figure)

@@ -1,5 +1,5 @@
 """Validation of MEIs: held-out ensemble responses, the objective kind's own checks (e.g. achieved
-vs target activations), and ground-truth metrics where the truth is known (the demo kinds')."""
+vs target activations), and ground-truth metrics where the truth is known (``ground_truth``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import xarray as xr
 
-from .demo import demo_kind
+from .ground_truth import ground_truth_kind
 from .ensembles import load_ensemble
 from .files import atomic_path, read_json
 from .objectives.kinds import ValidationContext, options_of, validate_items
@@ -26,7 +26,7 @@ def validate_ensemble(members_manifest_path: str, validation_manifest_path: str,
     meis = xr.open_zarr(zarr_path)
     truth = manifests["validation_members"].get("ground_truth")
     if truth:
-        table = demo_kind(truth["kind"], "ground_truth.kind").validate(truth["file"], meis, table, options_of(objectives))
+        table = ground_truth_kind(truth["kind"]).validate(truth["file"], meis, table, options_of(objectives))
     context = ValidationContext(manifest=manifests["members"], meis=meis, objectives=objectives, table=table,
                                 load_ensemble=lambda group: load_ensemble(manifests[group]))
     table = validate_items(context)

@@ -17,14 +17,31 @@ from workflow_support import REPO, SNAKEFILE, make_project, tiny_config
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
+LAB_MODELS = """
+from mei_core.demo.v1 import build_demo_cnn
+
+
+def build(**kwargs):
+    return build_demo_cnn(**kwargs)
+"""
+
+
 def test_the_tiny_project_runs_through_the_cluster_profile_with_a_gpu_per_generate_job(tmp_path):
+    """…with the members built by the lab's own module, made importable in every SLURM job by the
+    config's ``pythonpath``."""
     reason = slurm_unavailable_reason()
     if reason:
         pytest.skip(reason)
     config = tiny_config()
     config["methods"].pop("slow")
     config["shard_size"] = 4  # one shard: one GPU job
+    config["pythonpath"] = ["lab"]
+    for group in ("members", "validation_members"):
+        for member in config["ensembles"]["tiny"][group]:
+            member["builder"] = "lab_models.build"
     folder = make_project(tmp_path / "project", config)
+    (folder / "lab").mkdir()
+    (folder / "lab" / "lab_models.py").write_text(LAB_MODELS)
     profile = yaml.safe_load((REPO / "profiles" / "cluster" / "config.yaml").read_text())
     partition = profile["default-resources"]["slurm_partition"]
     with local_slurm(tmp_path / "slurm", partition=partition, gpus=1) as cluster:
@@ -45,6 +62,8 @@ def test_the_tiny_project_runs_through_the_cluster_profile_with_a_gpu_per_genera
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n{logs[-3000:]}"
     scores = pd.read_parquet(folder / "results" / "scores.parquet")
     assert len(scores) == 4 and (scores["status"] == "ok").all()
+    manifest = yaml.safe_load((folder / "resources" / "ensembles" / "tiny" / "members.manifest.json").read_text())
+    assert manifest["members"][0]["builder"] == "lab_models.build" and "lab_models.build" in manifest["sources"]
     generate_jobs = [line for line in jobs.splitlines() if "generate_meis" in line]
     assert len(generate_jobs) == 1 and "gres:gpu:1" in generate_jobs[0]
     assert re.search(r"JobName=\S+ .*", jobs) and len(jobs.splitlines()) >= 4  # assemble, generate, aggregate, validate

@@ -59,7 +59,7 @@ def test_a_failing_job_leaves_no_file_a_rerun_could_trust(project, tmp_path):
     os.chdir(project)
     try:
         assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
-        method = read_json(plan.paths.method_spec("fast"))
+        method = read_json(plan.paths.method_spec("tiny", "fast"))
         method["method_fn"] = "mei_core.no_such_module.method"
         (project / "broken.json").write_text(json.dumps(method))
         out = project / "out" / "shard0.npz"
@@ -83,7 +83,7 @@ def test_a_job_writes_its_shard_atomically_with_every_column(project):
     os.chdir(project)
     try:
         assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
-        path = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("slow"), plan.paths.shard_spec("tiny", 0), 3, "out/s.npz", "cpu", 1)
+        path = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("tiny", "slow"), plan.paths.shard_spec("tiny", 0), 3, "out/s.npz", "cpu", 1)
     finally:
         os.chdir(REPO)
     with np.load(project / path) as shard:

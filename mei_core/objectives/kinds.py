@@ -243,7 +243,9 @@ def integer_column(frame: pd.DataFrame, column: str, file: Path, key: str) -> np
     bad = values.isna() | (values != np.floor(values.fillna(0))) | ~np.isfinite(values.fillna(0))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise MEIConfigError(f"{key}: {str(file)!r} row {row + 1}, column {column!r}: {frame[column].iloc[row]!r} is not an integer")
+        cell = frame[column].iloc[row]
+        cell = cell.item() if hasattr(cell, "item") else cell
+        raise MEIConfigError(f"{key}: {str(file)!r} row {row + 1}, column {column!r}: {cell!r} is not an integer")
     return values.to_numpy().astype(np.int64)
 
 

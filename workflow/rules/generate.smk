@@ -8,7 +8,7 @@
 rule generate_meis:
     input:
         manifest=PATHS.manifest("{ensemble}", "members"),
-        method=PATHS.method_spec("{method}"),
+        method=PATHS.method_spec("{ensemble}", "{method}"),
         shard=PATHS.shard_spec("{ensemble}", "{shard}"),
     output:
         PATHS.shard_file("{ensemble}", "{method}", "{seed}", "{shard}"),

@@ -20,3 +20,26 @@ rule mei_grid:
     shell:
         "python -m mei_core report --zarr {input.zarr:q} --method {wildcards.method:q}"
         " --validation {input.validation:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule grid_figure:
+    input:
+        validation=PATHS.ensemble_table("{ensemble}", "validation"),
+    output:
+        report(
+            PATHS.grid_figure("{ensemble}", "{grid}"),
+            caption="../report/grid_figure.rst",
+            category="Grids",
+            subcategory="{ensemble}",
+            labels={"ensemble": "{ensemble}", "grid": "{grid}"},
+        ),
+    params:
+        methods=lambda wildcards: PLAN.grids_of(wildcards.ensemble)[wildcards.grid],
+        labels=lambda wildcards: PLAN.grid_labels(PLAN.grids_of(wildcards.ensemble)[wildcards.grid]),
+    conda:
+        "../envs/mei_core.yaml"
+    log:
+        PATHS.log("report", "{ensemble}", "grid_{grid}"),
+    shell:
+        "python -m mei_core grid-figure --validation {input.validation:q} --methods {params.methods:q}"
+        " --labels {params.labels:q} --title {wildcards.grid:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,92 @@
+"""Ground-truth kinds: what ``ensembles.<name>.ground_truth: {kind, file}`` means for validation.
+
+- ``filters``: a lab's known filters (simulations, mapped receptive fields): an ``.npz`` with
+  ``filters`` (one per output unit: ``N×C×H×W``, or ``N×C×T×H×W`` for videos) and optionally
+  ``quadrature`` (a second filter per unit, the quadrature partner of a phase-invariant cell) and
+  ``invariant`` (``N`` booleans: use the pair; default: where ``quadrature`` is not all zero).
+  Adds ``filter_correlation``: Pearson r of the MEI with the unit's filter or, for invariant units,
+  the phase-invariant ``sqrt(r_a² + r_b²)`` with the orthonormalised pair.
+- ``v1``, ``retina``, ``vr``: the demos' own ground truth (``mei_core.demo``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import MEIConfigError
+
+KINDS = ("filters", "v1", "retina", "vr")
+
+
+class FiltersGroundTruth:
+    name = "filters"
+
+    def read(self, truth_file: str, key: str = "ground_truth.file") -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        try:
+            with np.load(truth_file) as data:
+                filters = np.asarray(data["filters"], dtype=np.float64)
+                quadrature = np.asarray(data["quadrature"], dtype=np.float64) if "quadrature" in data else None
+                invariant = np.asarray(data["invariant"], dtype=bool) if "invariant" in data else None
+        except KeyError:
+            raise MEIConfigError(f"{key}: {truth_file!r} has no array 'filters' (one filter per output unit)") from None
+        except Exception as error:
+            raise MEIConfigError(f"{key}: cannot read {truth_file!r}: {error}") from error
+        if quadrature is not None and quadrature.shape != filters.shape:
+            raise MEIConfigError(f"{key}: 'quadrature' has shape {quadrature.shape} but 'filters' has {filters.shape}")
+        if invariant is None:
+            invariant = np.zeros(len(filters), bool) if quadrature is None else np.abs(quadrature.reshape(len(filters), -1)).sum(1) > 0
+        return filters, quadrature, invariant
+
+    def check(self, truth_file: str, input_shape: list[int], outputs: int, key: str) -> None:
+        filters, _, _ = self.read(truth_file, key)
+        if list(filters.shape[1:]) != list(input_shape) or len(filters) != outputs:
+            raise MEIConfigError(f"{key}: 'filters' has shape {list(filters.shape)}; expected [{outputs}, {', '.join(map(str, input_shape))}] (one filter per output unit)")
+
+    def validate(self, truth_file: str, meis: Any, table: pd.DataFrame, objective_options: Any) -> pd.DataFrame:
+        filters, quadrature, invariant = self.read(truth_file)
+        position_of = {int(n): i for i, n in enumerate(meis["neuron"].values)}
+        correlation = np.full(len(table), np.nan, dtype=np.float32)
+        for (method, seed), group in table.groupby(["method", "seed"], sort=False):
+            slab = np.asarray(meis["mei"].sel({"method": method, "seed": seed}).values)
+            rows = [position_of[int(n)] for n in group["neuron_id"]]
+            chosen = slab[rows, group["mei_index"].to_numpy()] if "mei_index" in meis.dims else slab[rows]
+            units = group["output_unit"].to_numpy()
+            r = _pearson(chosen, filters[units])
+            if quadrature is not None:
+                pair = _orthonormal_partner(filters[units], quadrature[units])
+                r_pair = _pearson(chosen, pair)
+                r = np.where(invariant[units], np.sqrt(r**2 + r_pair**2), r)
+            correlation[group.index] = r
+        table["filter_correlation"] = correlation
+        return table
+
+
+def _centred_unit(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(len(x), -1)
+    flat = flat - flat.mean(1, keepdims=True)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (_centred_unit(a) * _centred_unit(b)).sum(1)
+
+
+def _orthonormal_partner(filters: np.ndarray, quadrature: np.ndarray) -> np.ndarray:
+    """The quadrature filter made orthogonal to the filter (Gram–Schmidt), so r_a² + r_b² ≤ 1."""
+    a, b = _centred_unit(filters), _centred_unit(quadrature)
+    b = b - (a * b).sum(1, keepdims=True) * a
+    return b.reshape(filters.shape)
+
+
+def ground_truth_kind(name: str, key: str = "ground_truth.kind") -> Any:
+    if name == "filters":
+        return FiltersGroundTruth()
+    from .demo import demo_kind
+
+    if name not in KINDS:
+        hint = " (the V1 demo's ground truth is now spelt 'v1')" if name == "demo_v1" else ""
+        raise MEIConfigError(f"{key}: unknown ground-truth kind {name!r}{hint}; known: {', '.join(KINDS)}")
+    return demo_kind(name, key)

@@ -1,0 +1,109 @@
+"""A ``methods.<name>`` entry of the config: a named preset and its parameters, partial overrides,
+and grids of values to compare.
+
+```yaml
+methods:
+  default: {preset: default}                      # derives its contrast budget from input_stats
+  strong:
+    preset: default
+    params: {norm_factor: 0.5}                    # the preset's parameters
+    config: {stopper: {path: NumIterations, kwargs: {num_iterations: 400}}}   # deep-merged over it
+  sweep:
+    preset: default
+    grid: {params.norm_factor: [0.1, 0.25, 0.5]}  # one method per value: sweep[norm_factor=0.1], …
+```
+
+A preset is resolved per ensemble (its input shape and ``input_stats``), so the merged config that
+runs, and its hash, are per (ensemble, method) and written to that pair's method spec.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import MEIConfigError
+
+
+def _format(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def expand_grids(methods: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Methods with every ``grid`` expanded into one method per combination of values, and for each
+    expanded method its grid ``{"base": name, "values": {dotted key: value}}``."""
+    expanded: dict[str, dict[str, Any]] = {}
+    grids: dict[str, dict[str, Any]] = {}
+    for name, entry in methods.items():
+        grid = entry.get("grid")
+        if not grid:
+            expanded[name] = dict(entry)
+            continue
+        keys = list(grid)
+        for key in keys:
+            if not isinstance(grid[key], list) or not grid[key]:
+                raise MEIConfigError(f"methods.{name}.grid.{key}: expected a non-empty list of values")
+            if key.split(".")[0] not in ("params", "config"):
+                raise MEIConfigError(f"methods.{name}.grid.{key}: grid keys start with 'params.' (preset parameters) or 'config.' (method config)")
+        for values in itertools.product(*(grid[k] for k in keys)):
+            label = ",".join(f"{k.rsplit('.', 1)[-1]}={_format(v)}" for k, v in zip(keys, values))
+            member = copy.deepcopy({k: v for k, v in entry.items() if k != "grid"})
+            for key, value in zip(keys, values):
+                _set_dotted(member, key, value)
+            expanded[f"{name}[{label}]"] = member
+            grids[f"{name}[{label}]"] = {"base": name, "values": dict(zip(keys, values))}
+    return expanded, grids
+
+
+def _set_dotted(entry: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    target = entry
+    for part in parents:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise MEIConfigError(f"grid key {dotted!r}: {part!r} is not a mapping")
+    target[last] = value
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` over ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def method_config(name: str, entry: Mapping[str, Any], ensemble: Mapping[str, Any], ensemble_name: str) -> dict[str, Any]:
+    """The config that runs for method ``name`` on one ensemble: the preset (given the ensemble's
+    ``input_shape`` and ``input_stats`` when it takes them) with ``config`` deep-merged over it."""
+    overrides = entry.get("config") or {}
+    if "preset" not in entry:
+        if entry.get("params"):
+            raise MEIConfigError(f"methods.{name}.params: preset parameters need a 'preset'")
+        return copy.deepcopy(dict(overrides))
+    from .presets import PRESETS, preset
+
+    preset_name = entry["preset"]
+    if preset_name not in PRESETS:
+        raise MEIConfigError(f"methods.{name}.preset: unknown preset {preset_name!r}; known presets: {', '.join(PRESETS)}")
+    params = dict(entry.get("params") or {})
+    accepted = inspect.signature(PRESETS[preset_name].function).parameters
+    for derived in ("input_shape", "input_stats"):
+        if derived in params:
+            raise MEIConfigError(f"methods.{name}.params.{derived}: comes from ensembles.{ensemble_name}.{derived}, not from the method")
+        if derived in accepted:
+            if derived not in ensemble:
+                raise MEIConfigError(f"ensembles.{ensemble_name}.{derived}: required by preset {preset_name!r} of methods.{name} "
+                                     f"(the per-channel mean and std of the stimuli the models were trained on)")
+            params[derived] = ensemble[derived]
+    try:
+        base = preset(preset_name, **params)
+    except MEIConfigError as error:
+        raise MEIConfigError(f"methods.{name} on ensemble {ensemble_name!r}: {error}") from None
+    return deep_merge(base, overrides)
