@@ -58,7 +58,7 @@ def load_member(member: Mapping[str, Any], key: str, base: Path = Path(".")) -> 
             try:
                 model.load_state_dict(state)
             except Exception as error:
-                raise MEIConfigError(f"{key}.checkpoint: {str(path)!r} does not fit {member['builder']}: {error}") from error
+                raise MEIConfigError(f"{key}.checkpoint: {str(path)!r} does not fit {member['builder']}: {error}{_prefix_hint(model, state, key)}") from error
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -80,6 +80,19 @@ def _state_dict(path: Path, prefix: str | None, key: str) -> Mapping[str, Any]:
     if prefix:
         state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
     return state
+
+
+def _prefix_hint(model: nn.Module, state: Mapping[str, Any], key: str) -> str:
+    """When the checkpoint's keys are the model's behind a common prefix (a LightningModule's
+    ``model.``), say which ``state_dict_prefix`` would load it."""
+    wanted = set(model.state_dict())
+    for name in state:
+        for end in range(len(name)):
+            if name[end] == "." and name[end + 1 :] in wanted:
+                prefix = name[: end + 1]
+                if {k[len(prefix):] for k in state if k.startswith(prefix)} >= wanted:
+                    return f" (the keys carry the prefix {prefix!r}: set {key}.state_dict_prefix: {prefix!r})"
+    return ""
 
 
 def _lightning_safe_globals() -> list[Any]:
