@@ -10,7 +10,7 @@ from torch import Tensor
 from .components import Preconditioner, Step
 from .ops import DECAYS, ScheduledGaussianBlur, check_spatial, per_row, scheduled
 
-__all__ = ["GaussianBlur", "FourierSmoothing", "DivideByMeanOfAbsolute", "MultiplyBy"]
+__all__ = ["GaussianBlur", "FourierSmoothing", "DivideByMeanOfAbsolute", "DivideByNorm", "MultiplyBy"]
 
 
 class GaussianBlur(Preconditioner):
@@ -90,6 +90,21 @@ class DivideByMeanOfAbsolute(Preconditioner):
     def __call__(self, grad: Tensor, step: Step) -> Tensor:
         scale = grad.abs().flatten(1).mean(1).clamp_min(self.eps)
         return grad / per_row(scale, grad)
+
+
+class DivideByNorm(Preconditioner):
+    """``g / (‖g‖ + eps)`` with the L2 norm taken over ``dims`` of every row (dimensions of the row,
+    counted without the batch: ``[0]`` is the first dim after it; default all). For connectome inputs
+    ``B×S×L``, ``dims: [0]`` normalises every layer's gradient on its own (connectome_interpreter's
+    ``normalize_gradients``, per row)."""
+
+    def __init__(self, dims: Sequence[int] | None = None, eps: float = 1e-8):
+        self.dims = None if dims is None else [int(d) for d in dims]
+        self.eps = float(eps)
+
+    def __call__(self, grad: Tensor, step: Step) -> Tensor:
+        dims = list(range(1, grad.dim())) if self.dims is None else [d + 1 if d >= 0 else d for d in self.dims]
+        return grad / (torch.linalg.vector_norm(grad, dim=dims, keepdim=True) + self.eps)
 
 
 class MultiplyBy(Preconditioner):
