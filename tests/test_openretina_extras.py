@@ -57,6 +57,7 @@ def test_gif_and_mp4_hold_the_frames(tmp_path: Path):
         export_video(video, tmp_path / "bar.avi")
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # zarr's notes on string coordinates and consolidated metadata
 def test_report_writes_a_gif_per_neuron_of_a_video_ensemble(tmp_path: Path):
     meis = np.random.default_rng(0).normal(size=(1, 2, 3, 2, 4, 6, 6)).astype(np.float32)
     dataset = xr.Dataset(
