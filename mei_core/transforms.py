@@ -46,8 +46,8 @@ class Jitter(Transform):
         low = torch.tensor([-self.max_jitter[0], -self.max_jitter[1]])
         span = torch.tensor([2 * self.max_jitter[0] + 1, 2 * self.max_jitter[1] + 1])
         shifted = []
-        for row, generator in zip(x, step.row_generators()):
-            dy, dx = (low + (torch.rand(2, generator=generator) * span).long()).tolist()
+        for row, draw in zip(x, draw_per_row(step, lambda generator: torch.rand(2, generator=generator))):
+            dy, dx = (low + (draw * span).long()).tolist()
             shifted.append(self.shift(row, dy, dx))
         return torch.stack(shifted)
 
@@ -80,8 +80,8 @@ class RandomCrop(Transform):
         self._check(x)
         free_y, free_x = x.shape[-2] - self.height, x.shape[-1] - self.width
         crops = []
-        for row, generator in zip(x, step.row_generators()):
-            oy, ox = (torch.rand(2, generator=generator) * torch.tensor([free_y + 1, free_x + 1])).long().tolist()
+        for row, draw in zip(x, draw_per_row(step, lambda generator: torch.rand(2, generator=generator))):
+            oy, ox = (draw * torch.tensor([free_y + 1, free_x + 1])).long().tolist()
             crops.append(row[..., oy : oy + self.height, ox : ox + self.width])
         return torch.stack(crops)
 
