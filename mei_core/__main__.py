@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     command("checksums", tables=many, out=required)
     command("verify", results={"default": "results"}, checksums={"default": None})
     command("summary", scores=required)
+    command("video-gifs", zarr=required, method=required, out_dir=required, fps={"type": float, "default": 5.0})
     command("link-profiles", profiles={"default": str(Path(__file__).resolve().parent.parent / "profiles")})
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -132,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "summary":
             from .results import summary
             print(summary(args.scores))
+        elif args.command == "video-gifs":
+            from .report import video_gifs
+            video_gifs(args.zarr, args.method, args.out_dir, args.fps)
         elif args.command == "link-profiles":
             _link_profiles(args)
     except MEIConfigError as error:

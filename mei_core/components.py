@@ -103,6 +103,22 @@ class Postprocessor(Component):
     def __call__(self, x: Tensor, step: Step) -> Tensor: ...
 
 
+class Background(Component):
+    """What a transparency MEI (``AlphaBlend``) is blended onto: one background per row, drawn from the
+    row's item generator on the CPU (so a row's draws do not depend on its batch or device)."""
+
+    #: a random background is replaced by :meth:`at_evaluation` for the final score
+    random: bool = True
+
+    @abstractmethod
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        """One background of ``shape`` (``C×H×W`` or ``C×T×H×W``: a row without its batch dim)."""
+
+    def at_evaluation(self, shape: tuple[int, ...]) -> Tensor:
+        """The deterministic background the final score is computed on (default: zeros)."""
+        return torch.zeros(shape)
+
+
 class Stopper(Component):
     """Decides, per item, when its optimisation ends.
 

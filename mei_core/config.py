@@ -27,6 +27,7 @@ _BUILTIN_MODULES = (
     "mei_core.preconditioners",
     "mei_core.postprocessors",
     "mei_core.trackers",
+    "mei_core.backgrounds",
 )
 _aliases: dict[str, str] | None = None
 

@@ -180,7 +180,8 @@ def optimize(
         x_in = batch.inputs()
         transformed = method.transform(x_in, step)
         evaluation = objective(transformed, step.items)
-        penalty = sum(r(x_in, step) for r in method.regularizers) if method.regularizers else None
+        regularized = transformed if method.regularize_transformed else x_in
+        penalty = sum(r(regularized, step) for r in method.regularizers) if method.regularizers else None
         progress = evaluation if method.sign > 0 else -evaluation
         progress = progress if penalty is None else progress - penalty
         batch.keep(evaluation, penalty, progress, getattr(objective, "last_terms", {}))

@@ -6,7 +6,8 @@ Drawing on the CPU with a generator seeded by the item's seed gives exactly sinz
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from .components import InitialGuess
 
-__all__ = ["RandomNormal", "RandomUniform", "RandomNormalNullChannel", "FromArray"]
+__all__ = ["RandomNormal", "RandomUniform", "RandomNormalNullChannel", "FromArray", "WithAlphaChannel"]
 
 
 class RandomNormal(InitialGuess):
@@ -88,3 +89,21 @@ class FromArray(InitialGuess):
 
     def __repr__(self) -> str:
         return f"FromArray(shape={tuple(self.array.shape)}, noise_std={self.noise_std})"
+
+
+class WithAlphaChannel(InitialGuess):
+    """A transparency MEI's start: ``initial`` (a component spec, e.g. ``RandomNormal``) draws the image
+    channels of the shape it is given, and one more channel, constant ``alpha``, is appended
+    (``n×C×…`` → ``n×(C+1)×…``), as sinzlab/mei does for ``transparency: true`` (alpha 0.5)."""
+
+    def __init__(self, initial: str | Mapping[str, Any] = "RandomNormal", alpha: float = 0.5):
+        from .config import build_component
+
+        self.initial = build_component(initial, "initial")
+        if not isinstance(self.initial, InitialGuess):
+            raise ValueError(f"initial: {type(self.initial).__name__} is not an InitialGuess")
+        self.alpha = float(alpha)
+
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        image = self.initial(shape, generator)
+        return torch.cat([image, torch.full((shape[0], 1, *shape[2:]), self.alpha)], dim=1)

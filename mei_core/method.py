@@ -4,8 +4,10 @@ Slots (sinzlab/mei names): ``initial``, ``optimizer``, ``stopper`` (required); `
 ``regularization``, ``precondition``, ``postprocessing`` (one spec or a list, applied in order);
 ``trackers`` (a list, or a mapping name → spec; ``objectives`` is sinzlab's name for the same slot).
 Plain options: ``n_meis`` (diverse MEIs per item, default 1), ``direction`` (``maximize`` |
-``minimize``; minimise gives inhibitory MEIs), ``device`` (ignored here: the caller decides where to
-run).
+``minimize``; minimise gives inhibitory MEIs), ``regularize`` (``input``, the default: regularizers see
+the optimised input; ``transformed``: they see what the model sees, as in sinzlab/mei),
+``model_forward_kwargs`` (a mapping the objective passes to every model call, e.g. ``{data_key: ...}``),
+``device`` (ignored here: the caller decides where to run).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .transforms import Compose, Identity
 COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers")
 #: sinzlab/mei's name for a slot → ours
 SLOT_ALIASES = {"objectives": "trackers"}
-OPTION_SLOTS = ("n_meis", "direction", "device")
+OPTION_SLOTS = ("n_meis", "direction", "regularize", "model_forward_kwargs", "device")
+REGULARIZE = ("input", "transformed")
 KNOWN_SLOTS = COMPONENT_SLOTS + OPTION_SLOTS + tuple(SLOT_ALIASES)
 
 
@@ -40,6 +43,9 @@ class Method:
     trackers: dict[str, Tracker] = field(default_factory=dict)
     n_meis: int = 1
     sign: float = 1.0
+    #: regularizers see the transformed input (what the model sees) instead of the optimised one
+    regularize_transformed: bool = False
+    model_forward_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def _expect(component: Any, base: type, key: str) -> None:
@@ -116,6 +122,13 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     if direction not in ("maximize", "minimize"):
         raise MEIConfigError(f"{key}.direction: must be 'maximize' or 'minimize', got {direction!r}")
 
+    regularize = config.get("regularize", "input")
+    if regularize not in REGULARIZE:
+        raise MEIConfigError(f"{key}.regularize: must be one of {', '.join(REGULARIZE)}, got {regularize!r}")
+    forward_kwargs = config.get("model_forward_kwargs") or {}
+    if not isinstance(forward_kwargs, Mapping) or not all(isinstance(k, str) for k in forward_kwargs):
+        raise MEIConfigError(f"{key}.model_forward_kwargs: must be a mapping of keyword names to values, got {forward_kwargs!r}")
+
     return Method(
         initial=initial,
         make_optimizer=make_optimizer,
@@ -127,6 +140,8 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         trackers=trackers,
         n_meis=n_meis,
         sign=1.0 if direction == "maximize" else -1.0,
+        regularize_transformed=regularize == "transformed",
+        model_forward_kwargs=dict(forward_kwargs),
     )
 
 

@@ -29,7 +29,8 @@ def batched_gradient_ascent(
 ) -> BatchResult:
     """Optimise one item per seed; ``objective`` knows each item's target (unit, cluster, …)."""
     method = build_method(config)
-    return optimize(as_objective(objective).to(device), method, list(seeds), tuple(shape), device)
+    objective = as_objective(objective).with_forward_kwargs(method.model_forward_kwargs, "config.model_forward_kwargs")
+    return optimize(objective.to(device), method, list(seeds), tuple(shape), device)
 
 
 def gradient_ascent(
@@ -51,7 +52,8 @@ def gradient_ascent(
         if config.setdefault("n_meis", int(shape[0])) != int(shape[0]):
             raise ValueError(f"shape {tuple(shape)} asks for {shape[0]} MEIs but config n_meis is {config['n_meis']}")
     method = build_method(config)
-    result = optimize(as_objective(model).to(device), method, [int(seed)], tuple(shape[1:]), device)
+    objective = as_objective(model).with_forward_kwargs(method.model_forward_kwargs, "config.model_forward_kwargs")
+    result = optimize(objective.to(device), method, [int(seed)], tuple(shape[1:]), device)
     score = result.scores.mean().item()
     output = {
         name: {"times": list(tracker.steps), "values": [v for v in tracker.values]}

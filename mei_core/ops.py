@@ -31,45 +31,98 @@ def row_std(x: Tensor) -> Tensor:
     return x.flatten(1).std(dim=1)
 
 
+#: how a transparency MEI's alpha channel is read: through a sigmoid, or as it is (sinzlab/mei)
+ALPHAS = ("sigmoid", "linear")
+
+
+def opacity(alpha: Tensor, mode: str = "sigmoid") -> Tensor:
+    """The opacity of a raw alpha channel: ``sigmoid(alpha)`` or ``alpha`` itself (``linear``)."""
+    if mode == "sigmoid":
+        return torch.sigmoid(alpha)
+    if mode == "linear":
+        return alpha
+    raise ValueError(f"alpha must be one of {ALPHAS}, got {mode!r}")
+
+
 def check_spatial(x: Tensor, who: str) -> None:
     if x.dim() not in (4, 5):
         raise ValueError(f"{who} needs images B×C×H×W or videos B×C×T×H×W, got shape {tuple(x.shape)}")
 
 
-def gaussian_kernel_1d(sigma: float, truncate: float = 4.0, dtype=torch.float32, device=None) -> Tensor:
-    """A normalised 1-D Gaussian (odd length, radius ``ceil(truncate·sigma)``)."""
-    radius = max(1, int(math.ceil(truncate * sigma)))
-    positions = torch.arange(-radius, radius + 1, dtype=torch.float64)
+#: kernel radius of a Gaussian: ``ceil(truncate·sigma)`` (ours) or Python's ``round`` (sinzlab/mei's,
+#: half to even), at least 1 either way
+KERNEL_RADII = ("ceil", "round")
+PAD_MODES = ("reflect", "replicate", "constant", "circular")
+DECAYS = ("multiplicative", "additive")
+
+
+def scheduled(value: float, decay_factor: float | None, i_iter: int, decay: str = "multiplicative") -> float:
+    """A per-step value: ``value · decay_factor**i`` (multiplicative) or ``value + decay_factor·(i − 1)``
+    (additive: sinzlab/mei's schedule, so step 0 uses ``value − decay_factor``). ``None``: no decay."""
+    if decay_factor is None:
+        return value
+    if decay == "multiplicative":
+        return value * decay_factor**i_iter
+    if decay == "additive":
+        return value + decay_factor * (i_iter - 1)
+    raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+
+
+def gaussian_kernel_1d(sigma: float, truncate: float = 4.0, dtype=torch.float32, device=None, radius: str = "ceil") -> Tensor:
+    """A normalised 1-D Gaussian (odd length, radius ``ceil(truncate·sigma)``, or ``round`` with
+    ``radius="round"``; at least 1)."""
+    if radius not in KERNEL_RADII:
+        raise ValueError(f"kernel radius must be one of {KERNEL_RADII}, got {radius!r}")
+    reach = truncate * sigma
+    size = max(1, int(math.ceil(reach)) if radius == "ceil" else int(round(reach)))
+    positions = torch.arange(-size, size + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
     return (kernel / kernel.sum()).to(dtype=dtype, device=device)
 
 
-def gaussian_blur(x: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:
-    """Separable Gaussian blur of the last two (spatial) dims, reflect-padded, per row and channel.
+def _blur_axis(planes: Tensor, sigma: float, truncate: float, pad_mode: str, radius: str, axis: int) -> Tensor:
+    """Blur ``planes`` (N×1×H×W) along ``axis`` (-2: y, -1: x); a kernel longer than the axis is
+    clipped (and renormalised) for the padding modes that need it (reflect, circular)."""
+    if sigma <= 0:
+        return planes
+    length = planes.shape[axis]
+    kernel = gaussian_kernel_1d(sigma, truncate, dtype=planes.dtype, device=planes.device, radius=radius)
+    half = kernel.numel() // 2
+    if pad_mode in ("reflect", "circular"):
+        keep = min(half, length - 1)
+        if keep < half:
+            kernel = kernel[half - keep : half + keep + 1]
+            kernel = kernel / kernel.sum()
+            half = keep
+    if half == 0:
+        return planes
+    pad = (0, 0, half, half) if axis == -2 else (half, half, 0, 0)
+    padded = F.pad(planes, pad, mode=pad_mode) if pad_mode != "constant" else F.pad(planes, pad)
+    weight = kernel.view(1, 1, -1, 1) if axis == -2 else kernel.view(1, 1, 1, -1)
+    return F.conv2d(padded, weight)
 
-    ``sigma <= 0`` returns ``x`` unchanged. The kernel is clipped to the image size so that small
-    images with a large sigma still work (reflect padding needs pad < size).
+
+def gaussian_blur(
+    x: Tensor, sigma: float | tuple[float, float], truncate: float = 4.0, pad_mode: str = "reflect", radius: str = "ceil"
+) -> Tensor:
+    """Separable Gaussian blur of the last two (spatial) dims, per row and channel (and frame).
+
+    ``sigma``: one value or ``(sigma_y, sigma_x)``; an axis with sigma ``<= 0`` is left as it is.
+    ``pad_mode``: ``reflect`` (default), ``replicate``, ``constant`` (zeros) or ``circular``.
+    ``radius``: how the kernel radius is rounded from ``truncate·sigma`` (``ceil`` or ``round``).
+    With reflect or circular padding the kernel is clipped to the image size (renormalised), so
+    small images with a large sigma still work.
     """
     check_spatial(x, "gaussian_blur")
-    if sigma <= 0:
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    sigma_y, sigma_x = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else (float(sigma[0]), float(sigma[1]))
+    if sigma_y <= 0 and sigma_x <= 0:
         return x
     shape = x.shape
-    height, width = shape[-2], shape[-1]
-    planes = x.reshape(-1, 1, height, width)
-    kernel = gaussian_kernel_1d(sigma, truncate, dtype=x.dtype, device=x.device)
-    radius = kernel.numel() // 2
-    radius_y = min(radius, height - 1)
-    radius_x = min(radius, width - 1)
-    kernel_y = kernel[radius - radius_y : radius + radius_y + 1]
-    kernel_x = kernel[radius - radius_x : radius + radius_x + 1]
-    kernel_y = kernel_y / kernel_y.sum()
-    kernel_x = kernel_x / kernel_x.sum()
-    if radius_y > 0:
-        planes = F.pad(planes, (0, 0, radius_y, radius_y), mode="reflect")
-        planes = F.conv2d(planes, kernel_y.view(1, 1, -1, 1))
-    if radius_x > 0:
-        planes = F.pad(planes, (radius_x, radius_x, 0, 0), mode="reflect")
-        planes = F.conv2d(planes, kernel_x.view(1, 1, 1, -1))
+    planes = x.reshape(-1, 1, shape[-2], shape[-1])
+    planes = _blur_axis(planes, sigma_y, truncate, pad_mode, radius, -2)
+    planes = _blur_axis(planes, sigma_x, truncate, pad_mode, radius, -1)
     return planes.reshape(shape)
 
 
@@ -92,3 +145,59 @@ def temporal_gaussian_blur(x: Tensor, sigma: float, kernel_size: int | None = No
     series = F.pad(series, (radius, radius), mode="replicate")
     series = F.conv1d(series, kernel.view(1, 1, -1))
     return series.reshape(b, c, h, w, t).permute(0, 1, 4, 2, 3).contiguous()
+
+
+class ScheduledGaussianBlur:
+    """A Gaussian blur whose sigma follows a schedule over steps (shared by the gradient and input blurs).
+
+    ``sigma`` (one value or ``(y, x)``) at step ``i`` is :func:`scheduled` ``(sigma, decay_factor, i,
+    decay)``; when every axis is at or below ``min_sigma`` nothing is blurred. ``exclude_last_channel``
+    leaves the last channel (a transparency MEI's alpha) untouched.
+    """
+
+    def __init__(
+        self,
+        sigma: float | tuple[float, float] = 1.0,
+        decay_factor: float | None = 1.0,
+        min_sigma: float = 0.0,
+        truncate: float = 4.0,
+        decay: str = "multiplicative",
+        pad_mode: str = "reflect",
+        kernel_radius: str = "ceil",
+        exclude_last_channel: bool = False,
+    ):
+        pair = (sigma, sigma) if isinstance(sigma, (int, float)) else tuple(sigma)
+        if len(pair) != 2 or min(pair) < 0:
+            raise ValueError(f"sigma must be >= 0 or a (y, x) pair of such, got {sigma!r}")
+        if decay not in DECAYS:
+            raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+        if decay == "multiplicative" and decay_factor is not None and decay_factor <= 0:
+            raise ValueError(f"a multiplicative decay_factor must be > 0, got {decay_factor}")
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        if kernel_radius not in KERNEL_RADII:
+            raise ValueError(f"kernel_radius must be one of {KERNEL_RADII}, got {kernel_radius!r}")
+        self.sigma = (float(pair[0]), float(pair[1]))
+        self.decay_factor = None if decay_factor is None else float(decay_factor)
+        self.min_sigma = float(min_sigma)
+        self.truncate = float(truncate)
+        self.decay = decay
+        self.pad_mode = pad_mode
+        self.kernel_radius = kernel_radius
+        self.exclude_last_channel = bool(exclude_last_channel)
+
+    def sigma_at(self, i_iter: int) -> tuple[float, float]:
+        return tuple(scheduled(s, self.decay_factor, i_iter, self.decay) for s in self.sigma)  # type: ignore[return-value]
+
+    def __call__(self, x: Tensor, i_iter: int) -> Tensor:
+        sigma = self.sigma_at(i_iter)
+        if max(sigma) <= self.min_sigma:
+            return x
+        sigma = tuple(s if s > self.min_sigma else 0.0 for s in sigma)
+        if not self.exclude_last_channel:
+            return gaussian_blur(x, sigma, self.truncate, self.pad_mode, self.kernel_radius)
+        blurred = gaussian_blur(x[:, :-1], sigma, self.truncate, self.pad_mode, self.kernel_radius)
+        return torch.cat([blurred, x[:, -1:]], dim=1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 import torch
 from torch import Tensor
 
 from .components import Postprocessor, Step
-from .ops import gaussian_blur, per_row, row_mean, row_norm, row_std, temporal_gaussian_blur
+from .ops import ScheduledGaussianBlur, per_row, row_mean, row_norm, row_std, temporal_gaussian_blur
 
 __all__ = [
     "ChangeNorm",
@@ -18,6 +20,7 @@ __all__ = [
     "GaussianBlurInput",
     "ChangeNormJointlyClipRangeSeparately",
     "TemporalGaussianLowPass",
+    "FixRegion",
 ]
 
 
@@ -62,29 +65,44 @@ class PNormConstraintAndClip(Postprocessor):
 
 
 class ChangeStd(Postprocessor):
-    """Rescale every row around its mean to standard deviation ``std``."""
+    """Rescale every row to standard deviation ``std``: around its mean (``keep_mean: true``, the
+    default), or by plain multiplication ``x · std/σ(x)`` (``keep_mean: false``, which also scales the
+    mean: sinzlab/mei's ``ChangeStd(zero_mean=True)``, whose default that is)."""
 
-    def __init__(self, std: float):
+    def __init__(self, std: float, keep_mean: bool = True):
         if std <= 0:
             raise ValueError(f"std must be > 0, got {std}")
         self.std = float(std)
+        self.keep_mean = bool(keep_mean)
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
+        scale = per_row(self.std / row_std(x).clamp_min(1e-12), x)
+        if not self.keep_mean:
+            return x * scale
         mean = per_row(row_mean(x), x)
-        return (x - mean) * per_row(self.std / row_std(x).clamp_min(1e-12), x) + mean
+        return (x - mean) * scale + mean
 
 
 class GaussianBlurInput(Postprocessor):
-    """Blur the input itself with ``sigma · decay_factor**i`` (a sigma schedule) after each step."""
+    """Blur the input itself after each step, with the sigma schedule and options of
+    :class:`mei_core.preconditioners.GaussianBlur` (``decay: multiplicative | additive``, ``pad_mode``,
+    ``kernel_radius``, ``exclude_last_channel``)."""
 
-    def __init__(self, sigma: float = 1.0, decay_factor: float = 1.0, min_sigma: float = 0.0):
-        self.sigma = float(sigma)
-        self.decay_factor = float(decay_factor)
-        self.min_sigma = float(min_sigma)
+    def __init__(
+        self,
+        sigma: float | Sequence[float] = 1.0,
+        decay_factor: float | None = 1.0,
+        min_sigma: float = 0.0,
+        truncate: float = 4.0,
+        decay: str = "multiplicative",
+        pad_mode: str = "reflect",
+        kernel_radius: str = "ceil",
+        exclude_last_channel: bool = False,
+    ):
+        self.blur = ScheduledGaussianBlur(sigma, decay_factor, min_sigma, truncate, decay, pad_mode, kernel_radius, exclude_last_channel)
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
-        sigma = self.sigma * self.decay_factor**step.i_iter
-        return x if sigma <= self.min_sigma else gaussian_blur(x, sigma)
+        return self.blur(x, step.i_iter)
 
 
 class ChangeNormJointlyClipRangeSeparately(Postprocessor):
@@ -114,3 +132,74 @@ class TemporalGaussianLowPass(Postprocessor):
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
         return temporal_gaussian_blur(x, self.sigma, self.kernel_size)
+
+
+REGIONS = ("centre", "surround", "ring")
+
+
+def _mei_map(mei: str | Sequence | np.ndarray, channel: int, who: str) -> Tensor:
+    """One channel of an earlier MEI as an ``H×W`` map: ``H×W`` as given, ``C×H×W`` or ``1×C×H×W``
+    (or a video's ``…×T×H×W``: the maximum over time) at ``channel``."""
+    if isinstance(mei, str):
+        try:
+            mei = np.load(mei)
+        except OSError as error:
+            raise ValueError(f"{who}: cannot read {mei!r}: {error}") from error
+    array = torch.as_tensor(np.asarray(mei, dtype=np.float32))
+    if array.dim() == 2:
+        return array
+    if array.dim() == 5 or (array.dim() == 4 and array.shape[0] == 1):
+        array = array[0]
+    picked = array[channel]
+    return picked if picked.dim() == 2 else picked.amax(dim=0)
+
+
+class FixRegion(Postprocessor):
+    """Centre, surround or ring MEIs: optimise only a region given by an earlier MEI and hold the rest
+    at ``fixed_value`` (a number or an array broadcast to the row).
+
+    The region comes from the earlier MEI ``mei`` (an ``.npy`` file or array; ``H×W``, ``C×H×W`` or
+    ``1×C×H×W``), read at ``channel`` (default the last: a transparency MEI's alpha) as
+    ``mask = map > threshold``:
+
+    - ``region: centre``: free inside the mask (sinzlab/mei's ``GaussianBlurforCenter``);
+    - ``region: surround``: free outside it (``GaussianBlurforSurround``);
+    - ``region: ring``: free where ``outer_mei − mei > threshold`` (``GaussianBlurforRing``, with the
+      inner MEI as ``mei`` and the larger one as ``outer_mei``).
+
+    Every channel (and frame) of a row gets the same ``H×W`` mask.
+    """
+
+    def __init__(
+        self,
+        mei: str | Sequence | np.ndarray,
+        region: str = "centre",
+        threshold: float = 0.3,
+        channel: int = -1,
+        outer_mei: str | Sequence | np.ndarray | None = None,
+        fixed_value: float | Sequence = 0.0,
+    ):
+        if region not in REGIONS:
+            raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+        if (region == "ring") != (outer_mei is not None):
+            raise ValueError("region 'ring' needs outer_mei (and only it takes one)")
+        inner = _mei_map(mei, channel, "FixRegion.mei")
+        if region == "ring":
+            outer = _mei_map(outer_mei, channel, "FixRegion.outer_mei")
+            if outer.shape != inner.shape:
+                raise ValueError(f"FixRegion: outer_mei {tuple(outer.shape)} and mei {tuple(inner.shape)} differ in size")
+            free = (outer - inner) > threshold
+        else:
+            free = inner > threshold if region == "centre" else ~(inner > threshold)
+        self.region, self.threshold, self.channel = region, float(threshold), int(channel)
+        self.free = free
+        self.fixed_value = torch.as_tensor(np.asarray(fixed_value, dtype=np.float32))
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        if tuple(x.shape[-2:]) != tuple(self.free.shape):
+            raise ValueError(f"FixRegion: a mask of size {tuple(self.free.shape)} for inputs of size {tuple(x.shape[-2:])}")
+        free = self.free.to(x.device)
+        return torch.where(free, x, self.fixed_value.to(device=x.device, dtype=x.dtype))
+
+    def __repr__(self) -> str:
+        return f"FixRegion(region={self.region!r}, threshold={self.threshold}, free_pixels={int(self.free.sum())}/{self.free.numel()})"

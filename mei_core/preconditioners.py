@@ -2,44 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 from .components import Preconditioner, Step
-from .ops import check_spatial, gaussian_blur, per_row
+from .ops import DECAYS, ScheduledGaussianBlur, check_spatial, per_row, scheduled
 
-__all__ = ["GaussianBlur", "FourierSmoothing", "DivideByMeanOfAbsolute", "MultiplyBy"]
+__all__ = ["GaussianBlur", "FourierSmoothing", "DivideByMeanOfAbsolute", "DivideByNorm", "MultiplyBy"]
 
 
 class GaussianBlur(Preconditioner):
-    """Blur the gradient spatially with ``sigma · decay_factor**i`` (stops blurring below
-    ``min_sigma``). Large early blur finds the coarse structure; the decay lets detail in later."""
+    """Blur the gradient spatially with a sigma schedule: ``sigma · decay_factor**i`` (``decay:
+    multiplicative``, the default) or ``sigma + decay_factor·(i − 1)`` (``decay: additive``,
+    sinzlab/mei's meaning of ``decay_factor``); ``decay_factor: null`` keeps sigma constant. Stops
+    blurring once sigma is at or below ``min_sigma``. Large early blur finds the coarse structure; the
+    decay lets detail in later.
 
-    def __init__(self, sigma: float = 1.0, decay_factor: float = 1.0, min_sigma: float = 0.0, truncate: float = 4.0):
-        if sigma < 0 or decay_factor <= 0:
-            raise ValueError(f"need sigma >= 0 and decay_factor > 0, got {sigma}, {decay_factor}")
-        self.sigma = float(sigma)
-        self.decay_factor = float(decay_factor)
-        self.min_sigma = float(min_sigma)
-        self.truncate = float(truncate)
+    ``sigma`` may be a ``(y, x)`` pair; ``pad_mode``: reflect | replicate | constant | circular;
+    ``kernel_radius``: ``ceil`` (ours) or ``round`` (sinzlab's) of ``truncate·sigma``;
+    ``exclude_last_channel``: leave a transparency MEI's alpha channel unblurred (sinzlab's ``mei_only``).
+    """
 
-    def sigma_at(self, i_iter: int) -> float:
-        return self.sigma * self.decay_factor**i_iter
+    def __init__(
+        self,
+        sigma: float | Sequence[float] = 1.0,
+        decay_factor: float | None = 1.0,
+        min_sigma: float = 0.0,
+        truncate: float = 4.0,
+        decay: str = "multiplicative",
+        pad_mode: str = "reflect",
+        kernel_radius: str = "ceil",
+        exclude_last_channel: bool = False,
+    ):
+        self.blur = ScheduledGaussianBlur(sigma, decay_factor, min_sigma, truncate, decay, pad_mode, kernel_radius, exclude_last_channel)
+
+    def sigma_at(self, i_iter: int) -> tuple[float, float]:
+        return self.blur.sigma_at(i_iter)
 
     def __call__(self, grad: Tensor, step: Step) -> Tensor:
-        sigma = self.sigma_at(step.i_iter)
-        if sigma <= self.min_sigma:
-            return grad
-        return gaussian_blur(grad, sigma, self.truncate)
+        return self.blur(grad, step.i_iter)
 
 
 class FourierSmoothing(Preconditioner):
-    """Scale every spatial frequency of the gradient by ``1/max(f, f_min)**exponent`` (a 1/f prior
-    that favours natural-image-like MEIs), via ``torch.fft.rfft2`` over the last two dims."""
+    """Scale every spatial frequency ``f`` (cycles per pixel) of the gradient, via ``torch.fft.rfft2``
+    over the last two dims, by a mask that favours natural-image-like MEIs:
 
-    def __init__(self, exponent: float = 1.0, min_frequency: float | None = None):
+    - ``mask: inverse_power`` (default): ``1/max(f, min_frequency)**exponent``, normalised to peak 1
+      (``min_frequency`` defaults to ``1/max(H, W)``);
+    - ``mask: linear_falloff``: ``(1 − √2·f)**exponent`` (1 at f = 0, 0 at the corner frequency
+      ``f = √2/2``): sinzlab/mei's ``FourierSmoothing(freq_exp)``.
+    """
+
+    MASKS = ("inverse_power", "linear_falloff")
+
+    def __init__(self, exponent: float = 1.0, min_frequency: float | None = None, mask: str = "inverse_power"):
+        if mask not in self.MASKS:
+            raise ValueError(f"mask must be one of {self.MASKS}, got {mask!r}")
         self.exponent = float(exponent)
         self.min_frequency = min_frequency
+        self.mask = mask
 
     def __call__(self, grad: Tensor, step: Step) -> Tensor:
         check_spatial(grad, "FourierSmoothing")
@@ -47,9 +70,12 @@ class FourierSmoothing(Preconditioner):
         fy = torch.fft.fftfreq(height, device=grad.device)
         fx = torch.fft.rfftfreq(width, device=grad.device)
         frequency = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-        floor = self.min_frequency if self.min_frequency is not None else 1.0 / max(height, width)
-        scale = 1.0 / frequency.clamp_min(floor) ** self.exponent
-        scale = scale / scale.max()
+        if self.mask == "linear_falloff":
+            scale = (1 - frequency * 2**0.5).clamp_min(0) ** self.exponent
+        else:
+            floor = self.min_frequency if self.min_frequency is not None else 1.0 / max(height, width)
+            scale = 1.0 / frequency.clamp_min(floor) ** self.exponent
+            scale = scale / scale.max()
         spectrum = torch.fft.rfft2(grad) * scale.to(grad.dtype)
         return torch.fft.irfft2(spectrum, s=(height, width))
 
@@ -66,12 +92,32 @@ class DivideByMeanOfAbsolute(Preconditioner):
         return grad / per_row(scale, grad)
 
 
-class MultiplyBy(Preconditioner):
-    """Multiply the gradient by ``const · decay_factor**i``."""
+class DivideByNorm(Preconditioner):
+    """``g / (‖g‖ + eps)`` with the L2 norm taken over ``dims`` of every row (dimensions of the row,
+    counted without the batch: ``[0]`` is the first dim after it; default all). For connectome inputs
+    ``B×S×L``, ``dims: [0]`` normalises every layer's gradient on its own (connectome_interpreter's
+    ``normalize_gradients``, per row)."""
 
-    def __init__(self, const: float = 1.0, decay_factor: float = 1.0):
-        self.const = float(const)
-        self.decay_factor = float(decay_factor)
+    def __init__(self, dims: Sequence[int] | None = None, eps: float = 1e-8):
+        self.dims = None if dims is None else [int(d) for d in dims]
+        self.eps = float(eps)
 
     def __call__(self, grad: Tensor, step: Step) -> Tensor:
-        return grad * (self.const * self.decay_factor**step.i_iter)
+        dims = list(range(1, grad.dim())) if self.dims is None else [d + 1 if d >= 0 else d for d in self.dims]
+        return grad / (torch.linalg.vector_norm(grad, dim=dims, keepdim=True) + self.eps)
+
+
+class MultiplyBy(Preconditioner):
+    """Multiply the gradient by ``const · decay_factor**i`` (``decay: multiplicative``, the default) or
+    by ``const + decay_factor·(i − 1)`` (``decay: additive``, sinzlab/mei's meaning); ``decay_factor:
+    null`` keeps ``const``."""
+
+    def __init__(self, const: float = 1.0, decay_factor: float | None = 1.0, decay: str = "multiplicative"):
+        if decay not in DECAYS:
+            raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+        self.const = float(const)
+        self.decay_factor = None if decay_factor is None else float(decay_factor)
+        self.decay = decay
+
+    def __call__(self, grad: Tensor, step: Step) -> Tensor:
+        return grad * scheduled(self.const, self.decay_factor, step.i_iter, self.decay)

@@ -2,33 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .components import Regularizer, Step
-from .ops import check_spatial, row_norm
+from .ops import ALPHAS, check_spatial, opacity, row_norm
 
-__all__ = ["TotalVariation", "LpNorm", "L1L2", "Similarity", "OpacityPenalty", "RangeRegularizationLoss"]
+__all__ = [
+    "TotalVariation", "LpNorm", "L1L2", "Similarity", "OpacityPenalty", "BoxContrast", "BoxContrastPixelL2",
+    "RowFunction", "RangeRegularizationLoss",
+]
+
+#: neuralpredictors' Laplace filters by size (what sinzlab/mei's BoxContrastPixelL2 uses)
+LAPLACE_FILTERS = {
+    3: [[0, -1, 0], [-1, 4, -1], [0, -1, 0]],
+    5: [[0, 0, 1, 0, 0], [0, 1, 2, 1, 0], [1, 2, -16, 2, 1], [0, 1, 2, 1, 0], [0, 0, 1, 0, 0]],
+    7: [[0, 0, 1, 1, 1, 0, 0], [0, 1, 3, 3, 3, 1, 0], [1, 3, 0, -7, 0, 3, 1], [1, 3, -7, -24, -7, 3, 1],
+        [1, 3, 0, -7, 0, 3, 1], [0, 1, 3, 3, 3, 1, 0], [0, 0, 1, 1, 1, 0, 0]],
+}
 
 
 class TotalVariation(Regularizer):
-    """Sum of absolute differences between neighbouring pixels (anisotropic TV) of every row.
+    """Total variation of every row over neighbouring pixels (last two dims).
 
-    Spatial neighbours only (last two dims); for videos also neighbouring frames when
-    ``temporal_weight > 0``.
+    Anisotropic (default): ``Σ |x[i+1, j] − x[i, j]| + Σ |x[i, j+1] − x[i, j]|``. ``isotropic``: the
+    gradient's length ``Σ_{i<H−1, j<W−1} √(Δy² + Δx²)`` (the last row and column, which lack one of the
+    two differences, are left out, as sinzlab/mei does). For videos also neighbouring frames when
+    ``temporal_weight > 0`` (absolute differences).
     """
 
-    def __init__(self, weight: float = 1.0, temporal_weight: float = 0.0):
+    def __init__(self, weight: float = 1.0, temporal_weight: float = 0.0, isotropic: bool = False):
         self.weight = float(weight)
         self.temporal_weight = float(temporal_weight)
+        self.isotropic = bool(isotropic)
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
         check_spatial(x, "TotalVariation")
-        vertical = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).sum(1)
-        horizontal = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).sum(1)
-        penalty = vertical + horizontal
+        dy = x[..., 1:, :] - x[..., :-1, :]
+        dx = x[..., :, 1:] - x[..., :, :-1]
+        if self.isotropic:
+            # vector_norm: a zero gradient at zero differences, where √ would give NaN
+            penalty = torch.linalg.vector_norm(torch.stack([dy[..., :, :-1], dx[..., :-1, :]]), dim=0).flatten(1).sum(1)
+        else:
+            penalty = dy.abs().flatten(1).sum(1) + dx.abs().flatten(1).sum(1)
         if self.temporal_weight and x.dim() == 5:
             penalty = penalty + self.temporal_weight * (x[:, :, 1:] - x[:, :, :-1]).abs().flatten(1).sum(1)
         return self.weight * penalty
@@ -93,14 +112,102 @@ class Similarity(Regularizer):
 
 
 class OpacityPenalty(Regularizer):
-    """For transparency MEIs (``AlphaBlend``): ``weight · mean opacity`` of the alpha channel, so the
-    optimiser keeps only the pixels that matter opaque."""
+    """For transparency MEIs (``AlphaBlend``): ``weight · mean opacity`` of the last (alpha) channel, so
+    the optimiser keeps only the pixels that matter opaque. ``alpha``: how the channel is read, as in
+    ``AlphaBlend``: ``sigmoid`` (default) or ``linear`` (the raw value: sinzlab/mei's)."""
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, weight: float = 1.0, alpha: str = "sigmoid"):
+        if alpha not in ALPHAS:
+            raise ValueError(f"alpha must be one of {ALPHAS}, got {alpha!r}")
+        self.weight = float(weight)
+        self.alpha = alpha
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        return self.weight * opacity(x[:, -1:], self.alpha).flatten(1).mean(1)
+
+
+class BoxContrast(Regularizer):
+    """Local contrast above a bound, per row (sinzlab/mei's ``BoxContrast``)::
+
+        weight · mean( relu(box_k(x²) − box_constraint) ** p ) + l1_weight · Σ|x|
+
+    ``box_k`` sums ``x²`` over every ``filter_size × filter_size`` window of each channel (and frame),
+    zero-padded by ``padding``; the mean runs over the windows of the row.
+    """
+
+    def __init__(self, weight: float = 0.1, filter_size: int = 7, box_constraint: float = 10.0, p: float = 2.0,
+                 padding: int = 0, l1_weight: float = 1e-3):
+        if filter_size < 1 or padding < 0:
+            raise ValueError(f"need filter_size >= 1 and padding >= 0, got {filter_size}, {padding}")
+        self.weight = float(weight)
+        self.filter_size = int(filter_size)
+        self.box_constraint = float(box_constraint)
+        self.p = float(p)
+        self.padding = int(padding)
+        self.l1_weight = float(l1_weight)
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        check_spatial(x, "BoxContrast")
+        planes = (x * x).reshape(-1, 1, *x.shape[-2:])
+        box = torch.ones(1, 1, self.filter_size, self.filter_size, dtype=x.dtype, device=x.device)
+        energy = F.conv2d(planes, box, padding=self.padding).reshape(x.shape[0], -1)
+        box_term = torch.relu(energy - self.box_constraint).pow(self.p).mean(1)
+        return self.weight * box_term + self.l1_weight * x.abs().flatten(1).sum(1)
+
+
+class BoxContrastPixelL2(Regularizer):
+    """Pixel bounds plus smoothness, per row (sinzlab/mei's ``BoxContrastPixelL2``)::
+
+        weight · Σ [ relu(x − upper)**p + relu(lower − x)**p ] + l2_weight · mean(laplace(x)²)/2 + l1_weight · Σ|x|
+
+    ``laplace``: the 3×3 (or ``filter_size`` 5, 7) Laplace filter of neuralpredictors, zero-padded, on
+    every channel (and frame). ``lower: null`` drops the lower bound (sinzlab's code computes
+    ``relu(−(x − lower)**p)``, which is 0 for even ``p``: its translation sets ``lower`` to null then).
+    """
+
+    def __init__(self, weight: float = 0.1, upper: float | None = 2.0, lower: float | None = -1.5, p: float = 2.0,
+                 l2_weight: float = 1.0, l1_weight: float = 0.0, filter_size: int = 3):
+        if filter_size not in LAPLACE_FILTERS:
+            raise ValueError(f"filter_size must be one of {sorted(LAPLACE_FILTERS)}, got {filter_size}")
+        self.weight = float(weight)
+        self.upper = None if upper is None else float(upper)
+        self.lower = None if lower is None else float(lower)
+        self.p = float(p)
+        self.l2_weight = float(l2_weight)
+        self.l1_weight = float(l1_weight)
+        self.filter_size = int(filter_size)
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        check_spatial(x, "BoxContrastPixelL2")
+        pixel = x.new_zeros(x.shape[0])
+        if self.upper is not None:
+            pixel = pixel + torch.relu(x - self.upper).pow(self.p).flatten(1).sum(1)
+        if self.lower is not None:
+            pixel = pixel + torch.relu(self.lower - x).pow(self.p).flatten(1).sum(1)
+        kernel = torch.tensor(LAPLACE_FILTERS[self.filter_size], dtype=x.dtype, device=x.device)[None, None]
+        planes = x.reshape(-1, 1, *x.shape[-2:])
+        laplace = F.conv2d(planes, kernel, padding=self.filter_size // 2).reshape(x.shape[0], -1)
+        smooth = laplace.pow(2).mean(1) / 2
+        return self.weight * pixel + self.l2_weight * smooth + self.l1_weight * x.abs().flatten(1).sum(1)
+
+
+class RowFunction(Regularizer):
+    """``weight · function(row)`` for every row: a user function of one row (``1×…``) that returns a
+    number (e.g. connectome_interpreter's custom ``in`` regulariser), given as a callable or an import
+    path. General, but a Python loop over the rows."""
+
+    def __init__(self, function: Callable[[Tensor], Tensor] | str, weight: float = 1.0):
+        if isinstance(function, str):
+            from .config import import_object
+
+            function = import_object(function, "function")
+        if not callable(function):
+            raise ValueError(f"function must be callable, got {function!r}")
+        self.function = function
         self.weight = float(weight)
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
-        return self.weight * torch.sigmoid(x[:, -1:]).flatten(1).mean(1)
+        return self.weight * torch.stack([torch.as_tensor(self.function(x[i : i + 1])).reshape(()) for i in range(len(x))])
 
 
 class RangeRegularizationLoss(Regularizer):

@@ -116,3 +116,31 @@ def grid_figure(validation_path: str, methods: list[str], labels: list[str], tit
     with atomic_path(out_path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=110)
     plt.close(figure)
+
+
+def video_gifs(zarr_path: str, method: str, out_dir: str, fps: float = 5.0, max_neurons: int | None = None) -> list[str]:
+    """One looping GIF per neuron (first seed, first MEI) of a video ensemble: ``out_dir/neuron<k>.gif``
+    with ``k`` the neuron id, beside the PNG grid (e.g. ``results/figures/<ensemble>/<method>/``).
+    Image and connectome ensembles have no time axis: nothing is written and ``[]`` returned."""
+    from pathlib import Path
+
+    from .video_export import export_video
+
+    dataset = xr.open_zarr(zarr_path)
+    meis = dataset["mei"]
+    if "time" not in meis.dims:
+        return []
+    seed = int(dataset["seed"].values[0])
+    meis = meis.sel({"method": method, "seed": seed})
+    if "mei_index" in meis.dims:
+        meis = meis.isel(mei_index=0)
+    neurons = dataset["neuron"].values if max_neurons is None else dataset["neuron"].values[:max_neurons]
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for neuron in neurons:
+        path = folder / f"neuron{int(neuron)}.gif"
+        with atomic_path(str(path), suffix=".gif") as temporary:
+            export_video(np.asarray(meis.sel({"neuron": neuron}).values), temporary, fps=fps)
+        written.append(str(path))
+    return written

@@ -74,14 +74,16 @@ class EvaluationThreshold(Stopper):
 
 class LossRange(Stopper):
     """Stop an item when max − min of its last ``n_runs`` losses (−progress) is below ``threshold``
-    (connectome_interpreter's early stopping), or after ``max_iterations`` steps."""
+    (connectome_interpreter's early stopping), or after ``max_iterations`` steps. The loss range is
+    not looked at before step ``min_iterations`` (connectome_interpreter's: ``n_runs + 1``)."""
 
-    def __init__(self, n_runs: int = 10, threshold: float = 1e-4, max_iterations: int = 1000):
+    def __init__(self, n_runs: int = 10, threshold: float = 1e-4, max_iterations: int = 1000, min_iterations: int = 0):
         if n_runs < 2:
             raise ValueError(f"n_runs must be >= 2, got {n_runs}")
         self.n_runs = int(n_runs)
         self.threshold = float(threshold)
         self.max_iterations = int(max_iterations)
+        self.min_iterations = int(min_iterations)
         self._window: Tensor | None = None
         self._filled = 0
 
@@ -93,7 +95,7 @@ class LossRange(Stopper):
         self._window[0] = loss
         self._filled = min(self._filled + 1, self.n_runs)
         at_limit = state.i_iter >= self.max_iterations
-        if self._filled < self.n_runs:
+        if self._filled < self.n_runs or state.i_iter < self.min_iterations:
             flat = torch.zeros_like(loss, dtype=torch.bool)
         else:
             flat = (self._window.max(0).values - self._window.min(0).values) < self.threshold

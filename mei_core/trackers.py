@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .components import Tracker
 
-__all__ = ["EvaluationObjective", "PostProcessedInputObjective", "ProgressObjective", "PenaltyObjective", "ObjectiveTerm"]
+__all__ = ["EvaluationObjective", "InputObjective", "PostProcessedInputObjective", "ProgressObjective", "PenaltyObjective", "ObjectiveTerm"]
 
 
 class EvaluationObjective(Tracker):
@@ -30,6 +30,13 @@ class PostProcessedInputObjective(Tracker):
 
     def read(self, state: Any) -> Tensor:
         return state.post_processed_input
+
+
+class InputObjective(Tracker):
+    """The input evaluated at the step (before its optimiser step): snapshots of the MEI as it was scored."""
+
+    def read(self, state: Any) -> Tensor:
+        return state.input_
 
 
 class PenaltyObjective(Tracker):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import MEIConfigError
 from ..models.ensemble import BatchedConstrainedOutputModel
 
 
@@ -23,6 +24,14 @@ class Objective(ABC):
         """One value per row of ``x`` (``B``); ``items``: the item of every row (``B``)."""
 
     def to(self, device: torch.device | str) -> "Objective":
+        return self
+
+    def with_forward_kwargs(self, forward_kwargs: Mapping[str, Any], key: str = "model_forward_kwargs") -> "Objective":
+        """This objective with ``forward_kwargs`` passed to every model call (the method option
+        ``model_forward_kwargs``). Objectives that call a model with keywords override it; the others
+        accept only an empty mapping."""
+        if forward_kwargs:
+            raise MEIConfigError(f"{key}: {type(self).__name__} does not pass keyword arguments to its model")
         return self
 
     def per_item(self, table: Tensor, items: Tensor) -> Tensor:
@@ -53,11 +62,15 @@ class ModelObjective(Objective):
     """A sinzlab-style model (e.g. ``ConstrainedOutputModel``) whose output is the objective itself;
     the same for every item."""
 
-    def __init__(self, model: Callable[[Tensor], Tensor]):
+    def __init__(self, model: Callable[[Tensor], Tensor], forward_kwargs: Mapping[str, Any] | None = None):
         self.model = model
+        self.forward_kwargs = dict(forward_kwargs or {})
 
     def __call__(self, x: Tensor, items: Tensor) -> Tensor:
-        return reduce_to_rows(self.model(x))
+        return reduce_to_rows(self.model(x, **self.forward_kwargs))
+
+    def with_forward_kwargs(self, forward_kwargs, key="model_forward_kwargs"):
+        return self if not forward_kwargs else ModelObjective(self.model, {**self.forward_kwargs, **forward_kwargs})
 
     def to(self, device):
         move_model(self.model, device)
@@ -79,6 +92,12 @@ class UnitObjective(Objective):
 
     def __call__(self, x: Tensor, items: Tensor) -> Tensor:
         return reduce_to_rows(self.selector(x, self.per_item(self.selector.units, items)))
+
+    def with_forward_kwargs(self, forward_kwargs, key="model_forward_kwargs"):
+        if not forward_kwargs:
+            return self
+        selector = self.selector
+        return UnitObjective(selector.model, selector.units, selector.target_fn, {**selector.forward_kwargs, **forward_kwargs})
 
     def to(self, device):
         self.selector.to(device)
@@ -139,6 +158,12 @@ class ByDataKey(Objective):
     @property
     def last_terms(self) -> dict[str, Tensor]:
         return {}
+
+    def with_forward_kwargs(self, forward_kwargs, key="model_forward_kwargs"):
+        if not forward_kwargs:
+            return self
+        return ByDataKey({k: o.with_forward_kwargs(forward_kwargs, key) for k, o in self.objectives.items()},
+                         [self.keys[i] for i in self.item_key.tolist()])
 
     def to(self, device):
         for objective in self.objectives.values():

@@ -3,7 +3,9 @@ outputs ``B×N×L``: batch × neurons × layers), one set of targets per item.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from ..config import check_arguments, import_object
 from ..errors import MEIConfigError
 from ..hashing import canonical_json
 from ..models.connectome import TargetActivation, activation_table, target_loss
@@ -19,20 +22,72 @@ from .base import Objective, move_model
 from .kinds import Items, ObjectiveKind, ValidationContext, integer_column, parse_items
 
 
+#: an activation regulariser: activations ``B×N×L`` → one penalty per row (``B``)
+ActivationRegularizer = Callable[[Tensor], Tensor]
+
+
+def activation_regularizer(spec: ActivationRegularizer | Mapping[str, Any], key: str) -> ActivationRegularizer:
+    """A callable from ``{path, kwargs, weight}``: ``path`` imports a function ``fn(activations,
+    **kwargs) -> B`` or a class whose instance (built with ``kwargs``) is one; ``weight`` (default 1)
+    multiplies it. A callable is taken as it is."""
+    if callable(spec):
+        return spec
+    if not isinstance(spec, Mapping) or "path" not in spec:
+        raise MEIConfigError(f"{key}: expected {{path: module.function, kwargs: {{...}}, weight: 1.0}}, got {spec!r}")
+    unknown = sorted(set(spec) - {"path", "kwargs", "weight"})
+    if unknown:
+        raise MEIConfigError(f"{key}.{unknown[0]}: unknown key (an activation regulariser has path, kwargs, weight)")
+    target = import_object(spec["path"], f"{key}.path")
+    kwargs = dict(spec.get("kwargs") or {})
+    weight = float(spec.get("weight", 1.0))
+    if inspect.isclass(target):
+        check_arguments(target, kwargs, f"{key}.kwargs")
+        function = target(**kwargs)
+    elif callable(target):
+        check_arguments(target, kwargs, f"{key}.kwargs", args=(None,))
+        function = functools.partial(target, **kwargs) if kwargs else target
+    else:
+        raise MEIConfigError(f"{key}.path: {spec['path']!r} is not callable")
+    return function if weight == 1.0 else _Weighted(function, weight)
+
+
+class _Weighted:
+    def __init__(self, function: ActivationRegularizer, weight: float):
+        self.function, self.weight = function, weight
+
+    def __call__(self, activations: Tensor) -> Tensor:
+        return self.weight * self.function(activations)
+
+
 class TargetActivationObjective(Objective):
     """Item ``k`` has its own ``(layer, neuron, value)`` targets; a row's value is
-    ``−(Σ (a − value)² + l1·mean|a| + l2·mean a²)`` over its item's targets and all its activations,
-    so maximising it matches the targets without switching the network on wholesale. ``last_terms``
-    keeps the two parts of the last evaluation for trackers.
+
+        −( target_loss + l1·mean|a| + l2·mean a² + Σ_r r(a) )
+
+    with ``target_loss = Σ (a − value)²`` over the item's targets (``reduction: mean``: their mean, as
+    connectome_interpreter), the means over all the row's activations ``a`` (``N×L``), and ``r`` the
+    ``activation_regularizers`` (each maps activations ``B×N×L`` to ``B`` penalties; callables or
+    ``{path, kwargs, weight}`` specs). Maximising it matches the targets without switching the network
+    on wholesale. ``last_terms`` keeps ``target_loss`` and ``activation_penalty`` (the rest) of the last
+    evaluation for trackers.
 
     ``targets``: a list (per item) of ``(layer, neuron, value)`` lists, or connectome_interpreter's
-    ``TargetActivation`` / its DataFrame (a ``batch`` column = the item)."""
+    ``TargetActivation`` inputs: ``{layer: {neuron: value}}`` (every item the same targets), a DataFrame
+    with ``layer``, ``neuron`` (or ``neuron_idx``), ``value`` and optionally ``batch`` (the item), or a
+    :class:`~mei_core.models.connectome.TargetActivation`."""
 
-    def __init__(self, model: nn.Module, targets: Sequence[Sequence[Sequence[float]]] | TargetActivation | pd.DataFrame,
-                 l1: float = 0.0, l2: float = 0.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        targets: Sequence[Sequence[Sequence[float]]] | TargetActivation | pd.DataFrame | Mapping[int, Mapping[int, float]],
+        l1: float = 0.0,
+        l2: float = 0.0,
+        activation_regularizers: Sequence[ActivationRegularizer | Mapping[str, Any]] = (),
+        reduction: str = "sum",
+    ):
         if isinstance(targets, TargetActivation):
             self.targets = targets
-        elif isinstance(targets, pd.DataFrame):
+        elif isinstance(targets, (pd.DataFrame, Mapping)):
             self.targets = TargetActivation(targets)
         else:
             if not targets or any(len(item) == 0 for item in targets):
@@ -42,8 +97,14 @@ class TargetActivationObjective(Objective):
                 columns=["batch", "layer", "neuron", "value"],
             )
             self.targets = TargetActivation(frame, batch_size=len(targets))
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.model = model
         self.l1, self.l2 = float(l1), float(l2)
+        self.reduction = reduction
+        self.activation_regularizers = [
+            activation_regularizer(spec, f"activation_regularizers[{i}]") for i, spec in enumerate(activation_regularizers)
+        ]
         self.last_terms: dict[str, Tensor] = {}
         self._selected: tuple[Tensor, tuple[Tensor, ...]] | None = None
 
@@ -51,9 +112,15 @@ class TargetActivationObjective(Objective):
         activations = self.model(x)  # B×N×L
         if self._selected is None or self._selected[0] is not items:  # once per batch composition
             self._selected = (items, self.targets.select(len(items), items))
-        loss = target_loss(activations, *self._selected[1], reduction="sum")
+        loss = target_loss(activations, *self._selected[1], reduction=self.reduction)
         flat = activations.flatten(1)
         penalty = self.l1 * flat.abs().mean(1) + self.l2 * flat.pow(2).mean(1)
+        for i, regularizer in enumerate(self.activation_regularizers):
+            value = regularizer(activations)
+            if not isinstance(value, Tensor) or value.shape != penalty.shape:
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"activation_regularizers[{i}] must return one value per row (shape {tuple(penalty.shape)}), got {shape}")
+            penalty = penalty + value
         self.last_terms = {"target_loss": loss.detach(), "activation_penalty": penalty.detach()}
         return -(loss + penalty)
 
@@ -76,6 +143,12 @@ class TargetsKind(ObjectiveKind):
     kwargs_schema = {"type": "object", "additionalProperties": False, "properties": {
         "activation_penalty": {"type": "object", "additionalProperties": False,
                                "properties": {"l1": {"type": "number", "minimum": 0}, "l2": {"type": "number", "minimum": 0}}},
+        "activation_regularizers": {
+            "type": "array", "description": "functions of the activations B×N×L returning B penalties: [{path, kwargs, weight}]",
+            "items": {"type": "object", "additionalProperties": False, "required": ["path"], "properties": {
+                "path": {"type": "string"}, "kwargs": {"type": "object"}, "weight": {"type": "number"},
+            }},
+        },
     }}
     per_item_kwargs = ("targets",)
 
@@ -113,9 +186,14 @@ class TargetsKind(ObjectiveKind):
             })
         return rows
 
+    def check(self, spec: Mapping[str, Any], key: str) -> None:
+        for i, regularizer in enumerate((spec.get("kwargs") or {}).get("activation_regularizers") or []):
+            activation_regularizer(regularizer, f"{key}.kwargs.activation_regularizers[{i}]")
+
     def objective(self, model: nn.Module, items: Items, data_key: str | None) -> Objective:
         penalty = items.options.get("activation_penalty", {})
-        return TargetActivationObjective(model, [k["targets"] for k in items.item_kwargs], l1=penalty.get("l1", 0.0), l2=penalty.get("l2", 0.0))
+        return TargetActivationObjective(model, [k["targets"] for k in items.item_kwargs], l1=penalty.get("l1", 0.0), l2=penalty.get("l2", 0.0),
+                                         activation_regularizers=items.options.get("activation_regularizers", ()))
 
     def validate(self, context: ValidationContext) -> pd.DataFrame:
         """Achieved vs target activations (RMSE and worst error per MEI, with the generation and the

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import MEIConfigError
+from ..hashing import canonical_json
 from .base import Objective, move_model
 from .kinds import Items, ObjectiveKind
 
@@ -207,6 +208,7 @@ class InnerNeuronObjective(Objective):
         channels_per_item: Sequence[int],
         data_key: str | None = None,
         response_reducer: ResponseReducer | None = None,
+        layer_channels: int | None = None,
     ):
         modules = dict(model.named_modules())
         if layer_name not in modules:
@@ -223,6 +225,8 @@ class InnerNeuronObjective(Objective):
         self.data_key = data_key
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
         self.channels = torch.tensor(channels, dtype=torch.long)
+        #: the layer's width the items were planned for (a sweep over all channels): checked once
+        self.layer_channels = layer_channels
 
     def layer_output(self, x: Tensor) -> Tensor:
         """The hooked layer's output for ``x`` (the model is run once; the hook is then removed)."""
@@ -242,6 +246,13 @@ class InnerNeuronObjective(Objective):
 
     def __call__(self, x: Tensor, items: Tensor) -> Tensor:
         output = self.layer_output(x)
+        if self.layer_channels is not None:
+            if output.shape[1] != self.layer_channels:
+                raise ValueError(
+                    f"InnerNeuronObjective: layer {self.layer_name!r} has {output.shape[1]} channels, but the sweep over all "
+                    f"channels was planned for n_channels = {self.layer_channels} (kwargs.n_channels)"
+                )
+            self.layer_channels = None
         channels = self.per_item(self.channels, items).to(output.device)
         if int(channels.max()) >= output.shape[1]:
             raise IndexError(f"InnerNeuronObjective: channel {int(channels.max())} out of range for layer {self.layer_name!r} with {output.shape[1]} channels")
@@ -353,6 +364,8 @@ class VideoOptions:
     reducer: Any = "mean"
     neurons: dict[str, list[int]] | None = None
     layer: str | None = None
+    channels: Any = None
+    n_channels: int | None = None
     clusters: list[list[int]] | None = None
     temperature: float = 1.6
 
@@ -402,10 +415,40 @@ class InnerKind(_VideoKind):
     description = "a channel (the item's output_unit) of an inner layer at its spatial centre"
     kwargs_schema = {"type": "object", "additionalProperties": False, "required": ["layer"], "properties": {
         "reducer": _REDUCER_SCHEMA, "layer": {"type": "string", "description": "a module name of the model"},
+        "channels": {
+            "description": "the channels to sweep, one item each: 'all' (with n_channels) or a list; instead of neurons",
+            "oneOf": [{"const": "all"}, {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "minimum": 0}}],
+        },
+        "n_channels": {"type": "integer", "minimum": 1, "description": "the layer's number of channels, for channels: all"},
     }}
 
+    def table_rows(self, spec: Mapping[str, Any], outputs: int, base: Path, key: str) -> list[dict[str, Any]]:
+        """With ``kwargs.channels`` one item per channel (``neuron_id`` = ``output_unit`` = the channel):
+        ``all`` sweeps ``range(n_channels)`` (items are planned before any model is loaded, so the
+        layer's width is declared; the objective checks it against the layer). Else ``neurons``."""
+        kwargs = spec.get("kwargs") or {}
+        channels = kwargs.get("channels")
+        if channels is None:
+            if "n_channels" in kwargs:
+                raise MEIConfigError(f"{key}.kwargs.n_channels: only used with kwargs.channels: all")
+            return super().table_rows(spec, outputs, base, key)
+        if "neurons" in spec:
+            raise MEIConfigError(f"{key}.neurons: give either neurons or kwargs.channels (the channels of layer {kwargs['layer']!r}), not both")
+        if channels == "all":
+            if "n_channels" not in kwargs:
+                raise MEIConfigError(f"{key}.kwargs.n_channels: required with channels: all (the number of channels of layer {kwargs['layer']!r})")
+            channels = list(range(int(kwargs["n_channels"])))
+        elif "n_channels" in kwargs and max(channels) >= kwargs["n_channels"]:
+            raise MEIConfigError(f"{key}.kwargs.channels: channel {max(channels)} out of range for n_channels = {kwargs['n_channels']}")
+        shared = canonical_json(kwargs)
+        return [{"neuron_id": int(c), "output_unit": int(c), "data_key": spec.get("data_key"), "kind": self.name, "kwargs": shared}
+                for c in channels]
+
     def objective(self, model: nn.Module, items: Items, data_key: str | None) -> Objective:
-        return InnerNeuronObjective(model, items.options.layer, items.units, data_key=data_key, response_reducer=items.options.response_reducer())
+        options = items.options
+        width = options.n_channels if options.channels == "all" else None
+        return InnerNeuronObjective(model, options.layer, items.units, data_key=data_key,
+                                    response_reducer=options.response_reducer(), layer_channels=width)
 
 
 class ContrastiveKind(_VideoKind):

@@ -1,0 +1,116 @@
+"""Backgrounds of transparency MEIs (what ``AlphaBlend`` blends the MEI onto), one per row.
+
+Random ones draw from the row's item generator (on the CPU), so a row's backgrounds depend only on its
+item's seed and step, never on its batch. At the final evaluation a deterministic background is used
+(:meth:`~mei_core.components.Background.at_evaluation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .components import Background
+
+__all__ = ["ConstantBackground", "NaturalImageBackground", "WhiteNoiseBackground"]
+
+
+def _fit(image: Tensor, shape: tuple[int, ...], who: str) -> Tensor:
+    """Broadcast a background (``H×W``, ``C×H×W``, …) to a row's ``shape`` (channels and frames copied)."""
+    if tuple(image.shape[-2:]) != tuple(shape[-2:]):
+        raise ValueError(f"{who}: backgrounds of size {tuple(image.shape[-2:])} do not fit MEIs of size {tuple(shape[-2:])}")
+    if image.dim() == len(shape) - 1 and len(shape) == 4:  # C×H×W images for C×T×H×W videos: same for every frame
+        image = image[:, None]
+    try:
+        return image.expand(shape)
+    except RuntimeError as error:
+        raise ValueError(f"{who}: a background of shape {tuple(image.shape)} does not fit rows of shape {shape}") from error
+
+
+def _load(array: str | Sequence | np.ndarray | Tensor, who: str) -> Tensor:
+    if isinstance(array, str):
+        try:
+            array = np.load(array)
+        except OSError as error:
+            raise ValueError(f"{who}: cannot read {array!r}: {error}") from error
+    return torch.as_tensor(np.asarray(array, dtype=np.float32))
+
+
+class ConstantBackground(Background):
+    """The same background for every row and step: a number or an array broadcast to the row."""
+
+    random = False
+
+    def __init__(self, value: float | Sequence | np.ndarray | str = 0.0):
+        self.value = _load(value, "ConstantBackground")
+
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        return _fit(self.value, shape, "ConstantBackground") if self.value.dim() else self.value.expand(shape)
+
+    def at_evaluation(self, shape: tuple[int, ...]) -> Tensor:
+        return self(shape, torch.Generator())
+
+
+class NaturalImageBackground(Background):
+    """A random image of ``images`` (an ``.npy`` file or array, ``N×H×W`` or ``N×C×H×W``) per row and
+    step, drawn uniformly with the row's item generator (sinzlab/mei's ``NatImgBackground``).
+
+    Each image is first rescaled to L2 norm ``norm`` (when given) and clipped to ``[x_min, x_max]``
+    (when given), then multiplied by ``scale``. Single-channel images are copied to every channel.
+    At evaluation: the mean of the (rescaled) images.
+    """
+
+    def __init__(
+        self,
+        images: str | Sequence | np.ndarray,
+        norm: float | None = None,
+        x_min: float | None = None,
+        x_max: float | None = None,
+        scale: float = 1.0,
+    ):
+        stack = _load(images, "NaturalImageBackground")
+        if stack.dim() < 3 or len(stack) == 0:
+            raise ValueError(f"NaturalImageBackground: images must be N×H×W or N×C×H×W, got shape {tuple(stack.shape)}")
+        if norm is not None:
+            norms = torch.linalg.vector_norm(stack.flatten(1), dim=1).clamp_min(1e-12)
+            stack = stack * (float(norm) / norms).view(-1, *([1] * (stack.dim() - 1)))
+        if x_min is not None or x_max is not None:
+            stack = stack.clamp(x_min, x_max)
+        self.images = stack * float(scale)
+        self.norm, self.x_min, self.x_max, self.scale = norm, x_min, x_max, float(scale)
+
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        index = int(torch.randint(len(self.images), (1,), generator=generator))
+        return _fit(self.images[index], shape, "NaturalImageBackground")
+
+    def at_evaluation(self, shape: tuple[int, ...]) -> Tensor:
+        return _fit(self.images.mean(0), shape, "NaturalImageBackground")
+
+    def __repr__(self) -> str:
+        return f"NaturalImageBackground(images={tuple(self.images.shape)}, norm={self.norm}, x_min={self.x_min}, x_max={self.x_max}, scale={self.scale})"
+
+
+class WhiteNoiseBackground(Background):
+    """Independent normal pixels ``mean + std·z`` per row and step, from the row's item generator,
+    times ``scale``. With ``peak`` the draw is then rescaled so that its largest ``|value|`` is
+    ``peak`` (sinzlab/mei's ``WhiteNoiseBackground`` uses ``peak = 2.12·strength``). At evaluation:
+    the constant ``mean·scale`` (0 when ``peak`` is set, whose draws have no fixed mean)."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0, peak: float | None = None, scale: float = 1.0):
+        if std < 0 or (peak is not None and peak <= 0):
+            raise ValueError(f"need std >= 0 and peak > 0, got {std}, {peak}")
+        self.mean, self.std = float(mean), float(std)
+        self.peak = None if peak is None else float(peak)
+        self.scale = float(scale)
+
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        draw = torch.randn(shape, generator=generator) * self.std + self.mean
+        if self.peak is not None:
+            draw = draw * (self.peak / draw.abs().max().clamp_min(1e-12))
+        return draw * self.scale
+
+    def at_evaluation(self, shape: tuple[int, ...]) -> Tensor:
+        return torch.full(shape, 0.0 if self.peak is not None else self.mean * self.scale)

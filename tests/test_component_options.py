@@ -1,0 +1,163 @@
+"""The component options and components added for other tools' semantics, on real values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import small_cnn
+from mei_core.backgrounds import ConstantBackground, NaturalImageBackground, WhiteNoiseBackground
+from mei_core.components import Step
+from mei_core.errors import MEIConfigError
+from mei_core.initial import WithAlphaChannel
+from mei_core.method import build_method
+from mei_core.methods import batched_gradient_ascent
+from mei_core.objectives import IncreaseObjective, UnitObjective
+from mei_core.ops import gaussian_kernel_1d, scheduled
+from mei_core.postprocessors import ChangeStd, FixRegion, GaussianBlurInput
+from mei_core.preconditioners import FourierSmoothing, GaussianBlur, MultiplyBy
+from mei_core.regularizers import BoxContrast, BoxContrastPixelL2, OpacityPenalty, RowFunction, TotalVariation
+from mei_core.transforms import AlphaBlend, Jitter
+
+
+def step(n_rows, i_iter=0, seeds=None, row_items=None):
+    row_items = torch.arange(n_rows) if row_items is None else torch.as_tensor(row_items)
+    seeds = list(range(int(row_items.max()) + 1)) if seeds is None else seeds
+    return Step(i_iter, torch.arange(n_rows), row_items, [torch.Generator().manual_seed(s) for s in seeds])
+
+
+def test_additive_and_multiplicative_schedules():
+    assert scheduled(2.0, 0.5, 3) == 0.25
+    assert scheduled(2.0, -0.5, 0, "additive") == 2.5  # sinzlab/mei: sigma + decay·(i − 1)
+    assert scheduled(2.0, -0.5, 3, "additive") == 1.0
+    assert scheduled(2.0, None, 9, "additive") == 2.0
+    assert MultiplyBy(const=2.0, decay_factor=0.5, decay="additive")(torch.ones(1, 1, 1, 1), step(1, i_iter=3)).item() == 3.0
+    blur = GaussianBlur(sigma=(2.0, 1.0), decay_factor=-0.5, decay="additive", min_sigma=0.0)
+    assert blur.sigma_at(0) == (2.5, 1.5) and blur.sigma_at(3) == (1.0, 0.0)
+
+
+def test_gaussian_blur_options_pad_mode_radius_and_alpha_channel():
+    assert gaussian_kernel_1d(0.625, 4.0, radius="ceil").numel() == 7  # ceil(2.5) = 3
+    assert gaussian_kernel_1d(0.625, 4.0, radius="round").numel() == 5  # round(2.5) = 2 (half to even)
+    x = torch.zeros(1, 2, 9, 9)
+    x[0, :, 0, 4] = 1.0  # an impulse on the top edge
+    zero_padded = GaussianBlur(sigma=1.0, pad_mode="constant")(x, step(1))
+    replicated = GaussianBlur(sigma=1.0, pad_mode="replicate")(x, step(1))
+    reflected = GaussianBlur(sigma=1.0, pad_mode="reflect")(x, step(1))
+    half_kernel = gaussian_kernel_1d(1.0)[4:].sum().item()  # zeros let the upper half out of the image
+    assert zero_padded[0, 0].sum().item() == pytest.approx(half_kernel)
+    assert replicated[0, 0].sum().item() > 1.0  # the edge row is counted again above the image
+    kept = GaussianBlurInput(sigma=1.0, exclude_last_channel=True)(x, step(1))
+    assert torch.equal(kept[:, 1], x[:, 1]) and torch.allclose(kept[:, 0], reflected[:, 0])
+
+
+def test_fourier_linear_falloff_is_one_minus_root_two_f():
+    impulse = torch.zeros(1, 1, 8, 8)
+    impulse[0, 0, 0, 0] = 1.0  # flat spectrum: the output's spectrum is the mask itself
+    out = FourierSmoothing(exponent=2.0, mask="linear_falloff")(impulse, step(1))
+    spectrum = torch.fft.rfft2(out)[0, 0].real
+    fy, fx = torch.fft.fftfreq(8), torch.fft.rfftfreq(8)
+    expected = (1 - torch.sqrt(fy[:, None] ** 2 + fx[None] ** 2) * 2**0.5) ** 2
+    assert torch.allclose(spectrum, expected, atol=1e-6)
+
+
+def test_isotropic_total_variation_and_change_std_without_keeping_the_mean():
+    x = torch.tensor([[0.0, 3.0], [4.0, 0.0]]).view(1, 1, 2, 2)
+    assert TotalVariation(isotropic=True)(x, step(1)).item() == pytest.approx(5.0)  # √(4² + 3²) at (0, 0)
+    assert TotalVariation()(x, step(1)).item() == pytest.approx(4 + 3 + 3 + 4)
+    y = torch.tensor([1.0, 2.0, 3.0, 6.0]).view(1, 1, 2, 2)
+    scaled = ChangeStd(2.0, keep_mean=False)(y, step(1))
+    assert torch.allclose(scaled, y * 2.0 / y.std())
+
+
+def test_box_contrast_regularisers_on_known_values():
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 1] = 3.0  # energy 9 in every 3×3 window that covers (1, 1): 4 of the 4 valid windows
+    penalty = BoxContrast(weight=1.0, filter_size=3, box_constraint=5.0, p=2, l1_weight=0.1)(x, step(1))
+    assert penalty.item() == pytest.approx((9 - 5) ** 2 + 0.1 * 3.0)
+    y = torch.tensor([2.5, -3.0, 0.0, 0.0]).view(1, 1, 2, 2)
+    no_smooth = BoxContrastPixelL2(weight=1.0, upper=2.0, lower=-1.5, p=1, l2_weight=0.0)(y, step(1))
+    assert no_smooth.item() == pytest.approx(0.5 + 1.5)
+    assert BoxContrastPixelL2(weight=1.0, upper=2.0, lower=None, p=2, l2_weight=0.0)(y, step(1)).item() == pytest.approx(0.25)
+    laplace = BoxContrastPixelL2(weight=0.0, l2_weight=1.0)(torch.ones(1, 1, 3, 3), step(1))
+    # zero padding: corners 2, edges 1, centre 0 → mean of squares / 2
+    assert laplace.item() == pytest.approx((4 * 4 + 4 * 1 + 0) / 9 / 2)
+    assert RowFunction(lambda r: r.abs().sum(), weight=2.0)(torch.stack([y[0], -2 * y[0]]), step(2)).tolist() == pytest.approx([11.0, 22.0])
+
+
+def test_jitter_reflect_shifts_and_reflects_the_border():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    shifted = Jitter(1, pad_mode="reflect").shift(x[0], 1, 0)
+    assert shifted[0, 1:].tolist() == x[0, 0, :3].tolist() and shifted[0, 0].tolist() == x[0, 0, 1].tolist()
+    assert torch.equal(Jitter(1).shift(x[0], 1, 0), torch.roll(x[0], 1, dims=-2))
+
+
+def test_backgrounds_are_drawn_per_item_whatever_the_batch():
+    images = np.random.default_rng(0).normal(size=(6, 5, 5)).astype(np.float32)
+    natural = NaturalImageBackground(images, norm=2.0, x_min=-0.5, x_max=0.5)
+    assert natural.images.abs().max() <= 0.5
+    blend = AlphaBlend(background=natural, alpha="linear")
+    x = torch.zeros(3, 2, 5, 5)  # alpha 0: the model sees the background alone
+    together = blend(x, step(3, seeds=[4, 5, 6]))
+    alone = blend(x[2:], Step(0, torch.arange(1), torch.zeros(1, dtype=torch.long), [torch.Generator().manual_seed(6)]))
+    assert torch.equal(together[2], alone[0])
+    assert any(torch.allclose(together[0, 0], image) for image in natural.images)
+    assert torch.allclose(blend.at_evaluation(x)[0, 0], natural.images.mean(0))
+    noise = WhiteNoiseBackground(std=1.0, peak=2.12)((1, 5, 5), torch.Generator().manual_seed(0))
+    assert noise.abs().max().item() == pytest.approx(2.12)
+    assert torch.equal(AlphaBlend(background=ConstantBackground(1.5), alpha="linear")(x, step(3)), torch.full((3, 1, 5, 5), 1.5))
+    assert AlphaBlend(background={"path": "WhiteNoiseBackground", "kwargs": {"std": 0.1}}).random
+
+
+def test_linear_alpha_and_the_alpha_channel_of_the_initial_guess():
+    start = WithAlphaChannel({"path": "RandomNormal"}, alpha=0.5)((2, 1, 3, 3), torch.Generator().manual_seed(0))
+    assert start.shape == (2, 2, 3, 3) and torch.all(start[:, 1] == 0.5)
+    assert torch.equal(start[:, :1], torch.randn((2, 1, 3, 3), generator=torch.Generator().manual_seed(0)))
+    assert OpacityPenalty(weight=2.0, alpha="linear")(start, step(2)).tolist() == [1.0, 1.0]
+
+
+def test_fix_region_keeps_centre_surround_or_ring_fixed():
+    yy, xx = torch.meshgrid(torch.arange(7.0), torch.arange(7.0), indexing="ij")
+    radius = ((yy - 3) ** 2 + (xx - 3) ** 2).sqrt()
+    inner = torch.stack([torch.zeros(7, 7), (radius <= 1).float()])[None].numpy()  # 1×2×H×W, alpha in channel 1
+    outer = torch.stack([torch.zeros(7, 7), (radius <= 2).float()])[None].numpy()
+    x = torch.ones(2, 1, 7, 7)
+    centre = FixRegion(inner, region="centre", channel=1)(x, step(2))
+    surround = FixRegion(inner, region="surround", channel=1, fixed_value=-1.0)(x, step(2))
+    ring = FixRegion(inner, region="ring", outer_mei=outer, channel=1)(x, step(2))
+    assert centre[0, 0].sum().item() == 5  # the plus of radius ≤ 1
+    assert torch.equal(surround[0, 0] == 1, radius > 1) and surround[0, 0, 3, 3].item() == -1.0
+    assert torch.equal(ring[1, 0] == 1, (radius > 1) & (radius <= 2))
+    with pytest.raises(ValueError, match="needs outer_mei"):
+        FixRegion(inner, region="ring")
+
+
+def test_regularize_transformed_and_model_forward_kwargs_method_options():
+    config = {
+        "initial": {"path": "RandomNormal"},
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 0.1}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": 0}},
+        "transform": {"path": "ChangeRange", "kwargs": {"x_min": 0.0, "x_max": 1.0}},
+        "regularization": {"path": "LpNorm", "kwargs": {"p": 1, "weight": 1.0}},
+        "objectives": {"penalty": "PenaltyObjective"},
+    }
+    model = small_cnn()
+    on_input = batched_gradient_ascent(UnitObjective(model, [0]), config, seeds=[0], shape=(1, 24, 24))
+    on_model_view = batched_gradient_ascent(UnitObjective(model, [0]), {**config, "regularize": "transformed"}, seeds=[0], shape=(1, 24, 24))
+    x = torch.randn((1, 1, 24, 24), generator=torch.Generator().manual_seed(0))
+    assert on_input.traces["penalty"].values[0].item() == pytest.approx(x.abs().sum().item(), rel=1e-5)
+    assert on_model_view.traces["penalty"].values[0].item() == pytest.approx(torch.sigmoid(x).sum().item(), rel=1e-5)
+
+    class Gain(torch.nn.Module):
+        def forward(self, x, gain=1.0):
+            return gain * x.flatten(1)[:, :3]
+
+    plain = batched_gradient_ascent(UnitObjective(Gain(), [2]), {**config, "transform": None, "regularization": None}, seeds=[0], shape=(1, 2, 2))
+    gained = batched_gradient_ascent(UnitObjective(Gain(), [2]), {**config, "transform": None, "regularization": None,
+                                                                  "model_forward_kwargs": {"gain": 5.0}}, seeds=[0], shape=(1, 2, 2))
+    assert gained.scores.item() == pytest.approx(5 * plain.scores.item())
+    with pytest.raises(MEIConfigError, match=r"config\.model_forward_kwargs: IncreaseObjective does not pass"):
+        batched_gradient_ascent(IncreaseObjective(Gain(), [0]), {**config, "model_forward_kwargs": {"gain": 2.0}}, seeds=[0], shape=(1, 2, 2))
+    with pytest.raises(MEIConfigError, match=r"config\.regularize: must be one of input, transformed"):
+        build_method({**config, "regularize": "both"})
