@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     command("objective-table", spec=required, out=required)
     command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
     command("score", manifest=required, shard_spec=required, shard=required, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
-    command("aggregate", manifest=required, table=required, shards=many, heldout=many, methods=many, seeds={"type": int, **many}, zarr=required, scores=required, traces=required)
+    command("aggregate", manifest=required, table=required, shards=many, heldout={"nargs": "*", "default": []}, methods=many, seeds={"type": int, **many}, zarr=required, scores=required, traces=required)
     command("concat", inputs=many, out=required)
     command("validate", manifest=required, validation_manifest=required, zarr=required, scores=required, table=required, out=required, activations=required)
     command("report", zarr=required, method=required, out=required, validation={"default": None})

@@ -64,9 +64,13 @@ class Paths:
     def table(self, table: str) -> str:
         return f"{self.results}/{table}.parquet"
 
+    def video_folder(self, ensemble: str, method: str) -> str:
+        """GIFs of a video ensemble's MEIs, one per neuron (``neuron<k>.gif``)."""
+        return f"{self.results}/figures/{ensemble}/videos/{method}"
+
     def grid_figure(self, ensemble: str, grid: str) -> str:
         """The methods of one ``grid`` compared (score, held-out agreement, ground truth)."""
-        return f"{self.results}/figures/{ensemble}/grid_{grid}.png"
+        return f"{self.results}/figures/{ensemble}/grids/{grid}.png"
 
     def checksums(self) -> str:
         """sha256 of every Parquet table in ``results`` (read by ``python -m mei_core verify``)."""

@@ -50,6 +50,10 @@ class Plan:
     demos: dict[str, dict[str, Any]] = field(default_factory=dict)
     shard_counts: dict[str, int] = field(default_factory=dict)
     methods_of_ensemble: dict[str, list[str]] = field(default_factory=dict)
+    #: ensembles with held-out (validation) members
+    heldout_ensembles: list[str] = field(default_factory=list)
+    #: ensembles of videos (``C×T×H×W`` inputs): their MEIs are also exported as GIFs
+    video_ensembles: list[str] = field(default_factory=list)
     #: methods expanded from a ``grid``: name → {"base": the entry's name, "values": {dotted key: value}}
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)
     files_of_group: dict[tuple[str, str], list[str]] = field(default_factory=dict)
@@ -69,6 +73,9 @@ class Plan:
         return [self.paths.shard_file(s.ensemble, s.method, s.seed, s.index) for s in self.shards_of(ensemble)]
 
     def heldout_files(self, ensemble: str) -> list[str]:
+        """Held-out score files of an ensemble's shards (none without held-out members)."""
+        if ensemble not in self.heldout_ensembles:
+            return []
         return [self.paths.heldout_file(s.ensemble, s.method, s.seed, s.index) for s in self.shards_of(ensemble)]
 
     def grids_of(self, ensemble: str) -> dict[str, list[str]]:
@@ -90,7 +97,9 @@ class Plan:
         stores = [self.paths.zarr(e) for e in self.ensembles]
         shards = [f for e in self.ensembles for f in self.shard_files(e) + self.heldout_files(e)]
         grids = [self.paths.grid_figure(e, g) for e in self.ensembles for g in self.grids_of(e)]
-        return tables + stores + [self.paths.checksums()] + [self.paths.figure(e, m) for e, m in self.pairs()] + grids + shards
+        videos = [self.paths.video_folder(e, m) for e, m in self.pairs() if e in self.video_ensembles]
+        figures = [self.paths.figure(e, m) for e, m in self.pairs()]
+        return tables + stores + [self.paths.checksums()] + figures + grids + videos + shards
 
 
 def put_interpreter_on_path() -> None:
@@ -147,6 +156,8 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Pla
     if unknown:
         raise MEIConfigError(f"objectives.{unknown[0]}: no ensemble of that name (ensembles: {', '.join(ensembles)})")
     known_probes, probes = _read_probe_cache(base / paths.probe_cache()), {}
+    plan.heldout_ensembles = [name for name, ensemble in config["ensembles"].items() if ensemble.get("validation_members")]
+    plan.video_ensembles = [name for name, ensemble in config["ensembles"].items() if len(ensemble["input_shape"]) == 4]
     for name, ensemble in config["ensembles"].items():
         specs = check_ensemble(name, ensemble, base, produced)
         probe_members(name, ensemble, base, known_probes, probes)

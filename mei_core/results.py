@@ -176,9 +176,9 @@ def aggregate_ensemble(
     scores_path: str,
     traces_path: str,
 ) -> None:
-    """Stream the shards of one ensemble (and their held-out scores, in the same order) into its Zarr
-    store and its score/trace tables. The store is built beside the old one and replaces it only when
-    complete."""
+    """Stream the shards of one ensemble (and their held-out scores, in the same order; none for an
+    ensemble without held-out members) into its Zarr store and its score/trace tables. The store is
+    built beside the old one and replaces it only when complete."""
     manifest = read_json(manifest_path)
     table = pd.read_parquet(table_path)
     layout = _layout(manifest, table, shard_paths, methods, seeds)
@@ -194,8 +194,9 @@ def aggregate_ensemble(
     sources = {"mei": "meis", "score": "scores", "n_iterations": "n_iterations"}
     with atomic_path(scores_path, suffix=".parquet") as scores_tmp, atomic_path(traces_path, suffix=".parquet") as traces_tmp:
         with pq.ParquetWriter(scores_tmp, SCORE_SCHEMA) as score_writer, pq.ParquetWriter(traces_tmp, TRACE_SCHEMA) as trace_writer:
-            for shard_path, heldout_path in zip(shard_paths, heldout_paths, strict=True):
-                shard, heldout = read_shard(shard_path), read_heldout(heldout_path)
+            for shard_path, heldout_path in zip(shard_paths, heldout_paths or [None] * len(shard_paths), strict=True):
+                shard = read_shard(shard_path)
+                heldout = read_heldout(heldout_path) if heldout_path else np.full(len(shard), np.nan, np.float32)
                 if len(heldout) != len(shard):
                     raise ShardFileError(f"{heldout_path}: {len(heldout)} held-out scores for the {len(shard)} MEIs of {shard_path}; delete it and rerun")
                 m, s = method_position[shard.metadata["method"]], seed_position[shard.metadata["seed"]]

@@ -43,3 +43,16 @@ rule grid_figure:
     shell:
         "python -m mei_core grid-figure --validation {input.validation:q} --methods {params.methods:q}"
         " --labels {params.labels:q} --title {wildcards.grid:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule video_gifs:
+    input:
+        zarr=PATHS.zarr("{ensemble}"),
+    output:
+        directory(PATHS.video_folder("{ensemble}", "{method}")),
+    conda:
+        "../envs/mei_core.yaml"
+    log:
+        PATHS.log("report", "{ensemble}", "{method}_gifs"),
+    shell:
+        "python -m mei_core video-gifs --zarr {input.zarr:q} --method {wildcards.method:q} --out-dir {output:q} > {log:q} 2>&1"
