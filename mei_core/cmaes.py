@@ -124,7 +124,8 @@ def build_settings(config: Mapping[str, Any], key: str = "config") -> CMAESSetti
     postprocessors = build_components(config.get("postprocessing"), f"{key}.postprocessing")
     for i, p in enumerate(postprocessors):
         if not isinstance(p, Postprocessor):
-            raise MEIConfigError(f"{key}.postprocessing: {type(p).__name__} must subclass mei_core.components.Postprocessor")
+            where = f"{key}.postprocessing[{i}]" if isinstance(config.get("postprocessing"), (list, tuple)) else f"{key}.postprocessing"
+            raise MEIConfigError(f"{where}: {type(p).__name__} must subclass mei_core.components.Postprocessor")
     direction = config.get("direction", "maximize")
     if direction not in ("maximize", "minimize"):
         raise MEIConfigError(f"{key}.direction: must be 'maximize' or 'minimize', got {direction!r}")

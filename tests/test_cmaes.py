@@ -220,3 +220,15 @@ def test_a_cma_es_method_runs_through_the_pipeline(tmp_path):
     np.testing.assert_allclose(norms, 6.0, rtol=0.05)  # the budget reached the stored MEIs
     traces = pd.read_parquet(folder / "results" / "traces.parquet")
     assert sorted(traces["tracker"].unique()) == ["best", "mean"] and sorted(traces["step"].unique()) == [0, 4]
+
+
+def test_editing_a_decoder_module_changes_the_method_hash(tmp_path, monkeypatch):
+    from mei_core.hashing import method_hash, source_hashes
+
+    (tmp_path / "lab_decoder.py").write_text("def decode(z):\n    return z\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = cma_es_preset({"path": "Decoder", "kwargs": {"decoder": "lab_decoder.decode", "dimension": 4}})
+    before = method_hash("mei_core.cmaes.cma_es", config, source_hashes(config))
+    (tmp_path / "lab_decoder.py").write_text("def decode(z):\n    return 2 * z\n")
+    assert "lab_decoder.decode" in source_hashes(config)
+    assert method_hash("mei_core.cmaes.cma_es", config, source_hashes(config)) != before
