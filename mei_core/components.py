@@ -156,3 +156,18 @@ class Tracker(Component):
 
 
 _NO_STEP = Step(i_iter=0, rows=torch.zeros(0, dtype=torch.long), row_items=torch.zeros(0, dtype=torch.long), generators=[])
+
+
+class Parameterisation(Component):
+    """The optimised variable is not the stimulus: decodes a batch of variables into stimuli.
+
+    ``initial_shape(stimulus_shape)`` gives one row's variable shape for stimuli of ``stimulus_shape``
+    (``C×H×W`` or ``C×T×H×W``) and is called once before any decoding (a parameterisation may remember
+    the stimulus shape there). ``__call__`` maps ``B×variable`` to ``B×stimulus``, every row on its own
+    and differentiably where possible (gradient-free methods accept any decoder)."""
+
+    def initial_shape(self, stimulus_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(stimulus_shape)
+
+    @abstractmethod
+    def __call__(self, variable: Tensor) -> Tensor: ...

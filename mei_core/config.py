@@ -28,6 +28,7 @@ _BUILTIN_MODULES = (
     "mei_core.postprocessors",
     "mei_core.trackers",
     "mei_core.backgrounds",
+    "mei_core.parameterisations",
 )
 _aliases: dict[str, str] | None = None
 

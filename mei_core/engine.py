@@ -84,7 +84,9 @@ class _Batch:
         self.n_items, self.n_meis = len(seeds), method.n_meis
         # every random draw of an item comes from its own generator: batch composition cannot matter
         self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-        initial = torch.cat([method.initial((self.n_meis, *shape), g) for g in self.generators])
+        # the optimised variable lives in parameter space (the identity for pixels); meis are decoded
+        variable_shape = method.parameterisation.initial_shape(tuple(shape))
+        initial = torch.cat([method.initial((self.n_meis, *variable_shape), g) for g in self.generators])
         self.x = initial.to(device).requires_grad_(True)
         self.row_items = torch.arange(self.n_items, device=device).repeat_interleave(self.n_meis)
         self.all_rows = torch.arange(len(self.row_items), device=device)
@@ -166,7 +168,8 @@ def optimize(
     The objective is called with the item index of every row it evaluates (item ``k`` owns rows
     ``k·n_meis … (k+1)·n_meis − 1``); only this function knows how rows map to items.
 
-    Per step: transform → objective (one forward) → regularisation → gradient → preconditioning →
+    Per step: decode (``method.parameterisation``: the optimised variable → the stimulus; ``meis`` are
+    decoded stimuli) → transform → objective (one forward) → regularisation → gradient → preconditioning →
     stopper (sees the gradient) → optimiser step on the rows still active → postprocessing → trackers.
     """
     started = time.perf_counter()
@@ -178,9 +181,10 @@ def optimize(
     for i_iter in itertools.count():
         step = batch.step(i_iter)
         x_in = batch.inputs()
-        transformed = method.transform(x_in, step)
+        stimulus = method.parameterisation(x_in)
+        transformed = method.transform(stimulus, step)
         evaluation = objective(transformed, step.items)
-        regularized = transformed if method.regularize_transformed else x_in
+        regularized = transformed if method.regularize_transformed else stimulus
         penalty = sum(r(regularized, step) for r in method.regularizers) if method.regularizers else None
         progress = evaluation if method.sign > 0 else -evaluation
         progress = progress if penalty is None else progress - penalty
@@ -230,11 +234,12 @@ def optimize(
     # rows of stopped items kept the evaluation of exactly their returned input; a random transform
     # (jitter, crops) evaluated a moved copy, so score the returned input itself
     scores = batch.evaluation
-    if method.transform.random:
-        with torch.no_grad():
-            scores = objective(method.transform.at_evaluation(x.detach()), batch.row_items).detach()
+    with torch.no_grad():
+        meis = method.parameterisation(x.detach())
+        if method.transform.random:
+            scores = objective(method.transform.at_evaluation(meis), batch.row_items).detach()
     return BatchResult(
-        meis=x.detach().to("cpu"),
+        meis=meis.to("cpu"),
         scores=scores.to("cpu"),
         row_items=batch.row_items.to("cpu"),
         n_iterations=batch.n_iterations,

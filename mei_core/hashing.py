@@ -111,11 +111,12 @@ def user_module_file(import_path: str) -> Path | None:
 
 
 def import_paths_in(value: Any) -> list[str]:
-    """Every string under a ``path``, ``builder`` or ``method_fn`` key of a (nested) config."""
+    """Every string under a ``path``, ``builder``, ``method_fn`` or ``decoder`` (the
+    ``Decoder`` parameterisation's import path) key of a (nested) config."""
     found: list[str] = []
     if isinstance(value, Mapping):
         for k, v in value.items():
-            if k in ("path", "builder", "method_fn") and isinstance(v, str):
+            if k in ("path", "builder", "method_fn", "decoder") and isinstance(v, str):
                 found.append(v)
             else:
                 found.extend(import_paths_in(v))

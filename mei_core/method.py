@@ -2,6 +2,9 @@
 
 Slots (sinzlab/mei names): ``initial``, ``optimizer``, ``stopper`` (required); ``transform``,
 ``regularization``, ``precondition``, ``postprocessing`` (one spec or a list, applied in order);
+``parameterisation`` (one spec or a list, default ``Pixels``: the optimised variable decoded into the
+stimulus that transforms, the objective and regularizers see; preconditioners and postprocessors act
+on the variable);
 ``trackers`` (a list, or a mapping name → spec; ``objectives`` is sinzlab's name for the same slot).
 Plain options: ``n_meis`` (diverse MEIs per item, default 1), ``direction`` (``maximize`` |
 ``minimize``; minimise gives inhibitory MEIs), ``regularize`` (``input``, the default: regularizers see
@@ -21,9 +24,10 @@ import torch
 from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer, Stopper, Tracker, Transform
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
+from .parameterisations import Parameterisation, Pixels, build_parameterisation
 from .transforms import Compose, Identity
 
-COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers")
+COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers", "parameterisation")
 #: sinzlab/mei's name for a slot → ours
 SLOT_ALIASES = {"objectives": "trackers"}
 OPTION_SLOTS = ("n_meis", "direction", "regularize", "model_forward_kwargs", "device")
@@ -46,6 +50,7 @@ class Method:
     #: regularizers see the transformed input (what the model sees) instead of the optimised one
     regularize_transformed: bool = False
     model_forward_kwargs: dict[str, Any] = field(default_factory=dict)
+    parameterisation: Parameterisation = field(default_factory=Pixels)
 
 
 def _expect(component: Any, base: type, key: str) -> None:
@@ -142,6 +147,7 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         sign=1.0 if direction == "maximize" else -1.0,
         regularize_transformed=regularize == "transformed",
         model_forward_kwargs=dict(forward_kwargs),
+        parameterisation=build_parameterisation(config.get("parameterisation"), f"{key}.parameterisation"),
     )
 
 
