@@ -208,6 +208,7 @@ def test_a_cma_es_method_runs_through_the_pipeline(tmp_path):
     from workflow_support import make_project, snakemake, tiny_config
 
     config = tiny_config()
+    config["shard_size"] = 4  # one job
     config["methods"] = {"cma": {"method_fn": "mei_core.cmaes.cma_es", "config": {
         **cma_es_preset("Gabor", norm=6.0, max_generations=8), "trace_interval": 4}}}
     folder = make_project(tmp_path / "project", config)

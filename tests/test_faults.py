@@ -30,13 +30,17 @@ def project(finished, tmp_path):
     return copy_project(finished, tmp_path / "project")
 
 
-def test_a_deleted_store_is_rebuilt_by_a_plain_rerun_without_regenerating(project, finished):
+def test_a_deleted_store_is_rebuilt_by_a_plain_rerun_and_a_killed_aggregations_leftovers_are_cleaned(project, finished):
+    tables = project / "resources" / "tables"
+    (tables / ".tiny.scores.parquet.k1ll3d.parquet").write_bytes(b"half a table")  # what SIGKILL leaves
+    (project / "results" / ".tiny.zarr.partial").mkdir()
     shutil.rmtree(project / "results" / "tiny.zarr")
     planned = planned_outputs(project)
     assert planned["aggregate"] and "generate_meis" not in planned
     snakemake(project)
     rebuilt, original = xr.open_zarr(project / "results" / "tiny.zarr"), xr.open_zarr(finished / "results" / "tiny.zarr")
     np.testing.assert_array_equal(rebuilt["mei"].values, original["mei"].values)
+    assert not list(tables.glob(".tiny.*")) and not (project / "results" / ".tiny.zarr.partial").exists()
 
 
 def test_a_deleted_shard_is_made_again_alone(project):
@@ -51,18 +55,8 @@ def test_a_corrupt_shard_is_named_on_the_console(project):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "resources/meis/tiny/slow/seed0/shard0.npz: cannot read this file" in output and "delete it and rerun" in output
-    shard.unlink()
-    snakemake(project)  # deleting it, as the message says, heals the run
-    assert len(pd.read_parquet(project / "results" / "scores.parquet")) == 8
-
-
-def test_leftovers_of_a_killed_aggregation_are_cleaned_by_the_next_one(project):
-    tables = project / "resources" / "tables"
-    (tables / ".tiny.scores.parquet.k1ll3d.parquet").write_bytes(b"half a table")
-    (project / "results" / ".tiny.zarr.partial").mkdir()
-    shutil.rmtree(project / "results" / "tiny.zarr")
-    snakemake(project)
-    assert not list(tables.glob(".tiny.*")) and not (project / "results" / ".tiny.zarr.partial").exists()
+    shard.unlink()  # as the message says: the deleted shard is then made again alone
+    assert planned_outputs(project)["generate_meis"] == ["resources/meis/tiny/slow/seed0/shard0.npz"]
 
 
 def test_a_project_copied_without_snakemake_metadata_notices_a_new_seed(finished, tmp_path):
