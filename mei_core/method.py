@@ -4,8 +4,11 @@ Slots (sinzlab/mei names): ``initial``, ``optimizer``, ``stopper`` (required); `
 ``regularization``, ``precondition``, ``postprocessing`` (one spec or a list, applied in order);
 ``trackers`` (a list, or a mapping name → spec; ``objectives`` is sinzlab's name for the same slot).
 Plain options: ``n_meis`` (diverse MEIs per item, default 1), ``direction`` (``maximize`` |
-``minimize``; minimise gives inhibitory MEIs), ``device`` (ignored here: the caller decides where to
-run).
+``minimize``; minimise gives inhibitory MEIs), ``precision`` (``float32`` | ``tf32`` | ``bf16``: the
+model forward's arithmetic, see :mod:`mei_core.precision`), ``stop_check_every`` (steps between the
+host syncs that drop stopped items from the batch), ``max_batch`` (most rows in one forward pass:
+larger batches are evaluated in chunks; results do not change), ``device`` (ignored here: the caller
+decides where to run).
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ import torch
 from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer, Stopper, Tracker, Transform
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
+from .precision import PRECISIONS
 from .transforms import Compose, Identity
 
 COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers")
 #: sinzlab/mei's name for a slot → ours
 SLOT_ALIASES = {"objectives": "trackers"}
-OPTION_SLOTS = ("n_meis", "direction", "device")
+OPTION_SLOTS = ("n_meis", "direction", "device", "precision", "stop_check_every", "max_batch")
+#: steps between stop checks. A check copies the stop mask to the host (on a GPU: waits for the
+#: queue to drain) and drops stopped items from the forward pass; between checks stopped items stay
+#: in the batch, frozen. Measured in benchmarks/README.md ("stop checks").
+DEFAULT_STOP_CHECK_EVERY = 10
 KNOWN_SLOTS = COMPONENT_SLOTS + OPTION_SLOTS + tuple(SLOT_ALIASES)
 
 
@@ -40,6 +48,9 @@ class Method:
     trackers: dict[str, Tracker] = field(default_factory=dict)
     n_meis: int = 1
     sign: float = 1.0
+    precision: str = "float32"
+    stop_check_every: int = DEFAULT_STOP_CHECK_EVERY
+    max_batch: int | None = None
 
 
 def _expect(component: Any, base: type, key: str) -> None:
@@ -115,6 +126,11 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     direction = config.get("direction", "maximize")
     if direction not in ("maximize", "minimize"):
         raise MEIConfigError(f"{key}.direction: must be 'maximize' or 'minimize', got {direction!r}")
+    precision = config.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise MEIConfigError(f"{key}.precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    stop_check_every = _positive(config, "stop_check_every", DEFAULT_STOP_CHECK_EVERY, key)
+    max_batch = _positive(config, "max_batch", None, key)
 
     return Method(
         initial=initial,
@@ -127,7 +143,17 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         trackers=trackers,
         n_meis=n_meis,
         sign=1.0 if direction == "maximize" else -1.0,
+        precision=precision,
+        stop_check_every=stop_check_every,
+        max_batch=max_batch,
     )
+
+
+def _positive(config: Mapping[str, Any], option: str, default: int | None, key: str) -> int | None:
+    value = config.get(option, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise MEIConfigError(f"{key}.{option}: must be a positive integer, got {value!r}")
+    return value
 
 
 def validate_method(config: Mapping[str, Any], key: str = "config") -> None:
