@@ -97,7 +97,8 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
     truth = ensemble.get("ground_truth")
     if truth and truth["file"] not in produced and not (base / truth["file"]).exists():
         raise MEIConfigError(f"ensembles.{name}.ground_truth.file: file {truth['file']!r} not found (resolved to {str((base / truth['file']).resolve())!r})")
-    shared = {k: ensemble[k] for k in ("input_shape", "outputs", "dataset_id", "data_key") if k in ensemble}
+    # max_batch travels to the jobs through the manifest, outside the ensemble's identity (ensemble_hash)
+    shared = {k: ensemble[k] for k in ("input_shape", "outputs", "dataset_id", "data_key", "max_batch") if k in ensemble}
     specs = {}
     for group in MEMBER_GROUPS:
         members = list(ensemble.get(group) or [])

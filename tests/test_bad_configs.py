@@ -72,6 +72,14 @@ CASES = {
         with_change(lambda c: set_path(c, ["methods", "fast", "config", "optimizer", "kwargs", "lr"], "1e-3")),
         "methods.fast.config.optimizer.kwargs.lr: '1e-3' is a string that looks like a number",
     ),
+    "unknown_precision": (
+        with_change(lambda c: set_path(c, ["methods", "fast", "config", "precision"], "fp16")),
+        "config key methods.fast.config.precision: 'fp16' is not one of ['float32', 'tf32', 'bf16']",
+    ),
+    "max_batch_zero": (
+        with_change(lambda c: set_path(c, ["ensembles", "tiny", "max_batch"], 0)),
+        "config key ensembles.tiny.max_batch: 0 is less than the minimum of 1",
+    ),
     "duplicate_method_names": (
         yaml.safe_dump(tiny_config(), sort_keys=False).replace("  slow:\n", "  fast:\n"),
         "duplicate key 'fast'",
@@ -87,6 +95,15 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(folder, case):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert message in output, output[-3000:]
+    assert not (folder / "results").exists() and not (folder / "resources").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_on_a_machine_without_a_gpu_fails_before_any_job(folder):
+    (folder / "config.yaml").write_text(with_change(lambda c: c.update(device="cuda")))
+    result = snakemake(folder, check=False)
+    assert result.returncode != 0
+    assert "invalid configuration: device: 'cuda' but this machine sees no CUDA device" in result.stdout + result.stderr
     assert not (folder / "results").exists() and not (folder / "resources").exists()
 
 
