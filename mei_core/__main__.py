@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     command("demo-connectome-targets", config={"default": "config/config.yaml"}, demo={"default": "connectome"}, out=required)
     command("assemble", spec=required, manifest=required)
     command("objective-table", spec=required, out=required)
-    command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
-    command("score", manifest=required, shard_spec=required, shard=required, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
+    # --worker: run in a worker that keeps torch imported (mei_core.worker): auto | off | a socket path
+    worker = {"default": "off"}
+    command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
+    command("score", manifest=required, shard_spec=required, shard=required, out=required, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
+    command("worker", socket=required, idle={"type": float, "default": 300.0})
     command("aggregate", manifest=required, table=required, shards=many, heldout=many, methods=many, seeds={"type": int, **many}, zarr=required, scores=required, traces=required)
     command("concat", inputs=many, out=required)
     command("validate", manifest=required, validation_manifest=required, zarr=required, scores=required, table=required, out=required, activations=required)
@@ -60,7 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     command("link-profiles", profiles={"default": str(Path(__file__).resolve().parent.parent / "profiles")})
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.command in JOBS:
+        arguments = {k: v for k, v in vars(args).items() if k not in ("command", "worker")}
+        from .worker import socket_path
 
+        path = socket_path(args.worker)
+        if path is None:
+            return run_command(args.command, arguments)
+        from .worker import run_in_worker
+
+        return run_in_worker(path, args.command, arguments)
+    if args.command == "worker":
+        from .worker import main as serve
+
+        serve(args.socket, args.idle)
+        return 0
+    return run_command(args.command, {k: v for k, v in vars(args).items() if k != "command"})
+
+
+#: commands that may run in a worker (mei_core.worker): the per-shard jobs
+JOBS = ("generate", "score")
+
+
+def run_command(command: str, arguments: dict) -> int:
+    """Run one command with its parsed arguments; 2 for a configuration error (message on stderr)."""
+    args = argparse.Namespace(command=command, **arguments)
     try:
         if args.command == "demo-dataset":
             from .demo.v1 import KIND
