@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import sys
-from pathlib import Path
+import time
 
-from .errors import MEIConfigError
+#: when this command started (a job logs its start-up: the time until its first optimisation step)
+STARTED = time.time()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from .errors import MEIConfigError  # noqa: E402
 
 
 def _link_profiles(args: argparse.Namespace) -> None:
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     if args.command in JOBS:
-        arguments = {k: v for k, v in vars(args).items() if k not in ("command", "worker")}
+        arguments = {k: v for k, v in vars(args).items() if k not in ("command", "worker")} | {"started": STARTED}
         from .worker import socket_path
 
         path = socket_path(args.worker)
@@ -115,7 +120,7 @@ def run_command(command: str, arguments: dict) -> int:
             write_objective_table(args.spec, args.out)
         elif args.command == "generate":
             from .generate import generate_shard
-            generate_shard(args.manifest, args.method, args.shard, args.seed, args.out, args.device, args.threads)
+            generate_shard(args.manifest, args.method, args.shard, args.seed, args.out, args.device, args.threads, getattr(args, "started", None))
         elif args.command == "score":
             from .generate import score_heldout
             score_heldout(args.manifest, args.shard_spec, args.shard, args.out, args.device, args.threads)

@@ -47,8 +47,10 @@ def generate_shard(
     out_path: str,
     device: str = "auto",
     threads: int = 1,
+    command_started: float | None = None,
 ) -> Path:
-    """Optimise the shard's items and write its shard file atomically."""
+    """Optimise the shard's items and write its shard file atomically. ``command_started``: when the
+    job's command started (``time.time()``), to log the start-up it paid before the first step."""
     torch.set_num_threads(threads)
     started = time.perf_counter()
     manifest, method, shard = read_json(manifest_path), read_json(method_path), read_json(shard_spec_path)
@@ -61,7 +63,13 @@ def generate_shard(
     config = with_max_batch(method["config"], manifest.get("max_batch"))
 
     bar = tqdm(desc=f"{manifest['name']}/{method['name']}/seed{seed}/shard{shard['index']}", unit="step", mininterval=2.0)
-    token = step_callback.set(lambda state: bar.update(1) if state.i_iter else None)
+    def progress(state) -> None:
+        if state.i_iter:
+            bar.update(1)
+        elif command_started is not None:
+            log.info("start-up %.2f s (from the command start until its first optimisation step is done)", time.time() - command_started)
+
+    token = step_callback.set(progress)
     try:
         result: BatchResult = method_fn(objective, config, [seed] * len(rows), tuple(manifest["input_shape"]), target)
     finally:
