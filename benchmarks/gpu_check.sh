@@ -13,9 +13,14 @@ PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 started=$(date +%s)
 
-echo "== install"
-"$PYTHON" -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
-  || echo "(pip install -e . skipped: using PYTHONPATH=$PWD)"
+echo "== install (a throw-away venv on top of the system's packages: no other environment changes)"
+venv=$(mktemp -d)/venv
+if "$PYTHON" -m venv --system-site-packages "$venv" \
+   && "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e . >/dev/null 2>&1; then
+  PYTHON="$venv/bin/python"
+else
+  echo "(install failed, offline or no setuptools: using $PYTHON with PYTHONPATH=$PWD)"
+fi
 "$PYTHON" - <<'EOF'
 import torch
 assert torch.cuda.is_available(), "no CUDA device visible"
@@ -24,6 +29,9 @@ EOF
 
 echo "== scale (CUDA): engine vs bare loop per step, with and without Jitter / RandomCrop"
 timeout 150 "$PYTHON" benchmarks/scale.py --devices cuda --batches 1 64 1024 4096 --reps 3
+
+echo "== stop_check_every on CUDA (early-stopped batch)"
+timeout 90 "$PYTHON" benchmarks/scale.py --devices cuda --stop-checks --reps 2
 
 echo "== precision on the ground truth (CPU and CUDA)"
 timeout 60 "$PYTHON" benchmarks/precision.py

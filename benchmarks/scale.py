@@ -182,6 +182,29 @@ def report(batch: int, steps: int, times: dict[str, list[float]]) -> dict[str, f
     return {f"ratio {t}": statistics.median(ratios[t]) for t in TRANSFORMS}
 
 
+def stop_checks(device: str, reps: int) -> None:
+    """Whole-call time of an early-stopped batch against ``stop_check_every``: checking often drops
+    stopped items from the forward pass sooner, each check costs a host sync (on a GPU: the queue
+    drains). 256 items of the demo CNN, EarlyStopper(patience 5, min_delta 0.02), at most 150 steps."""
+    size, build = MODELS["demo"]
+    model = build(size).to(device)
+    units, seeds = [u % N_UNITS for u in range(256)], list(range(256))
+    config = method(150, "jitter", size)
+    config["stopper"] = {"path": "EarlyStopper", "kwargs": {"patience": 5, "min_delta": 0.02, "max_iterations": 150}}
+    everies = (1, 5, 10, 25, 50)
+    times: dict[int, list[float]] = {every: [] for every in everies}
+    for rep in range(reps):
+        for every in everies[rep % len(everies):] + everies[: rep % len(everies)]:
+            job = lambda: batched_gradient_ascent(UnitObjective(model, units), {**config, "stop_check_every": every}, seeds, (1, size, size), device)  # noqa: E731
+            times[every].append(timed(job, device))
+    result = batched_gradient_ascent(UnitObjective(model, units), config, seeds, (1, size, size), device)
+    steps = sorted(result.n_iterations)
+    print(f"\n{device}, stop checks: 256 items of the demo CNN stopping at steps {steps[0]}-{steps[-1]} (median {steps[128]})")
+    for every in everies:
+        print(f"  stop_check_every {every:3d}: {statistics.median(times[every]):6.2f} s per call "
+              f"({statistics.median(times[every]) / statistics.median(times[1]):.3f} of checking every step)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="batch sizes (default 1 16 64 256 1024 4096)")
@@ -190,6 +213,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of every run (default 5)")
     parser.add_argument("--rows", type=int, default=8192, help="rows × steps per call on the CPU (default 8192; ×16 on CUDA)")
     parser.add_argument("--quick", action="store_true", help="batches 1 64 512, 3 repetitions")
+    parser.add_argument("--stop-checks", action="store_true", help="only the stop_check_every comparison")
     args = parser.parse_args()
     if args.quick:
         args.batches, args.reps = [1, 64, 512], 3
@@ -199,6 +223,10 @@ def main() -> None:
           f"{'/'.join(f'{v:.1f}' for v in os.getloadavg())}"
           + (f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
     print("ms per step (median); ratios: engine/bare per repetition, median [min-max]; Jitter: jitter step / plain step - 1")
+    if args.stop_checks:
+        for device in devices:
+            stop_checks(device, args.reps)
+        return
     for device in devices:
         for name in args.models:
             size, build = MODELS[name]

@@ -6,8 +6,8 @@ autograd) → trackers. An item that stops is frozen: its rows keep their values
 update) and its records keep the values of exactly the input that is returned; its score is the
 objective of that input.
 
-The loop makes no host sync of its own except at *checks*: every ``stop_check_every`` steps, and on
-steps where a tracker records (it copies to the host anyway). A check reads the stop mask, drops
+The loop makes no host sync of its own except at *checks*: every ``stop_check_every`` steps (default:
+every step on the CPU, where a sync waits for nothing; every 10 on a GPU), and on steps where a tracker records (it copies to the host anyway). A check reads the stop mask, drops
 stopped items' rows from the forward pass and ends the loop once every item has stopped; between
 checks stopped items ride along, frozen. A plain-bool stop (``NumIterations``) ends the loop at once.
 """
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .components import Reasons, Step, Tracker
-from .method import Method
+from .method import DEFAULT_STOP_CHECK_EVERY, Method
 from .objectives import Objective
 from .precision import forward_precision
 from .streams import RowStreams
@@ -331,6 +331,7 @@ def optimize(
     # only trackers and callbacks read input_ after the in-place optimiser step: copy it for them alone
     copy_input = bool(method.trackers) or callback is not None
     intervals = [tracker.interval for tracker in method.trackers.values()]
+    check_every = method.stop_check_every or DEFAULT_STOP_CHECK_EVERY["cpu" if x.device.type == "cpu" else "gpu"]
     for i_iter in itertools.count():
         step = batch.step(i_iter)
         evaluated = batch.evaluate(objective, step)
@@ -352,7 +353,7 @@ def optimize(
             with torch.no_grad():
                 x.grad = state.preconditioned_grad
             # a check on a tracker's step costs nothing extra: the tracker syncs anyway
-            if batch.may_have_stopped and ((i_iter + 1) % method.stop_check_every == 0 or any(i_iter % n == 0 for n in intervals)):
+            if batch.may_have_stopped and ((i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals)):
                 finished, stopped_now = batch.check(i_iter)
         if not finished:
             batch.hold_frozen()

@@ -29,10 +29,12 @@ COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularizati
 #: sinzlab/mei's name for a slot → ours
 SLOT_ALIASES = {"objectives": "trackers"}
 OPTION_SLOTS = ("n_meis", "direction", "device", "precision", "stop_check_every", "max_batch")
-#: steps between stop checks. A check copies the stop mask to the host (on a GPU: waits for the
-#: queue to drain) and drops stopped items from the forward pass; between checks stopped items stay
-#: in the batch, frozen. Measured in benchmarks/README.md ("stop checks").
-DEFAULT_STOP_CHECK_EVERY = 10
+#: steps between stop checks, by device type (others: "gpu"). A check copies the stop mask to the
+#: host and drops stopped items from the forward pass; between checks stopped items stay in the
+#: batch, frozen, and the loop runs on after the last item stopped until the next check. On the CPU a
+#: check waits for nothing, so every step is cheapest (measured in benchmarks/README.md, "stop
+#: checks"); on a GPU it drains the queue of kernels, so there it is every 10 steps.
+DEFAULT_STOP_CHECK_EVERY = {"cpu": 1, "gpu": 10}
 KNOWN_SLOTS = COMPONENT_SLOTS + OPTION_SLOTS + tuple(SLOT_ALIASES)
 
 
@@ -49,7 +51,7 @@ class Method:
     n_meis: int = 1
     sign: float = 1.0
     precision: str = "float32"
-    stop_check_every: int = DEFAULT_STOP_CHECK_EVERY
+    stop_check_every: int | None = None  # None: DEFAULT_STOP_CHECK_EVERY for the device
     max_batch: int | None = None
 
 
@@ -129,7 +131,7 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     precision = config.get("precision", "float32")
     if precision not in PRECISIONS:
         raise MEIConfigError(f"{key}.precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    stop_check_every = _positive(config, "stop_check_every", DEFAULT_STOP_CHECK_EVERY, key)
+    stop_check_every = _positive(config, "stop_check_every", None, key)
     max_batch = _positive(config, "max_batch", None, key)
 
     return Method(
