@@ -81,6 +81,7 @@ def profile_copy(target: Path, grouped: bool, cpus: int) -> Path:
 
 
 def run(folder: Path, profile: Path, cluster: dict, partition: str) -> tuple[float, str, str]:
+    """The whole workflow from empty results; (wall seconds, scontrol's job list, Snakemake's log)."""
     for generated in ("results", "resources", ".snakemake"):
         shutil.rmtree(folder / generated, ignore_errors=True)
     command = [
@@ -126,12 +127,12 @@ def main() -> None:
         with local_slurm(workdir / "slurm", partition=partition, gpus=1) as cluster:
             for mode in args.modes:
                 profile = profile_copy(workdir / f"profile-{mode}", mode == "grouped", cluster["cpus"])
-                before = len(subprocess.run(["scontrol", "-o", "show", "job"], env=cluster["environ"], capture_output=True, text=True).stdout.splitlines())
-                elapsed, jobs, _ = run(project, profile, cluster, partition)
-                lines = jobs.splitlines()[before:] if before else jobs.splitlines()
+                elapsed, _, _ = run(project, profile, cluster, partition)
+                # one SLURM log per submitted job (scontrol forgets finished jobs after MinJobAge)
+                lines = list(project.glob(".snakemake/slurm_logs/**/*.log"))
                 startups = [float(m) for m in re.findall(r"start-up ([0-9.]+) s", "\n".join(
                     p.read_text(errors="replace") for p in (project / "resources" / "logs").rglob("*.log")))]
-                print(f"{mode:9s}: {elapsed:7.1f} s wall, {len(lines):3d} SLURM jobs ({elapsed / 60:.2f} min): "
+                print(f"{mode:9s}: {elapsed:7.1f} s wall ({elapsed / 60:.2f} min), {len(lines):3d} SLURM jobs: "
                       f"{2 * n_shards / (elapsed / 60):6.1f} shard jobs/min, {len(lines) / (elapsed / 60):5.1f} SLURM jobs/min, "
                       f"{n_meis / (elapsed / 60):7.0f} MEIs/min"
                       + (f"; job start-up median {sorted(startups)[len(startups) // 2]:.2f} s (n={len(startups)})" if startups else ""),

@@ -52,10 +52,10 @@ class Step:
         """``rows × n`` floats in ``[0, 1)`` from each processed row's own stream ``stream``."""
         return self._streams().uniform(stream, n, self.i_iter, self.rows)
 
-    def integers(self, stream: int, n: int, high: int | Sequence[int]) -> Tensor:
-        """``rows × n`` integers in ``[0, high)`` (one bound, or one per column) from each processed
-        row's own stream ``stream``."""
-        return self._streams().integers(stream, n, high, self.i_iter, self.rows)
+    def integers(self, stream: int, n: int, high: int | Sequence[int], low: int | Sequence[int] = 0) -> Tensor:
+        """``rows × n`` integers in ``[low, low + high)`` (one value, or one per column) from each
+        processed row's own stream ``stream``."""
+        return self._streams().integers(stream, n, high, self.i_iter, self.rows, low)
 
     def _streams(self) -> RowStreams:
         if self.streams is None:

@@ -88,19 +88,26 @@ class RowStreams:
         key = hash32(key ^ high[row_items])
         self.keys = hash32(key ^ (within + 0x7F4A7C15))
         self.n_rows = len(row_items)
-        self._chunks: dict[tuple[int, int], tuple[int, Tensor]] = {}
+        self._chunks: dict[tuple, tuple[int, Tensor]] = {}
+        self._specs: dict[tuple, tuple] = {}  # integers() arguments → checked draw spec
 
     def uniform(self, stream: int, n: int, i_iter: int, rows: Tensor | None = None) -> Tensor:
         """``rows × n`` floats in ``[0, 1)`` (24 random bits: exact in float32) of step ``i_iter``;
         ``rows``: indices into the batch of the rows processed (``None``: all of them)."""
         return self._take((stream, n, None), i_iter, rows)
 
-    def integers(self, stream: int, n: int, high: int | Sequence[int], i_iter: int, rows: Tensor | None = None) -> Tensor:
-        """``rows × n`` integers (int64) in ``[0, high)``; ``high``: one bound, or one per column (< 2³¹)."""
-        bounds = (int(high),) * n if isinstance(high, int) else tuple(int(h) for h in high)
-        if len(bounds) != n or min(bounds) < 1 or max(bounds) >= 2**31:
-            raise ValueError(f"high must be {n} bound(s) in [1, 2**31), got {high!r}")
-        return self._take((stream, n, bounds), i_iter, rows)
+    def integers(self, stream: int, n: int, high: int | Sequence[int], i_iter: int, rows: Tensor | None = None,
+                 low: int | Sequence[int] = 0) -> Tensor:
+        """``rows × n`` integers (int64) in ``[low, low + high)``; ``high`` (< 2³¹) and ``low``: one
+        value, or one per column. The shift to ``low`` is made once per chunk of steps, not per step."""
+        spec = (stream, n, high, low)
+        if spec not in self._specs:
+            bounds = (int(high),) * n if isinstance(high, int) else tuple(int(h) for h in high)
+            lows = (int(low),) * n if isinstance(low, int) else tuple(int(v) for v in low)
+            if len(bounds) != n or len(lows) != n or min(bounds) < 1 or max(bounds) >= 2**31:
+                raise ValueError(f"high must be {n} bound(s) in [1, 2**31) and low {n} value(s), got {high!r}, {low!r}")
+            self._specs[spec] = (stream, n, (bounds, lows))
+        return self._take(self._specs[spec], i_iter, rows)
 
     def _take(self, spec: tuple, i_iter: int, rows: Tensor | None) -> Tensor:
         start, table = self._chunks.get(spec, (-1, None))
@@ -112,7 +119,7 @@ class RowStreams:
             return values
         return values[rows]
 
-    def _draw(self, stream: int, n: int, bounds: tuple[int, ...] | None, start: int) -> Tensor:
+    def _draw(self, stream: int, n: int, bounds: tuple[tuple[int, ...], tuple[int, ...]] | None, start: int) -> Tensor:
         """Draws of steps ``start … start + CHUNK − 1``: ``rows × CHUNK × n``, converted."""
         device = self.keys.device
         steps = torch.arange(start, start + CHUNK, device=device, dtype=torch.long)
@@ -123,4 +130,5 @@ class RowStreams:
         if bounds is None:
             return (bits >> 8).to(torch.float32) * 2.0**-24
         # Lemire's multiply-shift instead of a modulo (bits < 2³², bound < 2³¹: no int64 overflow)
-        return (bits * torch.tensor(bounds, dtype=torch.long, device=device)) >> 32
+        high, low = (torch.tensor(v, dtype=torch.long, device=device) for v in bounds)
+        return ((bits * high) >> 32) + low

@@ -27,7 +27,8 @@ class Identity(Transform):
 
 class Jitter(Transform):
     """Circularly shift every row by its own random (dy, dx) in ``[-max_jitter, max_jitter]``
-    (``torch.roll`` per row, done for the whole batch in one gather)."""
+    (``torch.roll`` per row, done for the whole batch in one gather; (dy, dx) is minus the row's
+    draw)."""
 
     random = True
 
@@ -38,9 +39,9 @@ class Jitter(Transform):
         check_spatial(x, "Jitter")
         if max(self.max_jitter) == 0:
             return x
-        dy, dx = _shifts(step, self.stream, self.max_jitter)
-        # rolling by s is reading at offset −s, circularly
-        return gather_windows(x, -dy, -dx, x.shape[-2], x.shape[-1], circular=True)
+        # a roll by s reads at offset −s; −s is as uniform on [−j, j] as s is, so the draw is the offset
+        offsets = _shifts(step, self.stream, self.max_jitter)
+        return gather_windows(x, offsets[:, 0], offsets[:, 1], x.shape[-2], x.shape[-1], circular=True)
 
 
 class PadJitter(Transform):
@@ -66,8 +67,10 @@ class PadJitter(Transform):
         height, width = x.shape[-2:]
         planes = x.flatten(1, -3)  # B×(C·T)×H×W: non-constant padding of 2-D planes
         padded = F.pad(planes, (self.pad,) * 4, mode=self.mode, value=self.value if self.mode == "constant" else None)
-        dy, dx = _shifts(step, self.stream, self.max_jitter)
-        window = gather_windows(padded, self.pad - dy, self.pad - dx, height, width, circular=True)
+        # the window of the image shifted by s starts at pad − s: uniform on [pad − j, pad + j]
+        jy, jx = self.max_jitter
+        offsets = step.integers(self.stream, 2, (2 * jy + 1, 2 * jx + 1), low=(self.pad - jy, self.pad - jx))
+        window = gather_windows(padded, offsets[:, 0], offsets[:, 1], height, width, circular=True)
         return window.view(x.shape)
 
 
@@ -149,10 +152,9 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _shifts(step: Step, stream: int, max_jitter: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Each processed row's (dy, dx), uniform in ``[-max_jitter, max_jitter]`` per axis."""
-    draws = step.integers(stream, 2, (2 * max_jitter[0] + 1, 2 * max_jitter[1] + 1))
-    return draws[:, 0] - max_jitter[0], draws[:, 1] - max_jitter[1]
+def _shifts(step: Step, stream: int, max_jitter: tuple[int, int]) -> Tensor:
+    """Each processed row's (y, x) draw, uniform in ``[-max_jitter, max_jitter]`` per axis (``rows × 2``)."""
+    return step.integers(stream, 2, (2 * max_jitter[0] + 1, 2 * max_jitter[1] + 1), low=(-max_jitter[0], -max_jitter[1]))
 
 
 def _padding_mode(mode: str) -> str:

@@ -109,7 +109,7 @@ def test_jitter_shifts_each_row_by_its_own_stream_independent_of_the_batch():
 def test_jitter_is_torch_roll_of_each_row_by_the_shift_drawn_from_its_stream():
     x = torch.randn(6, 2, 7, 9, generator=torch.Generator().manual_seed(0))
     where = step(6, i_iter=3, seeds=[5, 6, 7, 8, 9, 10])
-    shifts = where.integers(Jitter.stream, 2, (5, 7)) - torch.tensor([2, 3])  # the draws Jitter((2, 3)) makes
+    shifts = -where.integers(Jitter.stream, 2, (5, 7), low=(-2, -3))  # minus the draws Jitter((2, 3)) makes
     jittered = Jitter((2, 3))(x, where)
     for row in range(6):
         dy, dx = shifts[row].tolist()
@@ -128,6 +128,7 @@ def test_random_draws_of_a_row_depend_on_its_seed_row_and_step_alone():
         assert torch.equal(batch.uniform(4, 3, i_iter)[1:3], alone.uniform(4, 3, i_iter))
     # a fresh stream object asked for step 100 first gives the same numbers (draws are counter-based)
     assert torch.equal(RowStreams([30], torch.tensor([0, 0])).integers(4, 3, 1000, 100), alone.integers(4, 3, 1000, 100))
+    assert torch.equal(batch.integers(4, 3, 1000, 5, low=-500), batch.integers(4, 3, 1000, 5) - 500)
     first = batch.integers(4, 1, 2**30, 0)[:, 0].tolist()
     assert len(set(first)) == 4  # rows of one item differ too
     assert batch.integers(4, 1, 2**30, 1)[:, 0].tolist() != first and batch.integers(5, 1, 2**30, 0)[:, 0].tolist() != first
@@ -155,7 +156,7 @@ def test_pad_jitter_shifts_in_padding_and_crops_back():
     x = torch.arange(1, 26, dtype=torch.float32).reshape(1, 1, 5, 5).repeat(40, 1, 1, 1)
     where = step(40, seeds=list(range(40)))
     shifted = PadJitter(pad=2, max_jitter=2, value=-1.0)(x, where)
-    shifts = where.integers(PadJitter.stream, 2, (5, 5)) - 2
+    shifts = 2 - where.integers(PadJitter.stream, 2, (5, 5), low=(0, 0))  # the window starts at pad − shift
     for row in range(40):
         dy, dx = shifts[row].tolist()
         expected = torch.full((5, 5), -1.0)  # the shifted image over a padded canvas

@@ -251,8 +251,10 @@ def test_how_often_stops_are_checked_changes_no_result_and_items_freeze_where_th
     reference = results[1]
     assert len(set(reference.n_iterations)) > 1 and min(reference.n_iterations) < 20  # stops at different steps
     for result in results.values():
-        assert torch.equal(result.meis, reference.meis)
-        assert torch.equal(result.scores, reference.scores)
+        # checks drop stopped rows at different steps, so rows share forward passes of different
+        # sizes: equal to the batch-invariance tolerance (convolution kernels depend on batch size)
+        torch.testing.assert_close(result.meis, reference.meis, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(result.scores, reference.scores, rtol=1e-4, atol=1e-5)
         assert result.n_iterations == reference.n_iterations and result.stop_reasons == reference.stop_reasons
     # an item stopped at step s returns x_s: run it with NumIterations(s) and compare
     item = reference.n_iterations.index(min(reference.n_iterations))
