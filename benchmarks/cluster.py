@@ -127,9 +127,9 @@ def main() -> None:
         with local_slurm(workdir / "slurm", partition=partition, gpus=1) as cluster:
             for mode in args.modes:
                 profile = profile_copy(workdir / f"profile-{mode}", mode == "grouped", cluster["cpus"])
-                elapsed, _, _ = run(project, profile, cluster, partition)
-                # one SLURM log per submitted job (scontrol forgets finished jobs after MinJobAge)
-                lines = list(project.glob(".snakemake/slurm_logs/**/*.log"))
+                elapsed, _, log = run(project, profile, cluster, partition)
+                # the submissions Snakemake reports (scontrol forgets finished jobs after MinJobAge)
+                lines = set(re.findall(r"SLURM jobid (\d+)", log)) or list(project.glob(".snakemake/slurm_logs/**/*.log"))
                 startups = [float(m) for m in re.findall(r"start-up ([0-9.]+) s", "\n".join(
                     p.read_text(errors="replace") for p in (project / "resources" / "logs").rglob("*.log")))]
                 print(f"{mode:9s}: {elapsed:7.1f} s wall ({elapsed / 60:.2f} min), {len(lines):3d} SLURM jobs: "

@@ -25,7 +25,7 @@ step of each run, engine/bare for each transform (median [min–max] over repeti
   thread, so it is the work itself); on CUDA, wall-clock time between synchronisations.
 - A time per step is the difference of two calls, one of 2N steps and one of N, divided by N: what a
   step costs, without the per-call set-up (initial guesses, method build) and final scoring, which
-  are the same for every N. N shrinks with the batch size (``--rows``: rows × N) but is at least 2.
+  are the same for every N. N shrinks with the batch size (``--rows``: rows × N, N at most 200) but is at least 2.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of every run (default 5)")
-    parser.add_argument("--rows", type=int, default=8192, help="rows × steps per call on the CPU (default 8192; ×16 on CUDA)")
+    parser.add_argument("--rows", type=int, default=32768, help="rows × steps per call on the CPU (default 32768, at most 200 steps; ×16 on CUDA)")
     parser.add_argument("--quick", action="store_true", help="batches 1 64 512, 3 repetitions")
     parser.add_argument("--stop-checks", action="store_true", help="only the stop_check_every comparison")
     args = parser.parse_args()
@@ -240,7 +240,7 @@ def main() -> None:
                   "      engine/bare none    engine/bare jitter      engine/bare crop   Jitter: engine  bare")
             budget = args.rows * (16 if device == "cuda" else 1)
             for batch in args.batches:
-                steps = max(2, min(25, budget // batch))
+                steps = max(2, min(200, budget // batch))
                 report(batch, steps, measure(name, model, size, device, batch, steps, args.reps))
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average {'/'.join(f'{v:.1f}' for v in os.getloadavg())}")
 

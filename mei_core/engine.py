@@ -365,7 +365,7 @@ def optimize(
                     for postprocessor in method.postprocessors:
                         updated = postprocessor(updated, step)
                     if batch.full:
-                        x.copy_(updated)
+                        x.data = updated  # the postprocessors' new tensor becomes x: no copy (x stays the optimiser's parameter)
                     else:
                         x[batch.rows] = updated
                 batch.restore_frozen()
