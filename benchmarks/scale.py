@@ -8,7 +8,8 @@ For every (device, model, batch size), the six runs (engine and bare loop × no 
 ``RandomCrop``) are timed back to back, ``--reps`` times, the order rotating from one repetition to the
 next, so each ratio compares runs made under the same load. Printed per batch size: median ms per
 step of each run, engine/bare for each transform (median [min–max] over repetitions) and what
-``Jitter`` adds to a plain step, for the engine and for the bare loop.
+``Jitter`` adds to a plain step, for the engine and for the bare loop; then the same ratios of the
+fastest repetitions (the least disturbed by other processes on a shared machine).
 
 - Models: ``tiny``: a linear readout of 64 units from 1×16×16 (the cheapest possible forward, so the
   loop's own costs show); ``demo``: ``mei_core.demo.v1.build_demo_cnn`` (two valid convolutions, 16
@@ -179,6 +180,10 @@ def report(batch: int, steps: int, times: dict[str, list[float]]) -> dict[str, f
         + f"   {100 * (statistics.median(jitter_cost['engine']) - 1):+6.1f}% {100 * (statistics.median(jitter_cost['bare']) - 1):+6.1f}%",
         flush=True,
     )
+    fastest = {t: min(times[f"engine {t}"]) / min(times[f"bare {t}"]) for t in TRANSFORMS}
+    print(f"  {'':11s}fastest repetitions: engine/bare " + ", ".join(f"{t} {fastest[t]:.3f}" for t in TRANSFORMS)
+          + f"; Jitter adds {100 * (min(times['engine jitter']) / min(times['engine none']) - 1):+.1f}% (engine), "
+          f"{100 * (min(times['bare jitter']) / min(times['bare none']) - 1):+.1f}% (bare)", flush=True)
     return {f"ratio {t}": statistics.median(ratios[t]) for t in TRANSFORMS}
 
 
