@@ -133,6 +133,7 @@ def serve(path: str, idle_s: float = IDLE_S) -> None:
     _warm_imports()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
+    os.chmod(path, 0o600)  # only this user's jobs may hand work to this process
     server.listen(64)
     server.settimeout(0.5)
     children: set[int] = set()
