@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import sys
-from pathlib import Path
+import time
 
-from .errors import MEIConfigError
+#: when this command started (a job logs its start-up: the time until its first optimisation step)
+STARTED = time.time()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from .errors import MEIConfigError  # noqa: E402
 
 
 def _link_profiles(args: argparse.Namespace) -> None:
@@ -52,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     command("demo-connectome-targets", config={"default": "config/config.yaml"}, demo={"default": "connectome"}, out=required)
     command("assemble", spec=required, manifest=required)
     command("objective-table", spec=required, out=required)
-    command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
-    command("score", manifest=required, shard_spec=required, shard=required, out=required, device={"default": "auto"}, threads={"type": int, "default": 1})
+    # --worker: run in a worker that keeps torch imported (mei_core.worker): auto | off | a socket path
+    worker = {"default": "off"}
+    command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
+    command("score", manifest=required, shard_spec=required, shard=required, out=required, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
+    command("worker", socket=required, idle={"type": float, "default": 300.0})
     command("aggregate", manifest=required, table=required, shards=many, heldout={"nargs": "*", "default": []}, methods=many, seeds={"type": int, **many}, zarr=required, scores=required, traces=required)
     command("concat", inputs=many, out=required)
     command("validate", manifest=required, validation_manifest=required, zarr=required, scores=required, table=required, out=required, activations=required)
@@ -67,7 +75,31 @@ def main(argv: list[str] | None = None) -> int:
     command("link-profiles", profiles={"default": str(Path(__file__).resolve().parent.parent / "profiles")})
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.command in JOBS:
+        arguments = {k: v for k, v in vars(args).items() if k not in ("command", "worker")} | {"started": STARTED}
+        from .worker import socket_path
 
+        path = socket_path(args.worker)
+        if path is None:
+            return run_command(args.command, arguments)
+        from .worker import run_in_worker
+
+        return run_in_worker(path, args.command, arguments)
+    if args.command == "worker":
+        from .worker import main as serve
+
+        serve(args.socket, args.idle)
+        return 0
+    return run_command(args.command, {k: v for k, v in vars(args).items() if k != "command"})
+
+
+#: commands that may run in a worker (mei_core.worker): the per-shard jobs
+JOBS = ("generate", "score")
+
+
+def run_command(command: str, arguments: dict) -> int:
+    """Run one command with its parsed arguments; 2 for a configuration error (message on stderr)."""
+    args = argparse.Namespace(command=command, **arguments)
     try:
         if args.command == "demo-dataset":
             from .demo.v1 import KIND
@@ -98,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             write_objective_table(args.spec, args.out)
         elif args.command == "generate":
             from .generate import generate_shard
-            generate_shard(args.manifest, args.method, args.shard, args.seed, args.out, args.device, args.threads)
+            generate_shard(args.manifest, args.method, args.shard, args.seed, args.out, args.device, args.threads, getattr(args, "started", None))
         elif args.command == "score":
             from .generate import score_heldout
             score_heldout(args.manifest, args.shard_spec, args.shard, args.out, args.device, args.threads)

@@ -3,18 +3,22 @@
 Every component is a callable configured at construction. Inputs are batches of *rows*: images
 ``B×C×H×W`` or videos ``B×C×T×H×W``. Rows belong to *items* (one (unit, seed) optimisation each; an
 item has ``n_meis`` rows when diverse MEIs are asked for). Components must treat every row on its own
-(per-sample ops) and draw randomness only from ``step.generator_for(row)`` so that a row's result does
-not depend on which other rows share its batch.
+(per-sample ops, no Python loop over rows) and draw randomness only through ``step.uniform`` /
+``step.integers``: counter-based draws of each row's own stream, so a row's result does not depend on
+which other rows share its batch, and no generator state has to be carried between steps.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .streams import RowStreams, stream_id
 
 
 @dataclass
@@ -23,28 +27,40 @@ class Step:
 
     ``rows``: indices (into the whole batch) of the rows being processed, in order.
     ``row_items``: item index of every row of the whole batch (length B).
-    ``generators``: one ``torch.Generator`` per item, seeded from the item's seed.
+    ``streams``: the random streams of every row of the whole batch (:class:`RowStreams`).
     ``items``: item index of every processed row (``row_items[rows]``), the index objectives use.
     """
 
     i_iter: int
     rows: Tensor
     row_items: Tensor
-    generators: list[torch.Generator]
+    streams: RowStreams | None = None
     items: Tensor | None = None
-    _rows_list: list[int] | None = None
-    _items_list: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.items is None:
             self.items = self.row_items[self.rows] if len(self.rows) else self.rows
 
-    def row_generators(self) -> list[torch.Generator]:
-        """The generator of each processed row (rows of one item share their item's generator)."""
-        if self._rows_list is None:
-            self._rows_list = self.rows.tolist()
-            self._items_list = self.row_items.tolist()
-        return [self.generators[self._items_list[r]] for r in self._rows_list]
+    @classmethod
+    def of_seeds(cls, seeds: Sequence[int], row_items: Sequence[int] | Tensor | None = None, i_iter: int = 0) -> "Step":
+        """A Step over a whole batch: one seed per item, ``row_items`` the item of every row
+        (default: one row per item). For calling components directly (tests, notebooks)."""
+        row_items = torch.arange(len(seeds)) if row_items is None else torch.as_tensor(row_items, dtype=torch.long)
+        return cls(i_iter, torch.arange(len(row_items)), row_items, RowStreams(seeds, row_items))
+
+    def uniform(self, stream: int, n: int) -> Tensor:
+        """``rows × n`` floats in ``[0, 1)`` from each processed row's own stream ``stream``."""
+        return self._streams().uniform(stream, n, self.i_iter, self.rows)
+
+    def integers(self, stream: int, n: int, high: int | Sequence[int], low: int | Sequence[int] = 0) -> Tensor:
+        """``rows × n`` integers in ``[low, low + high)`` (one value, or one per column) from each
+        processed row's own stream ``stream``."""
+        return self._streams().integers(stream, n, high, self.i_iter, self.rows, low)
+
+    def _streams(self) -> RowStreams:
+        if self.streams is None:
+            raise RuntimeError("this Step carries no random streams (a random component was called at evaluation)")
+        return self.streams
 
     def groups(self) -> Tensor:
         """Item index of each processed row (for components that couple rows of one item)."""
@@ -72,6 +88,9 @@ class Transform(Component):
 
     #: a random transform is skipped when the final score is evaluated
     random: bool = False
+    #: the per-row stream a random transform draws from; ``Compose`` gives each member its own
+    #: (``transform[i]``), so two random transforms of one method never share draws
+    stream: int = stream_id("transform[0]")
 
     @abstractmethod
     def __call__(self, x: Tensor, step: Step) -> Tensor: ...
@@ -125,7 +144,8 @@ class Stopper(Component):
     ``__call__`` returns ``(stop, reason)``: ``stop`` a bool tensor with one entry per item (or a plain
     bool meaning all items), ``reason`` a string, a list of one string per item, or ``None``.
     Items already stopped are frozen by the engine; a stopper's decision for an item must depend only
-    on that item's own history.
+    on that item's own history. Stoppers run every step: keep ``stop`` and ``reason`` on the device
+    (a :class:`Reasons`, not a list built with ``.tolist()``) so that deciding costs no host sync.
     """
 
     @abstractmethod
@@ -155,7 +175,38 @@ class Tracker(Component):
         """The per-row value to record (first dimension = rows of the whole batch)."""
 
 
-_NO_STEP = Step(i_iter=0, rows=torch.zeros(0, dtype=torch.long), row_items=torch.zeros(0, dtype=torch.long), generators=[])
+class Reasons:
+    """Why each item stops, kept on the device: ``codes`` (one per item) index ``names``.
+
+    Reads like the list of names it stands for (``reasons[k]``, ``reasons == [...]``); reading it
+    copies the codes to the host, which the engine does only when it checks for stopped items."""
+
+    def __init__(self, codes: Tensor, names: Sequence[str]):
+        self.codes = codes
+        self.names = tuple(names)
+
+    def tolist(self) -> list[str]:
+        return [self.names[c] for c in self.codes.tolist()]
+
+    def __getitem__(self, item: int) -> str:
+        return self.names[int(self.codes[item])]
+
+    def __iter__(self):
+        return iter(self.tolist())
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Reasons):
+            other = other.tolist()
+        return self.tolist() == list(other) if isinstance(other, (list, tuple)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Reasons({self.tolist()})"
+
+
+_NO_STEP = Step(i_iter=0, rows=torch.zeros(0, dtype=torch.long), row_items=torch.zeros(0, dtype=torch.long))
 
 
 class Parameterisation(Component):

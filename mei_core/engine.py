@@ -1,29 +1,44 @@
 """The optimisation loop: many (unit, seed) items in one batch, each stopped, scored and traced alone.
 
-Per step: transform → objective (one forward) → regularisation → stopper → backward → precondition
-the gradient → optimiser step → postprocess (outside autograd). An item that stops is frozen: its
-rows leave the forward pass and keep their values; its score is the objective of exactly the input
-that is returned.
+Per step: decode (``method.parameterisation``: the optimised variable → the stimulus; returned MEIs
+are decoded stimuli) → transform → objective (one forward, in chunks of at most ``max_batch`` rows) →
+regularisation → gradient → precondition → stopper → optimiser step → postprocess (outside
+autograd) → trackers. An item that stops is frozen: its rows keep their values (restored after every
+update) and its records keep the values of exactly the input that is returned; its score is the
+objective of that input.
+
+The loop makes no host sync of its own except at *checks*: every ``stop_check_every`` steps (default:
+every step on the CPU, where a sync waits for nothing; every 10 on a GPU), and on steps where a tracker records (it copies to the host anyway). A check reads the stop mask, drops
+stopped items' rows from the forward pass and ends the loop once every item has stopped; between
+checks stopped items ride along, frozen. A plain-bool stop (``NumIterations``) ends the loop at once.
 """
 
 from __future__ import annotations
 
 import contextvars
 import itertools
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .components import Step, Tracker
-from .method import Method
+from .components import Reasons, Step, Tracker
+from .method import DEFAULT_STOP_CHECK_EVERY, Method
 from .objectives import Objective
+from .precision import forward_precision
+from .streams import RowStreams
 
+log = logging.getLogger(__name__)
 
 #: Called with every State (e.g. a progress bar in pipeline jobs); set by the caller, off by default.
 step_callback: contextvars.ContextVar = contextvars.ContextVar("step_callback", default=None)
+#: Test hook: a forward pass over more rows than this raises ``torch.OutOfMemoryError``, as a GPU
+#: that is too small would (``None``: off).
+simulated_memory_rows: contextvars.ContextVar[int | None] = contextvars.ContextVar("simulated_memory_rows", default=None)
 
 
 @dataclass
@@ -41,6 +56,7 @@ class State:
     - ``post_processed_input``: the next input (``x_{i+1}``: optimiser step, then postprocessing).
       It is ``None`` while the stopper runs (the step depends on the stopper's decision) and set
       before the trackers run; an item that stopped at this step keeps ``input_`` there.
+    - ``active_items``: items not stopped before this step's stopper ran (a device tensor).
     """
 
     i_iter: int
@@ -77,83 +93,233 @@ class BatchResult:
     n_meis: int = 1
 
 
+@dataclass
+class _Evaluated:
+    """One step's forward and backward over the processed rows."""
+
+    transformed: Tensor
+    evaluation: Tensor
+    penalty: Tensor | None
+    progress: Tensor
+    grad: Tensor  # whole batch (zeros on rows not processed)
+    terms: dict[str, Tensor]
+
+
 class _Batch:
     """The optimised rows and who is still active; stopped items are frozen where they stopped."""
 
-    def __init__(self, method: Method, seeds: list[int], shape: tuple[int, ...], device: torch.device):
-        self.n_items, self.n_meis = len(seeds), method.n_meis
-        # every random draw of an item comes from its own generator: batch composition cannot matter
-        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-        # the optimised variable lives in parameter space (the identity for pixels); meis are decoded
+    def __init__(self, method: Method, seeds: Sequence[int], shape: tuple[int, ...], device: torch.device):
+        self.method, self.n_items, self.n_meis = method, len(seeds), method.n_meis
+        # sinzlab's initial guess (torch.manual_seed(seed), then the draw): a CPU generator per item,
+        # so the start does not depend on the device or on the batch
+        # the optimised variable lives in parameter space (the identity for pixels)
         variable_shape = method.parameterisation.initial_shape(tuple(shape))
-        initial = torch.cat([method.initial((self.n_meis, *variable_shape), g) for g in self.generators])
+        initial = torch.cat([method.initial((self.n_meis, *variable_shape), torch.Generator().manual_seed(int(s))) for s in seeds])
         self.x = initial.to(device).requires_grad_(True)
         self.row_items = torch.arange(self.n_items, device=device).repeat_interleave(self.n_meis)
-        self.all_rows = torch.arange(len(self.row_items), device=device)
-        self.rows, self.full = self.all_rows, True
-        self.items = self.row_items  # item of every active row: what objectives index by
+        # every later random draw of a row is a function of (its item's seed, row, step, stream) alone
+        self.streams = RowStreams(seeds, self.row_items)
+        self.rows, self.full = torch.arange(len(self.row_items), device=device), True
+        self.items = self.row_items  # item of every processed row: what objectives index by
         self.active = torch.ones(self.n_items, dtype=torch.bool, device=device)
-        self.n_iterations, self.stop_reasons = [0] * self.n_items, [""] * self.n_items
-        self.evaluation = self.penalty = self.progress = torch.zeros(len(self.all_rows), device=device)
+        self.row_active = self.active[self.row_items]
+        self.stopped_at = torch.full((self.n_items,), -1, dtype=torch.long, device=device)
+        self.reason_codes = torch.zeros(self.n_items, dtype=torch.long, device=device)
+        self.reason_names: list[str] = []
+        self._reason_tables: dict[tuple[str, ...], Tensor] = {}
+        # set once a stopper returns a mask: from then on frozen rows are restored after each update
+        self.may_have_stopped = False
+        self.evaluation = self.penalty = self.progress = torch.zeros(len(self.row_items), device=device)
         self.terms: dict[str, Tensor] = {}
-        self.frozen: Tensor | None = None
+        self.chunk = method.max_batch  # rows per forward pass (None: all); halved on out-of-memory
+        self._chunks: tuple[Tensor, int, list[tuple[Tensor, Tensor]]] | None = None
+        self._forward_context = forward_precision(method.precision, self.x.device)
+        self._kept: Tensor | None = None
 
-    def inputs(self) -> Tensor:
-        return self.x if self.full else self.x[self.rows]
+    # ---------------------------------------------------------------- forward and backward
 
     def step(self, i_iter: int) -> Step:
-        return Step(i_iter, self.rows, self.row_items, self.generators, self.items)
+        return Step(i_iter, self.rows, self.row_items, self.streams, self.items)
+
+    def evaluate(self, objective: Objective, step: Step) -> _Evaluated:
+        """Forward and input gradient of the processed rows. Out of memory: halve the chunk of rows
+        evaluated at once (whole items) and redo the step; every row's result stays the same."""
+        while True:
+            try:
+                if self.chunk is None or len(self.rows) <= self.chunk:
+                    return self._evaluate_all(objective, step)
+                return self._evaluate_chunks(objective, step)
+            except torch.OutOfMemoryError:
+                current = min(self.chunk or len(self.rows), len(self.rows))
+                if current <= self.n_meis:
+                    raise
+                self.chunk = max(self.n_meis, current // 2 // self.n_meis * self.n_meis)
+                log.warning("out of memory with %d rows per forward pass: continuing with %d", current, self.chunk)
+                if self.x.is_cuda:
+                    torch.cuda.empty_cache()
+
+    def _forward(self, objective: Objective, x: Tensor, step: Step) -> tuple[Tensor, Tensor, Tensor | None, Tensor, dict]:
+        limit = simulated_memory_rows.get()
+        if limit is not None and len(x) > limit:
+            raise torch.OutOfMemoryError(f"simulated: {len(x)} rows in one forward pass, at most {limit} fit")
+        method = self.method
+        stimulus = method.parameterisation(x)
+        transformed = method.transform(stimulus, step)
+        with self._forward_context:  # the model forward alone runs in the method's precision
+            evaluation = objective(transformed, step.items)
+        evaluation = evaluation.float()  # float32 stays as is; bf16 outputs are widened
+        regularized = transformed if method.regularize_transformed else stimulus
+        penalty = sum(r(regularized, step) for r in method.regularizers) if method.regularizers else None
+        progress = evaluation if method.sign > 0 else -evaluation
+        progress = progress if penalty is None else progress - penalty
+        return transformed, evaluation, penalty, progress, dict(getattr(objective, "last_terms", {}))
+
+    def _evaluate_all(self, objective: Objective, step: Step) -> _Evaluated:
+        x_in = self.x if self.full else self.x[self.rows]
+        transformed, evaluation, penalty, progress, terms = self._forward(objective, x_in, step)
+        # gradients of the input only: a user's model keeps no .grad and pays for no weight gradients
+        (grad,) = torch.autograd.grad(-progress.sum(), self.x)
+        return _Evaluated(transformed.detach(), evaluation, penalty, progress, grad, terms)
+
+    def _evaluate_chunks(self, objective: Objective, step: Step) -> _Evaluated:
+        grad = torch.zeros_like(self.x)
+        parts = []
+        for rows, items in self._chunk_rows():
+            # a leaf per chunk: the chunk's graph is freed before the next chunk runs
+            leaf = self.x.detach()[rows].requires_grad_(True)
+            part = self._forward(objective, leaf, Step(step.i_iter, rows, self.row_items, self.streams, items))
+            (grad_rows,) = torch.autograd.grad(-part[3].sum(), leaf)
+            grad[rows] = grad_rows
+            parts.append([part[0].detach(), part[1].detach(), part[2], part[3].detach(), part[4]])
+        transformed, evaluation, penalty, progress, terms = zip(*parts)
+        penalty = None if penalty[0] is None else torch.cat([p.detach() for p in penalty])
+        terms = {name: torch.cat([t[name] for t in terms]) for name in terms[0]}
+        return _Evaluated(torch.cat(transformed), torch.cat(evaluation), penalty, torch.cat(progress), grad, terms)
+
+    def _chunk_rows(self) -> list[tuple[Tensor, Tensor]]:
+        """Chunks of the processed rows (whole items: an item's rows are consecutive and ``chunk`` is
+        a multiple of ``n_meis``), and their items; the same tensors until the rows change, so that
+        objectives' per-item lookups stay cached."""
+        if self._chunks is None or self._chunks[0] is not self.rows or self._chunks[1] != self.chunk:
+            size = max(self.n_meis, self.chunk // self.n_meis * self.n_meis)
+            self._chunks = (self.rows, self.chunk, [(rows, self.row_items[rows]) for rows in self.rows.split(size)])
+        return self._chunks[2]
+
+    # ---------------------------------------------------------------- records and stopping
+
+    def keep(self, evaluated: _Evaluated) -> None:
+        """Whole-batch records; rows of items that stopped before this step keep the values of their
+        returned input."""
+        penalty = evaluated.penalty if evaluated.penalty is not None else torch.zeros_like(evaluated.evaluation)
+        self.evaluation = self._record(self.evaluation, evaluated.evaluation)
+        self.penalty = self._record(self.penalty, penalty)
+        self.progress = self._record(self.progress, evaluated.progress)
+        for name, value in evaluated.terms.items():
+            self.terms[name] = self._record(self.terms.get(name), value)
+
+    def _record(self, old: Tensor | None, new: Tensor) -> Tensor:
+        new = new.detach()
+        if old is None or (self.full and not self.may_have_stopped):
+            return new
+        if self.may_have_stopped:  # no sync: a select by the device-side mask
+            mask = self.row_active if self.full else self.row_active[self.rows]
+            current = old if self.full else old[self.rows]
+            new = torch.where(mask.view(-1, *[1] * (new.dim() - 1)), new, current)
+        if self.full:
+            return new
+        old[self.rows] = new
+        return old
+
+    def stop(self, stop: Any, reason: Any, i_iter: int, stopper: Any) -> bool:
+        """Freeze the items ``stop`` names, on the device. True when every item has stopped (known
+        without a sync only for a plain-bool stop)."""
+        if not isinstance(stop, Tensor):
+            if not stop:
+                return False
+            stopping, everything = self.active, True
+        else:
+            stopping = stop.to(device=self.active.device, dtype=torch.bool)
+            stopping = (stopping.reshape(1).expand(self.n_items) if stopping.numel() == 1 else stopping.reshape(self.n_items)) & self.active
+            everything = False
+        self.stopped_at = torch.where(stopping, i_iter, self.stopped_at)
+        self.reason_codes = torch.where(stopping, self._codes(reason, stopper), self.reason_codes)
+        self.active = self.active & ~stopping
+        self.row_active = self.active[self.row_items]
+        self.may_have_stopped = True
+        return everything
+
+    def _code(self, name: str) -> int:
+        if name not in self.reason_names:
+            self.reason_names.append(name)
+        return self.reason_names.index(name)
+
+    def _codes(self, reason: Any, stopper: Any) -> Tensor | int:
+        """The stop reason as codes into ``reason_names``: one code, or one per item."""
+        if isinstance(reason, str):
+            return self._code(reason)
+        if isinstance(reason, Reasons):
+            table = self._reason_tables.get(reason.names)
+            if table is None:
+                table = torch.tensor([self._code(n) for n in reason.names], device=self.active.device)
+                self._reason_tables[reason.names] = table
+            return table[reason.codes.to(table.device)]
+        if isinstance(reason, (list, tuple)) and len(reason) == self.n_items and all(isinstance(r, str) for r in reason):
+            return torch.tensor([self._code(r) for r in reason], device=self.active.device)  # host → device only
+        return self._code(type(stopper).__name__)
+
+    def check(self, i_iter: int) -> tuple[bool, bool]:
+        """The host sync: drop stopped items' rows from the forward pass. Returns (every item has
+        stopped, some item stopped at this very step)."""
+        active_rows, stopped_now = torch.stack([self.row_active.sum(), (self.stopped_at == i_iter).any().long()]).tolist()
+        if 0 < active_rows < len(self.rows):
+            self.rows, self.full = self.row_active.nonzero().flatten(), False
+            self.items = self.row_items[self.rows]
+        return active_rows == 0, bool(stopped_now)
+
+    # ---------------------------------------------------------------- the update
 
     def whole_batch(self, rows_values: Tensor) -> Tensor:
-        """Values of the active rows spread over the whole batch (zeros on rows of stopped items)."""
+        """Values of the processed rows spread over the whole batch (zeros elsewhere)."""
         if self.full:
             return rows_values
         return torch.zeros_like(self.x).index_copy_(0, self.rows, rows_values)
 
+    def hold_frozen(self) -> None:
+        """Before an update: remember the input, so that frozen rows can be put back after it."""
+        if self.may_have_stopped:
+            if self._kept is None:
+                self._kept = torch.empty_like(self.x)
+            self._kept.copy_(self.x.detach())
+
+    def restore_frozen(self) -> None:
+        """After an update: rows of stopped items get their frozen values back (the optimiser's
+        state, e.g. Adam's moments, and the postprocessors would otherwise move them)."""
+        if self.may_have_stopped:
+            mask = self.row_active.view(-1, *[1] * (self.x.dim() - 1))
+            self.x.copy_(torch.where(mask, self.x, self._kept))
+
     def per_item(self, values: Tensor) -> Tensor:
         return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).mean(1)
 
-    def keep(self, evaluation: Tensor, penalty: Tensor | None, progress: Tensor, terms: dict[str, Tensor]) -> None:
-        """Whole-batch records; rows of stopped items keep the values of their returned input."""
-        for name, value in terms.items():
-            if self.full:
-                self.terms[name] = value.detach()
-            else:
-                self.terms[name][self.rows] = value.detach()
-        if self.full:
-            self.evaluation, self.progress = evaluation.detach(), progress.detach()
-            self.penalty = penalty.detach() if penalty is not None else torch.zeros_like(self.evaluation)
-        else:
-            self.evaluation[self.rows], self.progress[self.rows] = evaluation.detach(), progress.detach()
-            if penalty is not None:
-                self.penalty[self.rows] = penalty.detach()
+    def scores(self, objective: Objective) -> Tensor:
+        """The objective of exactly the returned rows, in float32 (random transforms centred)."""
+        transform = self.method.transform
+        if not transform.random and self.method.precision == "float32":
+            return self.evaluation  # already the objective of the frozen (or last) inputs
+        x = self.meis()
+        size = self.chunk or len(x)
+        with torch.no_grad():
+            parts = [objective(transform.at_evaluation(x[start : start + size]), self.row_items[start : start + size])
+                     for start in range(0, len(x), size)]
+        return torch.cat(parts).float()
 
-    def stop(self, stop: Any, reason: Any, i_iter: int, stopper: Any) -> Tensor | None:
-        """Freeze the items ``stop`` names; return the mask (over the rows just evaluated) of rows
-        still active, or ``None`` when nothing changed."""
-        if isinstance(stop, bool) or (isinstance(stop, Tensor) and stop.numel() == 1):
-            stopping = self.active.clone() if bool(stop) else None
-        else:
-            stopping = stop.to(device=self.active.device, dtype=torch.bool).reshape(self.n_items) & self.active
-            stopping = stopping if bool(stopping.any()) else None
-        if stopping is None:
-            return None
-        for item in stopping.nonzero().flatten().tolist():
-            self.n_iterations[item] = i_iter
-            self.stop_reasons[item] = _reason_of(reason, item, stopper)
-        previous_rows = self.rows
-        self.active = self.active & ~stopping
-        frozen_rows = (~self.active)[self.row_items]
-        if self.frozen is None:
-            self.frozen = self.x.detach().clone()
-        self.frozen[frozen_rows] = self.x.detach()[frozen_rows]
-        self.rows, self.full = self.active[self.row_items].nonzero().flatten(), False
-        self.items = self.row_items[self.rows]
-        return self.active[self.row_items[previous_rows]]
+    def meis(self) -> Tensor:
+        """The returned MEIs: the optimised variables decoded into stimuli."""
+        with torch.no_grad():
+            return self.method.parameterisation(self.x.detach())
 
-    @property
-    def finished(self) -> bool:
-        return not bool(self.active.any())
+    def stop_records(self) -> tuple[list[int], list[str]]:
+        return self.stopped_at.tolist(), [self.reason_names[c] for c in self.reason_codes.tolist()]
 
 
 def optimize(
@@ -167,10 +333,6 @@ def optimize(
 
     The objective is called with the item index of every row it evaluates (item ``k`` owns rows
     ``k·n_meis … (k+1)·n_meis − 1``); only this function knows how rows map to items.
-
-    Per step: decode (``method.parameterisation``: the optimised variable → the stimulus; ``meis`` are
-    decoded stimuli) → transform → objective (one forward) → regularisation → gradient → preconditioning →
-    stopper (sees the gradient) → optimiser step on the rows still active → postprocessing → trackers.
     """
     started = time.perf_counter()
     batch = _Batch(method, seeds, shape, torch.device(device))
@@ -178,72 +340,61 @@ def optimize(
     callback = step_callback.get()
     # only trackers and callbacks read input_ after the in-place optimiser step: copy it for them alone
     copy_input = bool(method.trackers) or callback is not None
+    intervals = [tracker.interval for tracker in method.trackers.values()]
+    check_every = method.stop_check_every or DEFAULT_STOP_CHECK_EVERY["cpu" if x.device.type == "cpu" else "gpu"]
     for i_iter in itertools.count():
         step = batch.step(i_iter)
-        x_in = batch.inputs()
-        stimulus = method.parameterisation(x_in)
-        transformed = method.transform(stimulus, step)
-        evaluation = objective(transformed, step.items)
-        regularized = transformed if method.regularize_transformed else stimulus
-        penalty = sum(r(regularized, step) for r in method.regularizers) if method.regularizers else None
-        progress = evaluation if method.sign > 0 else -evaluation
-        progress = progress if penalty is None else progress - penalty
-        batch.keep(evaluation, penalty, progress, getattr(objective, "last_terms", {}))
-
-        # gradients of the input only: a user's model keeps no .grad and pays for no weight gradients
-        (grad,) = torch.autograd.grad(-progress.sum(), x)
+        evaluated = batch.evaluate(objective, step)
+        batch.keep(evaluated)
         with torch.no_grad():
-            rows_grad = grad if batch.full else grad[batch.rows]
+            rows_grad = evaluated.grad if batch.full else evaluated.grad[batch.rows]
             for preconditioner in method.preconditioners:
                 rows_grad = preconditioner(rows_grad, step)
         state = State(
             i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
             progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
             progress=batch.per_item(batch.progress), input_=x.detach().clone() if copy_input else x.detach(),
-            transformed_input=transformed.detach(), active_items=batch.active, grad=grad,
+            transformed_input=evaluated.transformed, active_items=batch.active, grad=evaluated.grad,
             preconditioned_grad=batch.whole_batch(rows_grad), objective_terms=batch.terms,
         )
         stop, state.stopper_output = method.stopper(state)
-        still_active = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
-        if not batch.finished:
+        finished = stopped_now = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
+        if not finished:
             with torch.no_grad():
-                if still_active is not None:
-                    rows_grad = rows_grad[still_active]
-                x.grad = batch.whole_batch(rows_grad)
+                x.grad = state.preconditioned_grad
+            # a check on a tracker's step costs nothing extra: the tracker syncs anyway
+            if batch.may_have_stopped and ((i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals)):
+                finished, stopped_now = batch.check(i_iter)
+        if not finished:
+            batch.hold_frozen()
             optimizer.step()
             with torch.no_grad():
-                if not batch.full:
-                    x[~batch.active[batch.row_items]] = batch.frozen[~batch.active[batch.row_items]]
                 if method.postprocessors:
                     step = step_for(step, batch)
-                    updated = batch.inputs()
+                    updated = x if batch.full else x[batch.rows]
                     for postprocessor in method.postprocessors:
                         updated = postprocessor(updated, step)
                     if batch.full:
-                        x.copy_(updated)
+                        x.data = updated  # the postprocessors' new tensor becomes x: no copy (x stays the optimiser's parameter)
                     else:
                         x[batch.rows] = updated
+                batch.restore_frozen()
         state.post_processed_input = x.detach()
-        for tracker in method.trackers.values():
-            tracker(state)
+        if not finished or stopped_now:  # steps after the last item stopped are not recorded
+            for tracker in method.trackers.values():
+                tracker(state)
         if callback is not None:
             callback(state)
-        if batch.finished:
+        if finished:
             break
 
-    # rows of stopped items kept the evaluation of exactly their returned input; a random transform
-    # (jitter, crops) evaluated a moved copy, so score the returned input itself
-    scores = batch.evaluation
-    with torch.no_grad():
-        meis = method.parameterisation(x.detach())
-        if method.transform.random:
-            scores = objective(method.transform.at_evaluation(meis), batch.row_items).detach()
+    n_iterations, stop_reasons = batch.stop_records()
     return BatchResult(
-        meis=meis.to("cpu"),
-        scores=scores.to("cpu"),
+        meis=batch.meis().to("cpu"),
+        scores=batch.scores(objective).detach().to("cpu"),
         row_items=batch.row_items.to("cpu"),
-        n_iterations=batch.n_iterations,
-        stop_reasons=batch.stop_reasons,
+        n_iterations=n_iterations,
+        stop_reasons=stop_reasons,
         traces=method.trackers,
         runtime_s=time.perf_counter() - started,
         device=str(batch.x.device),
@@ -251,16 +402,8 @@ def optimize(
     )
 
 
-def step_for(step: Step, batch: "_Batch") -> Step:
-    """The Step describing the rows the optimiser step left active (fewer after items stopped)."""
+def step_for(step: Step, batch: _Batch) -> Step:
+    """The Step describing the rows the optimiser step left active (fewer after a check)."""
     if batch.full or batch.rows is step.rows:
         return step
-    return Step(step.i_iter, batch.rows, step.row_items, step.generators, batch.items)
-
-
-def _reason_of(reason: Any, item: int, stopper: Any) -> str:
-    if isinstance(reason, str):
-        return reason
-    if isinstance(reason, (list, tuple)) and len(reason) > item and isinstance(reason[item], str):
-        return reason[item]
-    return type(stopper).__name__
+    return Step(step.i_iter, batch.rows, step.row_items, step.streams, batch.items)

@@ -144,7 +144,8 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
             raise MEIConfigError(f"ensembles.{name}.ground_truth.file: file {truth['file']!r} not found (resolved to {str((base / truth['file']).resolve())!r})")
         if hasattr(kind, "check") and (base / truth["file"]).exists():
             kind.check(str(base / truth["file"]), ensemble["input_shape"], ensemble["outputs"], f"ensembles.{name}.ground_truth.file")
-    shared = {k: ensemble[k] for k in ("input_shape", "outputs", "dataset_id", "data_key") if k in ensemble}
+    # max_batch travels to the jobs through the manifest, outside the ensemble's identity (ensemble_hash)
+    shared = {k: ensemble[k] for k in ("input_shape", "outputs", "dataset_id", "data_key", "max_batch") if k in ensemble}
     for group in MEMBER_GROUPS:
         for k, v in enumerate(ensemble.get(group) or []):
             check_numbers_are_numbers(v.get("builder_kwargs"), f"ensembles.{name}.{group}[{k}].builder_kwargs")

@@ -31,6 +31,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def with_max_batch(config: dict, max_batch: int | None) -> dict:
+    """The method config with the ensemble's ``max_batch`` (the smaller one when both set it): rows per
+    forward pass are a property of the model and the GPU, not of the method, and change no result."""
+    if max_batch is None:
+        return config
+    return {**config, "max_batch": min(int(max_batch), config.get("max_batch") or int(max_batch))}
+
+
 def generate_shard(
     manifest_path: str,
     method_path: str,
@@ -39,8 +47,10 @@ def generate_shard(
     out_path: str,
     device: str = "auto",
     threads: int = 1,
+    command_started: float | None = None,
 ) -> Path:
-    """Optimise the shard's items and write its shard file atomically."""
+    """Optimise the shard's items and write its shard file atomically. ``command_started``: when the
+    job's command started (``time.time()``), to log the start-up it paid before the first step."""
     torch.set_num_threads(threads)
     started = time.perf_counter()
     manifest, method, shard = read_json(manifest_path), read_json(method_path), read_json(shard_spec_path)
@@ -50,11 +60,18 @@ def generate_shard(
     model = load_ensemble(manifest).to(target)
     objective = build_objective(model, rows)
     method_fn = import_object(method["method_fn"], f"methods.{method['name']}.method_fn")
+    config = with_max_batch(method["config"], manifest.get("max_batch"))
 
     bar = tqdm(desc=f"{manifest['name']}/{method['name']}/seed{seed}/shard{shard['index']}", unit="step", mininterval=2.0)
-    token = step_callback.set(lambda state: bar.update(1) if state.i_iter else None)
+    def progress(state) -> None:
+        if state.i_iter:
+            bar.update(1)
+        elif command_started is not None:
+            log.info("start-up %.2f s (from the command start until its first optimisation step is done)", time.time() - command_started)
+
+    token = step_callback.set(progress)
     try:
-        result: BatchResult = method_fn(objective, method["config"], [seed] * len(rows), tuple(manifest["input_shape"]), target)
+        result: BatchResult = method_fn(objective, config, [seed] * len(rows), tuple(manifest["input_shape"]), target)
     finally:
         step_callback.reset(token)
         bar.close()
@@ -82,7 +99,9 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out
         rows = as_table(spec["rows"])
         objective = build_objective(validation.to(target), rows).to(target)
         items = torch.arange(len(rows), device=target).repeat_interleave(shard.n_meis)
+        meis = torch.from_numpy(shard["meis"]).to(target)
+        size = int(manifest.get("max_batch") or len(meis)) // shard.n_meis * shard.n_meis or shard.n_meis
         with torch.no_grad():
-            scores = objective(torch.from_numpy(shard["meis"]).to(target), items).cpu().numpy()
+            scores = torch.cat([objective(meis[i : i + size], items[i : i + size]) for i in range(0, len(meis), size)]).cpu().numpy()
     write_heldout(out_path, scores, {"ensemble_hash": manifest["ensemble_hash"]})
     return scores

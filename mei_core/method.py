@@ -9,8 +9,11 @@ on the variable);
 Plain options: ``n_meis`` (diverse MEIs per item, default 1), ``direction`` (``maximize`` |
 ``minimize``; minimise gives inhibitory MEIs), ``regularize`` (``input``, the default: regularizers see
 the optimised input; ``transformed``: they see what the model sees, as in sinzlab/mei),
-``model_forward_kwargs`` (a mapping the objective passes to every model call, e.g. ``{data_key: ...}``),
-``device`` (ignored here: the caller decides where to run).
+``model_forward_kwargs`` (a mapping the objective passes to every model call, e.g. ``{data_key: ...}``), ``precision`` (``float32`` | ``tf32`` | ``bf16``: the
+model forward's arithmetic, see :mod:`mei_core.precision`), ``stop_check_every`` (steps between the
+host syncs that drop stopped items from the batch), ``max_batch`` (most rows in one forward pass:
+larger batches are evaluated in chunks; results do not change), ``device`` (ignored here: the caller
+decides where to run).
 """
 
 from __future__ import annotations
@@ -25,13 +28,20 @@ from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
 from .parameterisations import Parameterisation, Pixels, build_parameterisation
+from .precision import PRECISIONS
 from .transforms import Compose, Identity
 
 COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers", "parameterisation")
 #: sinzlab/mei's name for a slot → ours
 SLOT_ALIASES = {"objectives": "trackers"}
-OPTION_SLOTS = ("n_meis", "direction", "regularize", "model_forward_kwargs", "device")
+OPTION_SLOTS = ("n_meis", "direction", "regularize", "model_forward_kwargs", "device", "precision", "stop_check_every", "max_batch")
 REGULARIZE = ("input", "transformed")
+#: steps between stop checks, by device type (others: "gpu"). A check copies the stop mask to the
+#: host and drops stopped items from the forward pass; between checks stopped items stay in the
+#: batch, frozen, and the loop runs on after the last item stopped until the next check. On the CPU a
+#: check waits for nothing, so every step is cheapest (measured in benchmarks/README.md, "stop
+#: checks"); on a GPU it drains the queue of kernels, so there it is every 10 steps.
+DEFAULT_STOP_CHECK_EVERY = {"cpu": 1, "gpu": 10}
 KNOWN_SLOTS = COMPONENT_SLOTS + OPTION_SLOTS + tuple(SLOT_ALIASES)
 
 
@@ -51,6 +61,9 @@ class Method:
     regularize_transformed: bool = False
     model_forward_kwargs: dict[str, Any] = field(default_factory=dict)
     parameterisation: Parameterisation = field(default_factory=Pixels)
+    precision: str = "float32"
+    stop_check_every: int | None = None  # None: DEFAULT_STOP_CHECK_EVERY for the device
+    max_batch: int | None = None
 
 
 def _expect(component: Any, base: type, key: str) -> None:
@@ -126,6 +139,11 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     direction = config.get("direction", "maximize")
     if direction not in ("maximize", "minimize"):
         raise MEIConfigError(f"{key}.direction: must be 'maximize' or 'minimize', got {direction!r}")
+    precision = config.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise MEIConfigError(f"{key}.precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    stop_check_every = _positive(config, "stop_check_every", None, key)
+    max_batch = _positive(config, "max_batch", None, key)
 
     regularize = config.get("regularize", "input")
     if regularize not in REGULARIZE:
@@ -148,7 +166,17 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         regularize_transformed=regularize == "transformed",
         model_forward_kwargs=dict(forward_kwargs),
         parameterisation=build_parameterisation(config.get("parameterisation"), f"{key}.parameterisation"),
+        precision=precision,
+        stop_check_every=stop_check_every,
+        max_batch=max_batch,
     )
+
+
+def _positive(config: Mapping[str, Any], option: str, default: int | None, key: str) -> int | None:
+    value = config.get(option, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise MEIConfigError(f"{key}.{option}: must be a positive integer, got {value!r}")
+    return value
 
 
 def validate_method(config: Mapping[str, Any], key: str = "config") -> None:

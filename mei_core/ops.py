@@ -201,3 +201,33 @@ class ScheduledGaussianBlur:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def gather_windows(x: Tensor, top: Tensor, left: Tensor, height: int, width: int, circular: bool = False) -> Tensor:
+    """A ``height×width`` window of every row's last two dims, each row at its own offset, in one
+    gather: ``out[b, …, i, j] = x[b, …, top[b] + i, left[b] + j]`` (indices taken modulo the image
+    size when ``circular``; otherwise every window must lie inside the image). ``top``, ``left``:
+    int64, one per row. Channels and frames of a row share its window. Returns ``B×…×height×width``.
+
+    A circular window of the image's own size at offset ``−s`` is ``torch.roll`` by ``s``.
+    """
+    check_spatial(x, "gather_windows")
+    in_height, in_width = x.shape[-2], x.shape[-1]
+    rows_y = top[:, None] + torch.arange(height, device=x.device)  # B×height
+    cols_x = left[:, None] + torch.arange(width, device=x.device)  # B×width
+    if circular:
+        rows_y, cols_x = rows_y % in_height, cols_x % in_width
+    index = ((rows_y * in_width)[:, :, None] + cols_x[:, None, :]).flatten(1)  # B×(height·width): one large op
+    flat = x.flatten(-2)  # B×C(×T)×(H·W)
+    index = index.view(len(x), *([1] * (flat.dim() - 2)), height * width).expand(*flat.shape[:-1], height * width)
+    return flat.gather(-1, index).view(*x.shape[:-2], height, width)
+
+
+def affine_resample(x: Tensor, theta: Tensor, padding_mode: str = "zeros") -> Tensor:
+    """Resample every row through its own affine map ``theta`` (``B×2×3``, in the normalised
+    coordinates of ``F.affine_grid``: output point p samples the input at ``theta·[p, 1]``),
+    bilinear. Videos apply the row's map to every frame (time is folded into channels)."""
+    check_spatial(x, "affine_resample")
+    planes = x.flatten(1, -3)  # B×(C·T)×H×W
+    grid = F.affine_grid(theta.to(planes.dtype), list(planes.shape), align_corners=False)
+    return F.grid_sample(planes, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False).view(x.shape)

@@ -125,9 +125,26 @@ def use_pythonpath(folders: list[str] | None, base_dir: str | Path = ".") -> lis
     return resolved
 
 
-def prepare(config: dict, base_dir: str | Path = ".", write: bool = True) -> Plan:
-    """Check everything a run needs and write the spec files. Raises MEIConfigError naming the key."""
+def check_device(device: str) -> None:
+    """``device: cuda`` on a machine without a GPU: say so before any job starts, naming the key."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MEIConfigError(
+                "device: 'cuda' but this machine sees no CUDA device (torch.cuda.is_available() is False); "
+                "use 'auto' (a GPU when a job sees one) or 'cpu', or run the jobs on GPU nodes (--profile cluster)"
+            )
+
+
+def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_run_here: bool = True) -> Plan:
+    """Check everything a run needs and write the spec files. Raises MEIConfigError naming the key.
+
+    ``jobs_run_here``: the jobs run on this machine (not submitted to a cluster, not a dry run), so
+    the device they ask for must exist here."""
     base = Path(base_dir)
+    if jobs_run_here:
+        check_device(config.get("device", "auto"))
     use_pythonpath(config.get("pythonpath"), base)
     paths = Paths(config.get("results", "results"), config.get("resources", "resources"))
     shard_size = int(config.get("shard_size", 64))

@@ -13,9 +13,17 @@ import torch
 from torch import Tensor
 
 from .components import Step
+from .streams import stream_id
+
+
+_STREAM = stream_id("draw_per_row")
 
 
 def draw_per_row(step: Step, draw: Callable[[torch.Generator], Tensor]) -> list[Tensor]:
-    """``draw(generator)`` once for every processed row of ``step``, in row order, each from its row's
-    item generator (rows of one item draw one after the other from their item's stream)."""
-    return [draw(generator) for generator in step.row_generators()]
+    """``draw(generator)`` once for every processed row of ``step``, in row order, each from a
+    generator seeded by the row's own stream at this step: a row's draw depends only on its item's
+    seed, its row and the step. For components whose draw needs a ``torch.Generator`` (a random
+    background); shifts and crops draw vectorised from ``step.integers`` instead. A Python loop over
+    rows and one host copy of the seeds per step: keep it off hot paths."""
+    seeds = step.integers(_STREAM, 1, 2**31 - 1)[:, 0].tolist()
+    return [draw(torch.Generator().manual_seed(int(seed))) for seed in seeds]

@@ -1,6 +1,8 @@
 """Stoppers decide per item when to stop. ``state.progress`` is what is maximised per item
 (sign·objective − regularisation, averaged over the item's rows); ``state.evaluation_per_item`` is the
-raw objective. Each returns ``(stop mask over items, reason)``.
+raw objective. Each returns ``(stop mask over items, reason)``, both kept on the device (the reason
+as :class:`~mei_core.components.Reasons` codes): a stopper runs every step and must not make the
+engine wait for the GPU.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .components import Stopper
+from .components import Reasons, Stopper
 
 __all__ = ["NumIterations", "EarlyStopper", "EvaluationThreshold", "LossRange"]
 
@@ -40,7 +42,7 @@ class EarlyStopper(Stopper):
         self._best: Tensor | None = None
         self._waited: Tensor | None = None
 
-    def __call__(self, state: Any) -> tuple[Tensor, list[str]]:
+    def __call__(self, state: Any) -> tuple[Tensor | bool, Reasons]:
         progress = state.progress.detach()
         if self._best is None:
             self._best = progress.clone()
@@ -50,10 +52,7 @@ class EarlyStopper(Stopper):
             self._best = torch.where(improved, progress, self._best)
             self._waited = torch.where(improved, torch.zeros_like(self._waited), self._waited + 1)
         stalled = self._waited >= self.patience
-        at_limit = state.i_iter >= self.max_iterations
-        stop = stalled | at_limit
-        reasons = ["no_improvement" if s else "max_iterations" for s in stalled.tolist()] if bool(stop.any()) else []
-        return stop, reasons
+        return _stop(stalled, state.i_iter >= self.max_iterations), _reasons(stalled, "no_improvement")
 
 
 class EvaluationThreshold(Stopper):
@@ -64,12 +63,9 @@ class EvaluationThreshold(Stopper):
         self.threshold = float(threshold)
         self.max_iterations = int(max_iterations)
 
-    def __call__(self, state: Any) -> tuple[Tensor, list[str]]:
+    def __call__(self, state: Any) -> tuple[Tensor | bool, Reasons]:
         reached = state.sign * (state.evaluation_per_item.detach() - self.threshold) >= 0
-        at_limit = state.i_iter >= self.max_iterations
-        stop = reached | at_limit
-        reasons = ["threshold" if r else "max_iterations" for r in reached.tolist()] if bool(stop.any()) else []
-        return stop, reasons
+        return _stop(reached, state.i_iter >= self.max_iterations), _reasons(reached, "threshold")
 
 
 class LossRange(Stopper):
@@ -87,7 +83,7 @@ class LossRange(Stopper):
         self._window: Tensor | None = None
         self._filled = 0
 
-    def __call__(self, state: Any) -> tuple[Tensor, list[str]]:
+    def __call__(self, state: Any) -> tuple[Tensor | bool, Reasons]:
         loss = -state.progress.detach()
         if self._window is None:
             self._window = loss.new_zeros((self.n_runs, loss.numel()))
@@ -99,6 +95,15 @@ class LossRange(Stopper):
             flat = torch.zeros_like(loss, dtype=torch.bool)
         else:
             flat = (self._window.max(0).values - self._window.min(0).values) < self.threshold
-        stop = flat | at_limit
-        reasons = ["loss_range" if f else "max_iterations" for f in flat.tolist()] if bool(stop.any()) else []
-        return stop, reasons
+        return _stop(flat, at_limit), _reasons(flat, "loss_range")
+
+
+def _stop(own: Tensor, at_limit: bool) -> Tensor | bool:
+    """At the iteration limit every item stops: a plain ``True`` lets the engine end the loop at
+    once, without waiting for its next stop check."""
+    return True if at_limit else own
+
+
+def _reasons(own: Tensor, name: str) -> Reasons:
+    """``name`` where the stopper's own criterion holds, ``max_iterations`` elsewhere."""
+    return Reasons((~own).long(), (name, "max_iterations"))

@@ -1,5 +1,7 @@
-"""Transforms: what the model sees of the optimised input. Random ones draw per row from the row's
-item generator; at final evaluation they are replaced by their centred, deterministic counterpart."""
+"""Transforms: what the model sees of the optimised input. Random ones draw per row from the row's own
+stream (``step.integers`` / ``step.uniform``) and act on the whole batch in one op (a gather for
+shifts and crops, an affine grid for scale and rotation); at final evaluation they are replaced by
+their centred, deterministic counterpart."""
 
 from __future__ import annotations
 
@@ -10,10 +12,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .components import Background, Step, Transform
-from .ops import ALPHAS, check_spatial, opacity
+from .ops import ALPHAS, affine_resample, check_spatial, gather_windows, opacity
 from .randomness import draw_per_row
+from .streams import stream_id
 
-__all__ = ["Identity", "Jitter", "RandomCrop", "ChangeRange", "Resize", "GrayscaleToRGB", "AlphaBlend"]
+__all__ = [
+    "Identity", "Jitter", "PadJitter", "RandomCrop", "RandomScale", "RandomRotation", "ChangeRange", "Resize",
+    "GrayscaleToRGB", "AlphaBlend",
+]
 
 
 class Identity(Transform):
@@ -22,44 +28,73 @@ class Identity(Transform):
 
 
 class Jitter(Transform):
-    """Shift every row by its own random (dy, dx) in ``[-max_jitter, max_jitter]``.
-
-    ``pad_mode: circular`` (default) rolls the image around; ``reflect`` shifts it and fills the
-    uncovered border by reflection (sinzlab/mei's ``Jitter``)."""
+    """Shift every row by its own random (dy, dx) in ``[-max_jitter, max_jitter]``, for the whole
+    batch in one gather. ``pad_mode: circular`` (default) rolls the image around (``torch.roll`` per
+    row; (dy, dx) is minus the row's draw); ``reflect`` shifts it and fills the uncovered border by
+    reflection (sinzlab/mei's ``Jitter``)."""
 
     random = True
     PAD_MODES = ("circular", "reflect")
 
     def __init__(self, max_jitter: int | Sequence[int] = 2, pad_mode: str = "circular"):
-        jitter = (max_jitter, max_jitter) if isinstance(max_jitter, int) else tuple(max_jitter)
-        if len(jitter) != 2 or min(jitter) < 0:
-            raise ValueError(f"max_jitter must be a non-negative int or (y, x) pair, got {max_jitter!r}")
+        self.max_jitter = _pair(max_jitter, "max_jitter")
         if pad_mode not in self.PAD_MODES:
             raise ValueError(f"pad_mode must be one of {self.PAD_MODES}, got {pad_mode!r}")
-        self.max_jitter = (int(jitter[0]), int(jitter[1]))
         self.pad_mode = pad_mode
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
         check_spatial(x, "Jitter")
         if max(self.max_jitter) == 0:
             return x
-        low = torch.tensor([-self.max_jitter[0], -self.max_jitter[1]])
-        span = torch.tensor([2 * self.max_jitter[0] + 1, 2 * self.max_jitter[1] + 1])
-        shifted = []
-        for row, draw in zip(x, draw_per_row(step, lambda generator: torch.rand(2, generator=generator))):
-            dy, dx = (low + (draw * span).long()).tolist()
-            shifted.append(self.shift(row, dy, dx))
-        return torch.stack(shifted)
+        # a roll by s reads at offset −s; −s is as uniform on [−j, j] as s is, so the draw is the offset
+        offsets = _shifts(step, self.stream, self.max_jitter)
+        if self.pad_mode == "circular":
+            return gather_windows(x, offsets[:, 0], offsets[:, 1], x.shape[-2], x.shape[-1], circular=True)
+        jy, jx = self.max_jitter
+        planes = x.flatten(1, -3)  # B×(C·T)×H×W: reflection pads 2-D planes
+        padded = F.pad(planes, (jx, jx, jy, jy), mode="reflect")
+        window = gather_windows(padded, offsets[:, 0] + jy, offsets[:, 1] + jx, x.shape[-2], x.shape[-1])
+        return window.view(x.shape)
 
     def shift(self, row: Tensor, dy: int, dx: int) -> Tensor:
-        """``row`` (C×H×W or C×T×H×W) moved down by ``dy`` and right by ``dx``."""
+        """``row`` (C×H×W or C×T×H×W) moved down by ``dy`` and right by ``dx``: what ``__call__`` does
+        to a row whose draw is (−dy, −dx)."""
+        offsets = torch.tensor([[-dy, -dx]])
         if self.pad_mode == "circular":
             return torch.roll(row, shifts=(dy, dx), dims=(-2, -1))
-        height, width = row.shape[-2:]
-        planes = row.reshape(1, -1, height, width)
-        padded = F.pad(planes, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="reflect")
-        top, left = max(-dy, 0), max(-dx, 0)
-        return padded[..., top : top + height, left : left + width].reshape(row.shape)
+        jy, jx = max(self.max_jitter[0], abs(dy)), max(self.max_jitter[1], abs(dx))
+        padded = F.pad(row.reshape(1, -1, *row.shape[-2:]), (jx, jx, jy, jy), mode="reflect")
+        return gather_windows(padded, offsets[:, 0] + jy, offsets[:, 1] + jx, row.shape[-2], row.shape[-1]).view(row.shape)
+
+
+class PadJitter(Transform):
+    """lucent's ``pad`` + ``jitter``: pad every row by ``pad`` pixels (``mode``: ``constant`` with
+    ``value``, ``reflect`` or ``replicate``), shift it by its own random (dy, dx) in
+    ``[-max_jitter, max_jitter]`` and crop back to the input size (one gather). Unlike ``Jitter``,
+    what enters at the border is padding, not the opposite edge (when ``max_jitter <= pad``)."""
+
+    random = True
+
+    def __init__(self, pad: int = 4, max_jitter: int | Sequence[int] = 4, mode: str = "constant", value: float = 0.0):
+        if int(pad) < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}")
+        if mode not in {"constant", "reflect", "replicate"}:
+            raise ValueError(f"mode must be constant, reflect or replicate, got {mode!r}")
+        self.pad = int(pad)
+        self.max_jitter = _pair(max_jitter, "max_jitter")
+        self.mode = mode
+        self.value = float(value)
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        check_spatial(x, "PadJitter")
+        height, width = x.shape[-2:]
+        planes = x.flatten(1, -3)  # B×(C·T)×H×W: non-constant padding of 2-D planes
+        padded = F.pad(planes, (self.pad,) * 4, mode=self.mode, value=self.value if self.mode == "constant" else None)
+        # the window of the image shifted by s starts at pad − s: uniform on [pad − j, pad + j]
+        jy, jx = self.max_jitter
+        offsets = step.integers(self.stream, 2, (2 * jy + 1, 2 * jx + 1), low=(self.pad - jy, self.pad - jx))
+        window = gather_windows(padded, offsets[:, 0], offsets[:, 1], height, width, circular=True)
+        return window.view(x.shape)
 
 
 class RandomCrop(Transform):
@@ -78,17 +113,77 @@ class RandomCrop(Transform):
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
         self._check(x)
-        free_y, free_x = x.shape[-2] - self.height, x.shape[-1] - self.width
-        crops = []
-        for row, draw in zip(x, draw_per_row(step, lambda generator: torch.rand(2, generator=generator))):
-            oy, ox = (draw * torch.tensor([free_y + 1, free_x + 1])).long().tolist()
-            crops.append(row[..., oy : oy + self.height, ox : ox + self.width])
-        return torch.stack(crops)
+        free = (x.shape[-2] - self.height + 1, x.shape[-1] - self.width + 1)
+        offsets = step.integers(self.stream, 2, free)
+        return gather_windows(x, offsets[:, 0], offsets[:, 1], self.height, self.width)
 
     def at_evaluation(self, x: Tensor) -> Tensor:
         self._check(x)
         oy, ox = (x.shape[-2] - self.height) // 2, (x.shape[-1] - self.width) // 2
         return x[..., oy : oy + self.height, ox : ox + self.width]
+
+
+class RandomScale(Transform):
+    """Zoom every row about its centre by its own factor, uniform in ``[min_scale, max_scale]``
+    (> 1 magnifies), keeping the size: bilinear ``grid_sample``; what a zoom-out uncovers is
+    ``padding_mode`` (``zeros``, ``border``, ``reflection``). Unscaled at evaluation."""
+
+    random = True
+
+    def __init__(self, min_scale: float = 0.9, max_scale: float = 1.1, padding_mode: str = "zeros"):
+        if not 0 < float(min_scale) <= float(max_scale):
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+        self.min_scale, self.max_scale = float(min_scale), float(max_scale)
+        self.padding_mode = _padding_mode(padding_mode)
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        check_spatial(x, "RandomScale")
+        scale = self.min_scale + (self.max_scale - self.min_scale) * step.uniform(self.stream, 1)[:, 0]
+        theta = torch.zeros(len(x), 2, 3, device=x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / scale  # output point p samples the input at p / scale
+        return affine_resample(x, theta, self.padding_mode)
+
+
+class RandomRotation(Transform):
+    """Rotate every row about its centre by its own angle, uniform in ``[-max_degrees, max_degrees]``
+    (bilinear ``grid_sample``, corners filled by ``padding_mode``). Unrotated at evaluation."""
+
+    random = True
+
+    def __init__(self, max_degrees: float = 10.0, padding_mode: str = "zeros"):
+        if float(max_degrees) < 0:
+            raise ValueError(f"max_degrees must be >= 0, got {max_degrees}")
+        self.max_degrees = float(max_degrees)
+        self.padding_mode = _padding_mode(padding_mode)
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        check_spatial(x, "RandomRotation")
+        height, width = x.shape[-2:]
+        angle = torch.deg2rad((2 * step.uniform(self.stream, 1)[:, 0] - 1) * self.max_degrees)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # a rotation in pixels, written in affine_grid's coordinates (each axis scaled to [-1, 1])
+        theta = torch.zeros(len(x), 2, 3, device=x.device)
+        theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * height / width
+        theta[:, 1, 0], theta[:, 1, 1] = sin * width / height, cos
+        return affine_resample(x, theta, self.padding_mode)
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or min(pair) < 0:
+        raise ValueError(f"{name} must be a non-negative int or (y, x) pair, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _shifts(step: Step, stream: int, max_jitter: tuple[int, int]) -> Tensor:
+    """Each processed row's (y, x) draw, uniform in ``[-max_jitter, max_jitter]`` per axis (``rows × 2``)."""
+    return step.integers(stream, 2, (2 * max_jitter[0] + 1, 2 * max_jitter[1] + 1), low=(-max_jitter[0], -max_jitter[1]))
+
+
+def _padding_mode(mode: str) -> str:
+    if mode not in {"zeros", "border", "reflection"}:
+        raise ValueError(f"padding_mode must be zeros, border or reflection, got {mode!r}")
+    return mode
 
 
 class ChangeRange(Transform):
@@ -201,6 +296,8 @@ class Compose(Transform):
     def __init__(self, transforms: Sequence[Transform]):
         self.transforms = list(transforms)
         self.random = any(t.random for t in self.transforms)
+        for position, transform in enumerate(self.transforms):  # every member its own stream
+            transform.stream = stream_id(f"transform[{position}]")
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
         for transform in self.transforms:

@@ -58,6 +58,15 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(folder, case):
     assert not (folder / "results").exists() and not (folder / "resources").exists()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_on_a_machine_without_a_gpu_fails_before_any_job(folder):
+    (folder / "config.yaml").write_text(with_change(lambda c: c.update(device="cuda")))
+    result = snakemake(folder, check=False)
+    assert result.returncode != 0
+    assert "invalid configuration: device: 'cuda' but this machine sees no CUDA device" in result.stdout + result.stderr
+    assert not (folder / "results").exists() and not (folder / "resources").exists()
+
+
 def test_yaml_reads_an_exponent_without_a_dot_as_a_string_and_that_is_caught(folder):
     text = yaml.safe_dump(tiny_config(), sort_keys=False).replace("lr: 0.5", "lr: 1e-3", 1)
     assert "lr: 1e-3" in text

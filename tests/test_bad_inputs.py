@@ -141,6 +141,8 @@ CASES: dict[str, tuple[Callable[[dict], None], str]] = {
     "method_fn not found": (change("methods.fast.method_fn", "mei_core.nowhere.fn"), "methods.fast.method_fn: module 'mei_core.nowhere' not found"),
     "method for an unknown ensemble": (change("methods.fast.ensembles", ["tiny", "retina"]), "methods.fast.ensembles: no ensemble 'retina'"),
     "zero MEIs per item": (change("methods.fast.config.n_meis", 0), "config key methods.fast.config.n_meis: 0 is less than the minimum of 1"),
+    "unknown precision": (change("methods.fast.config.precision", "fp16"), "config key methods.fast.config.precision: 'fp16' is not one of ['float32', 'tf32', 'bf16']"),
+    "zero max_batch": (change("ensembles.tiny.max_batch", 0), "config key ensembles.tiny.max_batch: 0 is less than the minimum of 1"),
     "unknown direction": (change("methods.fast.config.direction", "up"), "config key methods.fast.config.direction: 'up' is not one of"),
     "missing required slot": (delete("methods.fast.config.optimizer"), "methods.fast.config.optimizer: required slot is missing"),
     # demos

@@ -24,7 +24,7 @@ from mei_core.transforms import AlphaBlend, Jitter
 def step(n_rows, i_iter=0, seeds=None, row_items=None):
     row_items = torch.arange(n_rows) if row_items is None else torch.as_tensor(row_items)
     seeds = list(range(int(row_items.max()) + 1)) if seeds is None else seeds
-    return Step(i_iter, torch.arange(n_rows), row_items, [torch.Generator().manual_seed(s) for s in seeds])
+    return Step.of_seeds(seeds, row_items, i_iter)
 
 
 def test_additive_and_multiplicative_schedules():
@@ -100,7 +100,7 @@ def test_backgrounds_are_drawn_per_item_whatever_the_batch():
     blend = AlphaBlend(background=natural, alpha="linear")
     x = torch.zeros(3, 2, 5, 5)  # alpha 0: the model sees the background alone
     together = blend(x, step(3, seeds=[4, 5, 6]))
-    alone = blend(x[2:], Step(0, torch.arange(1), torch.zeros(1, dtype=torch.long), [torch.Generator().manual_seed(6)]))
+    alone = blend(x[2:], Step.of_seeds([6]))
     assert torch.equal(together[2], alone[0])
     assert any(torch.allclose(together[0, 0], image) for image in natural.images)
     assert torch.allclose(blend.at_evaluation(x)[0, 0], natural.images.mean(0))

@@ -15,14 +15,15 @@ from mei_core.preconditioners import DivideByMeanOfAbsolute, FourierSmoothing, G
 from mei_core.regularizers import L1L2, LpNorm, OpacityPenalty, Similarity, TotalVariation
 from mei_core.stoppers import EarlyStopper, EvaluationThreshold, LossRange, NumIterations
 from mei_core.trackers import EvaluationObjective
-from mei_core.transforms import AlphaBlend, ChangeRange, Jitter, RandomCrop, Resize
+from mei_core.streams import RowStreams
+from mei_core.transforms import AlphaBlend, ChangeRange, Compose, Jitter, PadJitter, RandomCrop, RandomRotation, RandomScale, Resize
 
 
 def step(n_rows, i_iter=0, seeds=None, row_items=None):
     row_items = torch.arange(n_rows) if row_items is None else torch.as_tensor(row_items)
     n_items = int(row_items.max()) + 1
     seeds = list(range(n_items)) if seeds is None else seeds
-    return Step(i_iter, torch.arange(n_rows), row_items, [torch.Generator().manual_seed(s) for s in seeds])
+    return Step.of_seeds(seeds, row_items, i_iter)
 
 
 def one(x, i):
@@ -94,21 +95,120 @@ def test_loss_range_stops_when_the_recent_losses_are_flat():
 
 # ------------------------------------------------------------------ transforms
 
-def test_jitter_shifts_each_row_by_its_own_generator_independent_of_the_batch():
+def test_jitter_shifts_each_row_by_its_own_stream_independent_of_the_batch():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
     jitter = Jitter(2)
     batched = jitter(x, step(2, seeds=[10, 20]))
-    alone = jitter(one(x, 1), Step(0, torch.arange(1), torch.zeros(1, dtype=torch.long), [torch.Generator().manual_seed(20)]))
+    alone = jitter(one(x, 1), Step.of_seeds([20]))
     assert torch.equal(batched[1:2], alone)
     # a circular shift keeps the pixel values
     assert sorted(batched[0].flatten().tolist()) == sorted(x[0].flatten().tolist())
     assert jitter.random and torch.equal(jitter.at_evaluation(x), x)
 
 
+def test_jitter_is_torch_roll_of_each_row_by_the_shift_drawn_from_its_stream():
+    x = torch.randn(6, 2, 7, 9, generator=torch.Generator().manual_seed(0))
+    where = step(6, i_iter=3, seeds=[5, 6, 7, 8, 9, 10])
+    shifts = -where.integers(Jitter.stream, 2, (5, 7), low=(-2, -3))  # minus the draws Jitter((2, 3)) makes
+    jittered = Jitter((2, 3))(x, where)
+    for row in range(6):
+        dy, dx = shifts[row].tolist()
+        assert torch.equal(jittered[row], torch.roll(x[row], (dy, dx), (-2, -1)))
+    assert shifts[:, 0].abs().max() <= 2 and shifts[:, 1].abs().max() <= 3 and len(set(map(tuple, shifts.tolist()))) > 2
+
+
+def test_random_draws_of_a_row_depend_on_its_seed_row_and_step_alone():
+    # item 7 (seed 30) has rows 1 and 2; alone, in a batch, and as a processed subset it draws the same
+    batch = RowStreams([10, 30, 20], torch.tensor([0, 1, 1, 2]))
+    alone = RowStreams([30], torch.tensor([0, 0]))
+    for i_iter in (0, 31, 32, 100):  # across the steps drawn together (CHUNK = 32)
+        whole = batch.integers(4, 3, 1000, i_iter)
+        assert torch.equal(whole[1:3], alone.integers(4, 3, 1000, i_iter))
+        assert torch.equal(batch.integers(4, 3, 1000, i_iter, rows=torch.tensor([2, 3])), whole[2:4])
+        assert torch.equal(batch.uniform(4, 3, i_iter)[1:3], alone.uniform(4, 3, i_iter))
+    # a fresh stream object asked for step 100 first gives the same numbers (draws are counter-based)
+    assert torch.equal(RowStreams([30], torch.tensor([0, 0])).integers(4, 3, 1000, 100), alone.integers(4, 3, 1000, 100))
+    assert torch.equal(batch.integers(4, 3, 1000, 5, low=-500), batch.integers(4, 3, 1000, 5) - 500)
+    first = batch.integers(4, 1, 2**30, 0)[:, 0].tolist()
+    assert len(set(first)) == 4  # rows of one item differ too
+    assert batch.integers(4, 1, 2**30, 1)[:, 0].tolist() != first and batch.integers(5, 1, 2**30, 0)[:, 0].tolist() != first
+
+
+def test_random_draws_are_uniform_and_independent_of_the_neighbouring_seed():
+    streams = RowStreams(list(range(2000)), torch.arange(2000))
+    draws = torch.cat([streams.integers(0, 5, 5, i) for i in range(4)]).flatten()  # 40k draws in 0..4
+    counts = torch.bincount(draws, minlength=5).float()
+    assert draws.min() == 0 and draws.max() == 4 and (counts / counts.sum() - 0.2).abs().max() < 0.01
+    u = RowStreams(list(range(20000)), torch.arange(20000)).uniform(1, 2, 0)
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01
+    # consecutive seeds (as a shard's items have) and the two draws of a row are uncorrelated (|r| < 4σ)
+    assert abs(torch.corrcoef(torch.stack([u[:-1, 0], u[1:, 0]]))[0, 1].item()) < 0.03
+    assert abs(torch.corrcoef(u.T)[0, 1].item()) < 0.03
+
+
+def test_the_random_transforms_of_one_method_draw_from_different_streams():
+    jitter, crop = Jitter(1), RandomCrop(4, 4)
+    Compose([jitter, crop])
+    assert jitter.stream == Jitter.stream and crop.stream != jitter.stream
+
+
+def test_pad_jitter_shifts_in_padding_and_crops_back():
+    x = torch.arange(1, 26, dtype=torch.float32).reshape(1, 1, 5, 5).repeat(40, 1, 1, 1)
+    where = step(40, seeds=list(range(40)))
+    shifted = PadJitter(pad=2, max_jitter=2, value=-1.0)(x, where)
+    shifts = 2 - where.integers(PadJitter.stream, 2, (5, 5), low=(0, 0))  # the window starts at pad − shift
+    for row in range(40):
+        dy, dx = shifts[row].tolist()
+        expected = torch.full((5, 5), -1.0)  # the shifted image over a padded canvas
+        expected[max(dy, 0) : 5 + min(dy, 0), max(dx, 0) : 5 + min(dx, 0)] = x[row, 0, max(-dy, 0) : 5 - max(dy, 0), max(-dx, 0) : 5 - max(dx, 0)]
+        assert torch.equal(shifted[row, 0], expected)
+    reflected = PadJitter(pad=1, max_jitter=1, mode="reflect")(x, where)
+    assert reflected.shape == x.shape and reflected.min() >= 1  # reflect padding brings in image pixels only
+    assert torch.equal(PadJitter(2, 2).at_evaluation(x), x)
+
+
+def test_random_scale_zooms_each_row_about_its_centre():
+    ramp = torch.arange(9, dtype=torch.float32).view(1, 1, 1, 9).expand(3, 1, 7, 9)
+    assert torch.allclose(RandomScale(1.0, 1.0)(ramp, step(3)), ramp, atol=1e-5)
+    doubled = RandomScale(2.0, 2.0)(ramp, step(3))
+    # magnified twice: the ramp's slope halves, the centre column stays (bilinear is exact on a ramp)
+    assert torch.allclose(doubled[:, 0, 3, 2:7], torch.tensor([3.0, 3.5, 4.0, 4.5, 5.0]).expand(3, 5), atol=1e-5)
+    scales = RandomScale(0.5, 1.5)
+    scaled = scales(ramp, step(3, seeds=[1, 2, 3]))
+    expected = 0.5 + step(3, seeds=[1, 2, 3]).uniform(RandomScale.stream, 1)[:, 0]
+    slopes = scaled[:, 0, 3, 5] - scaled[:, 0, 3, 4]
+    assert torch.allclose(slopes, 1 / expected, atol=1e-4)
+    assert torch.equal(scales.at_evaluation(ramp), ramp)
+
+
+def test_random_rotation_turns_each_row_by_its_own_angle_on_non_square_images():
+    height, width = 9, 15
+    ramp = torch.arange(width, dtype=torch.float32).view(1, 1, 1, width).expand(4, 2, height, width)
+    where = step(4, seeds=[3, 4, 5, 6])
+    rotated = RandomRotation(30.0)(ramp, where)
+    angle = torch.deg2rad((2 * where.uniform(RandomRotation.stream, 1)[:, 0] - 1) * 30.0)
+    y, x = torch.meshgrid(torch.arange(height) - (height - 1) / 2, torch.arange(width) - (width - 1) / 2, indexing="ij")
+    # output pixel (y, x) shows the input at the rotated point: its column, on a ramp
+    expected = (width - 1) / 2 + torch.cos(angle)[:, None, None] * x - torch.sin(angle)[:, None, None] * y
+    inner = (slice(None), 0, slice(3, 6), slice(5, 10))
+    assert torch.allclose(rotated[inner], expected[:, 3:6, 5:10], atol=1e-4)
+    assert torch.equal(rotated[:, 0], rotated[:, 1])  # channels share their row's rotation
+    assert angle.abs().max() <= torch.deg2rad(torch.tensor(30.0)) and len(set(angle.tolist())) == 4
+    assert torch.allclose(RandomRotation(0.0)(ramp, where), ramp, atol=1e-5)
+
+
 def test_random_crop_crops_to_size_and_centres_at_evaluation():
     x = torch.arange(1 * 1 * 6 * 8, dtype=torch.float32).reshape(1, 1, 6, 8)
     crop = RandomCrop(4, 4)
     assert crop(x, step(1)).shape == (1, 1, 4, 4)
+    many = x.expand(30, 1, 6, 8)
+    where = step(30, i_iter=2, seeds=list(range(30)))
+    offsets = where.integers(RandomCrop.stream, 2, (3, 5))
+    crops = crop(many, where)
+    for row in range(30):
+        oy, ox = offsets[row].tolist()
+        assert torch.equal(crops[row], x[0, :, oy : oy + 4, ox : ox + 4])
+    assert len(set(map(tuple, offsets.tolist()))) > 5
     assert torch.equal(crop.at_evaluation(x), x[..., 1:5, 2:6])
     with pytest.raises(ValueError, match="larger than the input"):
         RandomCrop(10, 10)(x, step(1))
@@ -253,7 +353,7 @@ def test_ensembles_average_or_stack_and_constrained_models_select_units():
 # ------------------------------------------------------------------ videos (B×C×T×H×W)
 
 VIDEO_COMPONENTS = [
-    Jitter(1), RandomCrop(4, 4), ChangeRange(-1, 1), Resize(scale_factor=2),
+    Jitter(1), RandomCrop(4, 4), PadJitter(1, 1), RandomScale(0.8, 1.2), RandomRotation(20.0), ChangeRange(-1, 1), Resize(scale_factor=2),
     GaussianBlur(sigma=1.0), FourierSmoothing(), DivideByMeanOfAbsolute(), MultiplyBy(2.0),
     ChangeNorm(3.0), ClipRange(-1, 1), PNormConstraintAndClip(1.0), ChangeStd(1.0), GaussianBlurInput(1.0),
     TemporalGaussianLowPass(1.0), ChangeNormJointlyClipRangeSeparately([[-1, 1], [-2, 2]], norm=4.0),
@@ -264,7 +364,7 @@ VIDEO_COMPONENTS = [
 def test_every_spatial_component_takes_videos_row_by_row(component):
     video = torch.randn(3, 2, 5, 6, 6, generator=torch.Generator().manual_seed(0))
     batched = component(video, step(3, seeds=[4, 5, 6]))
-    alone = component(video[2:3], Step(0, torch.arange(1), torch.zeros(1, dtype=torch.long), [torch.Generator().manual_seed(6)]))
+    alone = component(video[2:3], Step.of_seeds([6]))
     assert batched.dim() == 5 and batched.shape[:3] == (3, 2, 5)
     torch.testing.assert_close(batched[2:3], alone, atol=1e-5, rtol=1e-5)
 

@@ -211,3 +211,140 @@ def test_optimising_leaves_no_gradients_on_the_users_model():
         parameter.requires_grad_(True)
     batched_gradient_ascent(UnitObjective(model, [0, 1]), quick_method(iterations=3), seeds=[0, 1], shape=(1, 24, 24))
     assert all(parameter.grad is None for parameter in model.parameters())
+
+
+# ------------------------------------------------------------------ vectorised randomness, no host sync
+
+def every_random_transform_config(**extra):
+    config = batch_invariance_config()
+    config["transform"] = [
+        {"path": "PadJitter", "kwargs": {"pad": 2, "max_jitter": 2}},
+        {"path": "RandomRotation", "kwargs": {"max_degrees": 10.0}},
+        {"path": "RandomScale", "kwargs": {"min_scale": 0.9, "max_scale": 1.1}},
+        {"path": "Jitter", "kwargs": {"max_jitter": 1}},
+    ]
+    config.update(extra)
+    return config
+
+
+def test_an_item_gets_the_same_diverse_meis_in_batches_of_any_composition_with_every_random_transform():
+    model = small_cnn(n_units=20)
+    config = every_random_transform_config(n_meis=2)
+    alone = batched_gradient_ascent(UnitObjective(model, [4]), config, seeds=[7], shape=(1, 24, 24))
+    # unit 4 with seed 7 as the middle item of three, then as the last of seven beside unit 4 with other seeds
+    for units, seeds, item in (([9, 4, 13], [3, 7, 7], 1), ([4, 4, 1, 2, 3, 5, 4], [8, 9, 1, 2, 3, 4, 7], 6)):
+        batch = batched_gradient_ascent(UnitObjective(model, units), config, seeds=seeds, shape=(1, 24, 24))
+        torch.testing.assert_close(batch.meis[2 * item : 2 * item + 2], alone.meis, rtol=1e-4, atol=1e-5)
+        assert batch.n_iterations[item] == alone.n_iterations[0]
+        assert batch.stop_reasons[item] == alone.stop_reasons[0]
+        torch.testing.assert_close(batch.scores[2 * item : 2 * item + 2], alone.scores, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(alone.meis[0], alone.meis[1])  # the two rows of the item drew differently
+
+
+def test_how_often_stops_are_checked_changes_no_result_and_items_freeze_where_they_stopped():
+    model = small_cnn(n_units=20)
+    units, seeds = [1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5]
+    results = {
+        every: batched_gradient_ascent(UnitObjective(model, units), batch_invariance_config() | {"stop_check_every": every}, seeds, (1, 24, 24))
+        for every in (1, 7, 50)
+    }
+    reference = results[1]
+    assert len(set(reference.n_iterations)) > 1 and min(reference.n_iterations) < 20  # stops at different steps
+    for result in results.values():
+        # checks drop stopped rows at different steps, so rows share forward passes of different
+        # sizes: equal to the batch-invariance tolerance (convolution kernels depend on batch size)
+        torch.testing.assert_close(result.meis, reference.meis, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(result.scores, reference.scores, rtol=1e-4, atol=1e-5)
+        assert result.n_iterations == reference.n_iterations and result.stop_reasons == reference.stop_reasons
+    # an item stopped at step s returns x_s: run it with NumIterations(s) and compare
+    item = reference.n_iterations.index(min(reference.n_iterations))
+    fixed = batch_invariance_config()
+    fixed["stopper"] = {"path": "NumIterations", "kwargs": {"num_iterations": reference.n_iterations[item]}}
+    exact = batched_gradient_ascent(UnitObjective(model, [units[item]]), fixed, [seeds[item]], (1, 24, 24))
+    torch.testing.assert_close(reference.meis[item], exact.meis[0], rtol=1e-4, atol=1e-5)
+
+
+class SyncCounter:
+    """Counts the tensor → host reads (bool, item, tolist, nonzero) made while it is active."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in ("__bool__", "item", "tolist", "nonzero", "__int__", "__float__", "__index__"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, **kwargs):
+                self.count += 1
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def test_the_loop_reads_tensors_on_the_host_only_at_stop_checks(monkeypatch):
+    model = small_cnn(n_units=20)
+    config = batch_invariance_config()
+    config["stopper"] = {"path": "EarlyStopper", "kwargs": {"patience": 1000, "max_iterations": 60}}
+    config["stop_check_every"] = 20
+    objective = UnitObjective(model, [1, 2, 3])
+    batched_gradient_ascent(objective, config, seeds=[0, 1, 2], shape=(1, 24, 24))  # warm: the unit range check runs once
+    counter = SyncCounter(monkeypatch)
+    result = batched_gradient_ascent(objective, config, seeds=[0, 1, 2], shape=(1, 24, 24))
+    monkeypatch.undo()
+    assert result.n_iterations == [60, 60, 60]
+    # 61 steps with Jitter, an early stopper and a postprocessing chain: checks at steps 19, 39 and 59
+    # (one read each; at step 60 the iteration limit stops every item without a read), then the two
+    # reads of the stop records at the end
+    assert counter.count == 3 + 2
+
+
+def test_a_batch_too_large_for_memory_is_split_and_gives_the_same_meis(caplog):
+    from mei_core.engine import simulated_memory_rows
+
+    model = small_cnn(n_units=20)
+    config = every_random_transform_config(n_meis=2)
+    units, seeds = [1, 2, 3, 4, 5, 6, 7], [5, 6, 7, 8, 9, 10, 11]
+    whole = batched_gradient_ascent(UnitObjective(model, units), config, seeds, (1, 24, 24))
+    token = simulated_memory_rows.set(5)
+    try:
+        split = batched_gradient_ascent(UnitObjective(model, units), config, seeds, (1, 24, 24))
+    finally:
+        simulated_memory_rows.reset(token)
+    assert "out of memory with 14 rows per forward pass: continuing with 6" in caplog.text
+    assert "with 6 rows per forward pass: continuing with 2" in caplog.text  # an item's two rows stay together
+    torch.testing.assert_close(split.meis, whole.meis, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(split.scores, whole.scores, rtol=1e-5, atol=1e-6)
+    assert split.n_iterations == whole.n_iterations and split.stop_reasons == whole.stop_reasons
+    chunked = batched_gradient_ascent(UnitObjective(model, units), config | {"max_batch": 4}, seeds, (1, 24, 24))
+    torch.testing.assert_close(chunked.meis, whole.meis, rtol=1e-5, atol=1e-6)
+
+
+def test_out_of_memory_on_a_single_item_is_raised():
+    from mei_core.engine import simulated_memory_rows
+
+    token = simulated_memory_rows.set(0)
+    try:
+        with pytest.raises(torch.OutOfMemoryError, match="simulated: 1 rows"):
+            batched_gradient_ascent(UnitObjective(small_cnn(), [0, 1]), quick_method(iterations=2), [0, 1], (1, 24, 24))
+    finally:
+        simulated_memory_rows.reset(token)
+
+
+# ------------------------------------------------------------------ precision
+
+def test_bf16_forward_finds_gabor_filters_as_well_as_float32():
+    filters = torch.stack([gabor(theta=0.4 * k, phase=0.7 * k) for k in range(8)])
+    model = LinearNeurons(filters)
+    median_r = {}
+    for precision in ("float32", "tf32", "bf16"):
+        config = quick_method(iterations=100, precision=precision)
+        result = batched_gradient_ascent(UnitObjective(model, list(range(8))), config, seeds=list(range(8)), shape=(1, 24, 24))
+        median_r[precision] = torch.tensor([correlation(result.meis[k], filters[k]) for k in range(8)]).median().item()
+        # scores are float32 objectives of the returned MEIs whatever the forward's precision
+        torch.testing.assert_close(result.scores, (result.meis.flatten(1) * filters.flatten(1)).sum(1), rtol=1e-5, atol=1e-5)
+    assert median_r["float32"] >= 0.99
+    assert abs(median_r["bf16"] - median_r["float32"]) <= 0.01
+    assert median_r["tf32"] == median_r["float32"]  # TF32 is a CUDA switch: the same arithmetic on the CPU
+
+
+def test_an_unknown_precision_is_refused_with_the_key_named():
+    with pytest.raises(MEIConfigError, match=r"config\.precision: must be one of float32, tf32, bf16, got 'fp16'"):
+        batched_gradient_ascent(UnitObjective(small_cnn(), [0]), quick_method(precision="fp16"), [0], (1, 24, 24))

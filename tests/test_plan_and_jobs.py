@@ -94,6 +94,46 @@ def test_a_job_writes_its_shard_atomically_with_every_column(project):
     assert [p.name for p in (project / "out").iterdir()] == ["s.npz"]
 
 
+def test_an_ensembles_max_batch_reaches_its_jobs_and_changes_no_result(project, caplog):
+    from mei_core.engine import simulated_memory_rows
+    from mei_core.ensembles import assemble_ensemble
+    from mei_core.generate import generate_shard
+
+    config = tiny_config()
+    outputs = {}
+    os.chdir(project)
+    try:
+        for max_batch in (None, 2):
+            if max_batch:
+                config["ensembles"]["tiny"]["max_batch"] = max_batch
+            plan = prepare(config, project)
+            manifest = assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
+            token = simulated_memory_rows.set(2 if max_batch else None)  # a "GPU" that fits 2 rows at a time
+            try:
+                path = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("slow"), plan.paths.shard_spec("tiny", 0), 0, f"out/{max_batch}.npz", "cpu", 1)
+            finally:
+                simulated_memory_rows.reset(token)
+            with np.load(project / path) as shard:
+                outputs[max_batch] = (manifest, shard["meis"].copy(), shard["scores"].copy())
+    finally:
+        os.chdir(REPO)
+    assert outputs[2][0]["max_batch"] == 2 and "max_batch" not in outputs[None][0]
+    assert outputs[2][0]["ensemble_hash"] == outputs[None][0]["ensemble_hash"]  # not part of the models' identity
+    assert "out of memory" not in caplog.text  # 3 items in chunks of 2 rows: no forward pass was too large
+    np.testing.assert_allclose(outputs[2][1], outputs[None][1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs[2][2], outputs[None][2], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_fails_at_plan_time_naming_the_key(project):
+    config = tiny_config()
+    config["device"] = "cuda"
+    with pytest.raises(MEIConfigError, match=r"^device: 'cuda' but this machine sees no CUDA device"):
+        prepare(config, project)
+    assert not (project / "resources").exists()  # nothing written
+    prepare(config, project, jobs_run_here=False)  # jobs on a cluster's GPU nodes: nothing to check here
+
+
 def test_link_profiles_links_once_and_keeps_a_users_own_profile(tmp_path, project):
     config_home = tmp_path / "xdg"
     (config_home / "snakemake" / "local").mkdir(parents=True)  # the user's own "local" profile

@@ -268,7 +268,7 @@ def test_contrastive_with_linear_model_and_slice_reducer():
 
 
 def step_for(n):
-    return Step(i_iter=0, rows=torch.arange(n), row_items=torch.arange(n), generators=[])
+    return Step(i_iter=0, rows=torch.arange(n), row_items=torch.arange(n))
 
 
 def test_range_regularization_zero_inside_and_per_row_excess():

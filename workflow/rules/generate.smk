@@ -3,6 +3,10 @@
 # scoring). A shard's spec file holds its slice of the objective table and is rewritten only when that
 # slice changes, so adding neurons reruns only the new or changed shards. (Depending on the whole
 # table, even as `ancient`, would rerun every shard: Snakemake masks jobs downstream of a rerun job.)
+#
+# `--worker {config[worker]}` (default auto): inside a SLURM allocation the jobs are thin clients of one
+# worker process per allocation that imported torch once (mei_core.worker), so the jobs of a group job
+# (profiles/cluster groups them) pay Python/torch start-up once; elsewhere they run directly.
 
 
 rule generate_meis:
@@ -21,13 +25,14 @@ rule generate_meis:
         shard=r"\d+",
     params:
         device=config["device"],
+        worker=config["worker"],
     threads: THREADS
     resources:
         mem_mb=4000,
     shell:
         "python -m mei_core generate --manifest {input.manifest:q}"
         " --method {input.method:q} --shard {input.shard:q} --seed {wildcards.seed} --out {output:q}"
-        " --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --device {params.device} --threads {threads} --worker {params.worker:q} > {log:q} 2>&1"
 
 
 rule score_heldout:
@@ -46,7 +51,9 @@ rule score_heldout:
         shard=r"\d+",
     params:
         device=config["device"],
+        worker=config["worker"],
     threads: THREADS
     shell:
         "python -m mei_core score --manifest {input.manifest:q} --shard-spec {input.shard_spec:q}"
-        " --shard {input.shard:q} --out {output:q} --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --shard {input.shard:q} --out {output:q} --device {params.device} --threads {threads}"
+        " --worker {params.worker:q} > {log:q} 2>&1"

@@ -1,0 +1,134 @@
+"""Per-item random streams: counter-based draws for every row of a batch at once.
+
+A draw is a pure function of ``(item seed, row of the item, step, stream, index)``: a 32-bit integer
+hash (MurmurHash3's finaliser, applied in rounds) computed with integer tensor ops on the batch's
+device. So
+
+- an item gets the same numbers alone, in any batch, in any sub-batch after a split, and on any
+  device (integer arithmetic is exact everywhere);
+- all rows are drawn in a few tensor ops, with no generator object per row and no host sync;
+- draws are made ``CHUNK`` steps at a time (one hash over ``rows × CHUNK × n``) and sliced per
+  step, so a step pays one slice, not a dozen small kernel launches.
+
+Components draw through their :class:`~mei_core.components.Step` (``step.uniform(stream, n)``,
+``step.integers(stream, n, high)``); ``stream`` tells the components of one method apart (a
+transform's position in the method, see :func:`stream_id`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["RowStreams", "stream_id", "hash32"]
+
+_MASK = 0xFFFFFFFF
+#: steps drawn per hash evaluation; any value gives the same numbers (draws are counter-based)
+CHUNK = 32
+
+
+def stream_id(name: str) -> int:
+    """A stable 32-bit id for a named stream (e.g. ``"transform[0]"``), the same in every process."""
+    return zlib.crc32(name.encode())
+
+
+def _mul32(h: Tensor, constant: int) -> Tensor:
+    """``h·constant mod 2³²`` for ``h < 2³²`` held in int64, without overflowing int64: the constant
+    is split in 16-bit halves (each partial product stays below 2⁴⁸)."""
+    low, high = constant & 0xFFFF, constant >> 16
+    return (h * low + (((h * high) & 0xFFFF) << 16)) & _MASK
+
+
+def hash32(h: Tensor) -> Tensor:
+    """MurmurHash3's 32-bit finaliser (a bijection with full avalanche) on int64 tensors < 2³²."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _hash_int(value: int) -> int:
+    """``hash32`` of one Python int (for the parts of a counter shared by all rows)."""
+    value &= _MASK
+    value ^= value >> 16
+    value = (value * 0x85EBCA6B) & _MASK
+    value ^= value >> 13
+    value = (value * 0xC2B2AE35) & _MASK
+    return value ^ (value >> 16)
+
+
+def row_within_item(row_items: Tensor) -> Tensor:
+    """Index of every row among the rows of its item (0 … n_meis − 1), in row order."""
+    order = torch.argsort(row_items, stable=True)
+    ordered = row_items[order]
+    first = torch.searchsorted(ordered, ordered)  # first row of each item in the sorted order
+    within = torch.empty_like(row_items)
+    within[order] = torch.arange(len(row_items), device=row_items.device) - first
+    return within
+
+
+class RowStreams:
+    """The random streams of every row of a batch (``row_items``: item of each row; ``seeds``: one
+    per item). Rows of one item differ by their index within the item (diverse MEIs)."""
+
+    def __init__(self, seeds: Sequence[int], row_items: Tensor):
+        seeds = [int(s) for s in seeds]
+        if any(s < 0 or s >= 2**63 for s in seeds):
+            raise ValueError(f"seeds must be in [0, 2**63), got {seeds}")
+        device = row_items.device
+        low = torch.tensor([s & _MASK for s in seeds], dtype=torch.long, device=device)
+        high = torch.tensor([s >> 32 for s in seeds], dtype=torch.long, device=device)
+        within = row_within_item(row_items)
+        # the per-row key: the item's seed (both words) and the row's index within the item
+        key = hash32(low[row_items] ^ 0x9E3779B9)
+        key = hash32(key ^ high[row_items])
+        self.keys = hash32(key ^ (within + 0x7F4A7C15))
+        self.n_rows = len(row_items)
+        self._chunks: dict[tuple, tuple[int, Tensor]] = {}
+        self._specs: dict[tuple, tuple] = {}  # integers() arguments → checked draw spec
+
+    def uniform(self, stream: int, n: int, i_iter: int, rows: Tensor | None = None) -> Tensor:
+        """``rows × n`` floats in ``[0, 1)`` (24 random bits: exact in float32) of step ``i_iter``;
+        ``rows``: indices into the batch of the rows processed (``None``: all of them)."""
+        return self._take((stream, n, None), i_iter, rows)
+
+    def integers(self, stream: int, n: int, high: int | Sequence[int], i_iter: int, rows: Tensor | None = None,
+                 low: int | Sequence[int] = 0) -> Tensor:
+        """``rows × n`` integers (int64) in ``[low, low + high)``; ``high`` (< 2³¹) and ``low``: one
+        value, or one per column. The shift to ``low`` is made once per chunk of steps, not per step."""
+        spec = (stream, n, high, low)
+        if spec not in self._specs:
+            bounds = (int(high),) * n if isinstance(high, int) else tuple(int(h) for h in high)
+            lows = (int(low),) * n if isinstance(low, int) else tuple(int(v) for v in low)
+            if len(bounds) != n or len(lows) != n or min(bounds) < 1 or max(bounds) >= 2**31:
+                raise ValueError(f"high must be {n} bound(s) in [1, 2**31) and low {n} value(s), got {high!r}, {low!r}")
+            self._specs[spec] = (stream, n, (bounds, lows))
+        return self._take(self._specs[spec], i_iter, rows)
+
+    def _take(self, spec: tuple, i_iter: int, rows: Tensor | None) -> Tensor:
+        start, table = self._chunks.get(spec, (-1, None))
+        if table is None or not start <= i_iter < start + CHUNK:
+            start, table = i_iter, self._draw(*spec, start=i_iter)
+            self._chunks[spec] = (start, table)
+        values = table[:, i_iter - start]
+        if rows is None or len(rows) == self.n_rows:  # rows are distinct: as many as the batch = all
+            return values
+        return values[rows]
+
+    def _draw(self, stream: int, n: int, bounds: tuple[tuple[int, ...], tuple[int, ...]] | None, start: int) -> Tensor:
+        """Draws of steps ``start … start + CHUNK − 1``: ``rows × CHUNK × n``, converted."""
+        device = self.keys.device
+        steps = torch.arange(start, start + CHUNK, device=device, dtype=torch.long)
+        # the counter of draw j at step i is the same for every row: i·n + j, mixed with the stream
+        counters = hash32(((steps[:, None] * n + torch.arange(n, device=device)) & _MASK) ^ _hash_int(stream))
+        keys = self.keys[:, None, None]
+        bits = hash32(hash32(keys ^ counters) ^ keys)
+        if bounds is None:
+            return (bits >> 8).to(torch.float32) * 2.0**-24
+        # Lemire's multiply-shift instead of a modulo (bits < 2³², bound < 2³¹: no int64 overflow)
+        high, low = (torch.tensor(v, dtype=torch.long, device=device) for v in bounds)
+        return ((bits * high) >> 32) + low

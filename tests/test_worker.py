@@ -1,0 +1,146 @@
+"""The worker: jobs run in children of one process that imported torch once, and give exactly the
+shard a direct run gives."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mei_core.files import read_json
+from mei_core.plan import prepare
+from workflow_support import REPO, make_project, tiny_config
+
+
+@pytest.fixture
+def project(tmp_path):
+    folder = make_project(tmp_path / "project")
+    plan = prepare(tiny_config(), folder)
+    from mei_core.ensembles import assemble_ensemble
+
+    os.chdir(folder)
+    try:
+        assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
+    finally:
+        os.chdir(REPO)
+    return folder, plan
+
+
+def generate(folder, plan, out, *extra, method="slow"):
+    command = [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.paths.manifest("tiny", "members"),
+               "--method", plan.paths.method_spec("tiny", method), "--shard", plan.paths.shard_spec("tiny", 0), "--seed", "0",
+               "--out", out, "--device", "cpu", *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("SLURM_JOB_ID", None)
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env, timeout=300)
+
+
+def worker_pids(log_text):
+    return [int(pid) for pid in re.findall(r"worker (\d+) listening", log_text)]
+
+
+def test_jobs_through_one_worker_write_the_shards_a_direct_run_writes(project, tmp_path):
+    folder, plan = project
+    socket = str(tmp_path / "w.sock")
+    try:
+        direct = generate(folder, plan, "out/direct.npz")
+        first = generate(folder, plan, "out/first.npz", "--worker", socket)
+        second = generate(folder, plan, "out/second.npz", "--worker", socket)
+        assert direct.returncode == first.returncode == second.returncode == 0, first.stderr + second.stderr
+        log = (tmp_path / "w.sock.log").read_text()
+        assert len(worker_pids(log)) == 1  # the second job found the worker the first one started
+        # the job's own output reaches the client's stderr (the rule's log file)
+        assert "wrote out/second.npz: 3 items" in second.stderr
+        shards = {name: np.load(folder / "out" / f"{name}.npz") for name in ("direct", "first", "second")}
+        for name in ("first", "second"):
+            assert np.array_equal(shards[name]["meis"], shards["direct"]["meis"])
+            assert np.array_equal(shards[name]["scores"], shards["direct"]["scores"])
+    finally:
+        for pid in worker_pids((tmp_path / "w.sock.log").read_text() if (tmp_path / "w.sock.log").exists() else ""):
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_a_failing_job_in_the_worker_fails_its_command_with_the_key_named(project, tmp_path):
+    folder, plan = project
+    method = read_json(folder / plan.paths.method_spec("tiny", "fast"))
+    method["method_fn"] = "mei_core.no_such_module.method"
+    (folder / "broken.json").write_text(__import__("json").dumps(method))
+    socket = str(tmp_path / "w.sock")
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        result = subprocess.run(
+            [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.paths.manifest("tiny", "members"), "--method", "broken.json",
+             "--shard", plan.paths.shard_spec("tiny", 0), "--seed", "0", "--out", "out/s.npz", "--device", "cpu", "--worker", socket],
+            cwd=folder, capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert result.returncode == 2
+        assert "methods.fast.method_fn" in result.stderr and "mei_core.no_such_module" in result.stderr
+        assert not (folder / "out" / "s.npz").exists()
+        # the worker survives a failed job and serves the next one
+        assert generate(folder, plan, "out/ok.npz", "--worker", socket).returncode == 0
+        assert len(worker_pids((tmp_path / "w.sock.log").read_text())) == 1
+    finally:
+        for pid in worker_pids((tmp_path / "w.sock.log").read_text()):
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_worker_auto_outside_a_slurm_job_runs_directly(project):
+    from mei_core.worker import socket_path
+
+    folder, plan = project
+    result = generate(folder, plan, "out/auto.npz", "--worker", "auto")
+    assert result.returncode == 0 and (folder / "out" / "auto.npz").exists()
+    assert socket_path("auto") is None if "SLURM_JOB_ID" not in os.environ else True
+    assert socket_path("off") is None and socket_path("/tmp/x.sock") == "/tmp/x.sock"
+
+
+def test_a_cancelled_client_ends_its_job_in_the_worker(project, tmp_path):
+    folder, plan = project
+    socket = str(tmp_path / "w.sock")
+    long_method = read_json(folder / plan.paths.method_spec("tiny", "slow"))
+    long_method["config"]["stopper"]["kwargs"]["num_iterations"] = 10**7
+    (folder / "long.json").write_text(__import__("json").dumps(long_method))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        assert generate(folder, plan, "out/warm.npz", "--worker", socket).returncode == 0  # worker up
+        client = subprocess.Popen(
+            [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.paths.manifest("tiny", "members"), "--method", "long.json",
+             "--shard", plan.paths.shard_spec("tiny", 0), "--seed", "0", "--out", "out/long.npz", "--device", "cpu", "--worker", socket],
+            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        worker = worker_pids((tmp_path / "w.sock.log").read_text())[0]
+        deadline = time.monotonic() + 60
+        while not children_of(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = children_of(worker)
+        assert len(child) == 1
+        client.send_signal(signal.SIGTERM)
+        client.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while children_of(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert children_of(worker) == []
+        assert not (folder / "out" / "long.npz").exists()
+    finally:
+        for pid in worker_pids((tmp_path / "w.sock.log").read_text()):
+            os.kill(pid, signal.SIGTERM)
+
+
+def children_of(pid):
+    """Live (not zombie) children of ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
