@@ -301,6 +301,10 @@ class _Batch:
     def per_item(self, values: Tensor) -> Tensor:
         return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).mean(1)
 
+    def per_item_all(self, values: Tensor) -> Tensor:
+        """Per item: whether a boolean holds for all of its rows."""
+        return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).all(1)
+
     def scores(self, objective: Objective) -> Tensor:
         """The objective of exactly the returned rows, in float32 (random transforms centred)."""
         transform = self.method.transform
@@ -357,13 +361,25 @@ def optimize(
             transformed_input=evaluated.transformed, active_items=batch.active, grad=evaluated.grad,
             preconditioned_grad=batch.whole_batch(rows_grad), objective_terms=batch.terms,
         )
+        # a non-finite objective or gradient stops its item at once, where its input is still finite;
+        # the test syncs, so on a GPU it runs at stop checks only (the item stops at the next check)
+        check_step = (i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals)
+        broken = None
+        if x.device.type == "cpu" or check_step:
+            with torch.no_grad():
+                broken = batch.active & ~(torch.isfinite(state.progress) & batch.per_item_all(torch.isfinite(evaluated.grad.flatten(1)).all(1)))
+            broken = broken if bool(broken.any()) else None
+        if broken is not None:
+            batch.stop(broken, "non_finite", i_iter, None)
         stop, state.stopper_output = method.stopper(state)
         finished = stopped_now = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
+        if broken is not None and not finished:
+            finished, stopped_now = batch.check(i_iter)
         if not finished:
             with torch.no_grad():
                 x.grad = state.preconditioned_grad
             # a check on a tracker's step costs nothing extra: the tracker syncs anyway
-            if batch.may_have_stopped and ((i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals)):
+            if batch.may_have_stopped and check_step:
                 finished, stopped_now = batch.check(i_iter)
         if not finished:
             batch.hold_frozen()
