@@ -267,10 +267,18 @@ class _Batch:
             return torch.tensor([self._code(r) for r in reason], device=self.active.device)  # host → device only
         return self._code(type(stopper).__name__)
 
-    def check(self, i_iter: int) -> tuple[bool, bool]:
-        """The host sync: drop stopped items' rows from the forward pass. Returns (every item has
-        stopped, some item stopped at this very step)."""
-        active_rows, stopped_now = torch.stack([self.row_active.sum(), (self.stopped_at == i_iter).any().long()]).tolist()
+    def check(self, i_iter: int, broken: Tensor | None = None) -> tuple[bool, bool]:
+        """The host sync: stop the ``broken`` items (non-finite, reason ``non_finite``) and drop stopped
+        items' rows from the forward pass. One read of the host, two when an item broke. Returns (every
+        item has stopped, some item stopped at this very step)."""
+        reads = [self.row_active.sum(), (self.stopped_at == i_iter).any().long()]
+        if broken is not None:
+            reads.append(broken.any().long())
+        values = torch.stack(reads).tolist()
+        if broken is not None and values[2]:
+            self.stop(broken, "non_finite", i_iter, None)
+            return self.check(i_iter)
+        active_rows, stopped_now = values[:2]
         if 0 < active_rows < len(self.rows):
             self.rows, self.full = self.row_active.nonzero().flatten(), False
             self.items = self.row_items[self.rows]
@@ -361,26 +369,18 @@ def optimize(
             transformed_input=evaluated.transformed, active_items=batch.active, grad=evaluated.grad,
             preconditioned_grad=batch.whole_batch(rows_grad), objective_terms=batch.terms,
         )
-        # a non-finite objective or gradient stops its item at once, where its input is still finite;
-        # the test syncs, so on a GPU it runs at stop checks only (the item stops at the next check)
-        check_step = (i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals)
-        broken = None
-        if x.device.type == "cpu" or check_step:
-            with torch.no_grad():
-                broken = batch.active & ~(torch.isfinite(state.progress) & batch.per_item_all(torch.isfinite(evaluated.grad.flatten(1)).all(1)))
-            broken = broken if bool(broken.any()) else None
-        if broken is not None:
-            batch.stop(broken, "non_finite", i_iter, None)
         stop, state.stopper_output = method.stopper(state)
         finished = stopped_now = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
-        if broken is not None and not finished:
-            finished, stopped_now = batch.check(i_iter)
         if not finished:
             with torch.no_grad():
                 x.grad = state.preconditioned_grad
             # a check on a tracker's step costs nothing extra: the tracker syncs anyway
-            if batch.may_have_stopped and check_step:
-                finished, stopped_now = batch.check(i_iter)
+            # a check on a tracker's step costs nothing extra: the tracker syncs anyway. It also stops
+            # items whose objective or gradient is not finite, where their input still is
+            if (i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals):
+                with torch.no_grad():
+                    broken = batch.active & ~(torch.isfinite(state.progress) & batch.per_item_all(torch.isfinite(evaluated.grad.flatten(1)).all(1)))
+                finished, stopped_now = batch.check(i_iter, broken)
         if not finished:
             batch.hold_frozen()
             optimizer.step()
