@@ -1,0 +1,276 @@
+"""Named method presets; the default derives its contrast budget from the stimulus statistics.
+
+``preset(name, **params)`` returns a method config (the dict ``build_method`` takes); ``PRESETS``
+lists every name with its parameters and a one-line description.  No preset hard-codes a norm: the
+default takes ``input_stats`` of the training stimuli and ``contrast_budget`` turns them into the
+L2 norm and the pixel clip.
+
+``input_stats`` = ``{"mean": [per channel], "std": [per channel], "range": [min, max]}`` (``range``
+optional; one pair for all channels or one pair per channel).
+
+The rule (evidence: ``benchmarks/CONTRAST_BUDGET.md``, five simulated populations, one held out)
+-----------------------------------------------------------------------------------------------
+* contrast: ``norm = NORM_FACTOR · sqrt(pixels per channel · Σ_c std_c²)``, i.e. ``NORM_FACTOR``
+  times the expected L2 norm of a training image's deviation from its mean, measured around the
+  stimulus mean (an MEI is ``mean + contrast``).
+* clip: ``range`` when given, else ``mean ± CLIP_STDS · std`` per channel.
+* step size: SGD ``lr = LR_FACTOR · norm / sqrt(numel)`` (a fixed fraction of the MEI's per-pixel
+  contrast), so the whole recipe is unchanged by an affine change of the stimulus units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .components import Postprocessor, Step
+from .errors import MEIConfigError
+from .ops import per_row, row_norm
+
+__all__ = ["ChangeNormAroundMean", "contrast_budget", "default", "hoefling2024", "preset", "PRESETS",
+           "check_input_stats", "NORM_FACTOR", "CLIP_STDS", "LR_FACTOR", "ITERATIONS"]
+
+#: MEI contrast as a fraction of a training image's (see the module docstring for the evidence).
+NORM_FACTOR = 0.25
+#: Pixel clip in stimulus standard deviations around the mean, when no value range is given.
+CLIP_STDS = 3.0
+#: SGD step per pixel as a fraction of the MEI's per-pixel contrast (rms).
+LR_FACTOR = 2.0
+#: Optimiser steps of the default preset.
+ITERATIONS = 200
+
+
+# --------------------------------------------------------------------------- input_stats
+
+
+def _numbers(value: Any, key: str) -> list[float]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise MEIConfigError(f"{key}[{i}]: expected a finite number, got {v!r}")
+    return [float(v) for v in values]
+
+
+def check_input_stats(input_stats: Any, n_channels: int, key: str = "input_stats") -> dict[str, list]:
+    """Validate ``input_stats`` for ``n_channels`` channels and return it per channel:
+    ``{"mean": [C], "std": [C], "range": [[min, max]] * C or None}``.  Every error names its key."""
+    if not isinstance(input_stats, Mapping):
+        raise MEIConfigError(f"{key}: expected a mapping with 'mean' and 'std' (and optional 'range'), got {input_stats!r}")
+    unknown = sorted(set(input_stats) - {"mean", "std", "range"})
+    if unknown:
+        raise MEIConfigError(f"{key}.{unknown[0]}: unknown key; input_stats has 'mean', 'std' and optional 'range'")
+    checked: dict[str, list] = {}
+    for name in ("mean", "std"):
+        if name not in input_stats:
+            raise MEIConfigError(f"{key}.{name}: missing (one value per channel of the training stimuli)")
+        values = _numbers(input_stats[name], f"{key}.{name}")
+        if len(values) == 1 and n_channels > 1:
+            values = values * n_channels
+        if len(values) != n_channels:
+            raise MEIConfigError(f"{key}.{name}: {len(values)} values for {n_channels} input channels")
+        checked[name] = values
+    if any(s <= 0 for s in checked["std"]):
+        raise MEIConfigError(f"{key}.std: every channel's std must be > 0, got {checked['std']}")
+    checked["range"] = None
+    if input_stats.get("range") is not None:
+        value_range = input_stats["range"]
+        pairs = value_range if isinstance(value_range, (list, tuple)) and value_range and isinstance(value_range[0], (list, tuple)) else [value_range]
+        if len(pairs) == 1:
+            pairs = list(pairs) * n_channels
+        if len(pairs) != n_channels or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in pairs):
+            raise MEIConfigError(f"{key}.range: expected [min, max] or one [min, max] per channel ({n_channels}), got {value_range!r}")
+        pairs = [_numbers(p, f"{key}.range") for p in pairs]
+        for c, ((low, high), mean) in enumerate(zip(pairs, checked["mean"])):
+            if not low < high:
+                raise MEIConfigError(f"{key}.range: min must be < max, got {[low, high]}")
+            if not low <= mean <= high:
+                raise MEIConfigError(f"{key}.range: channel {c} mean {mean} lies outside its range {[low, high]}")
+        checked["range"] = pairs
+    return checked
+
+
+def _check_shape(input_shape: Any, key: str = "input_shape") -> tuple[int, ...]:
+    if not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (3, 4):
+        raise MEIConfigError(f"{key}: expected C×H×W or C×T×H×W (no batch dimension), got {input_shape!r}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape):
+        raise MEIConfigError(f"{key}: every size must be a positive integer, got {input_shape!r}")
+    return tuple(int(v) for v in input_shape)
+
+
+def _per_channel_or_scalar(values: Sequence[float]) -> float | list[float]:
+    return values[0] if len(set(values)) == 1 else list(values)
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+def contrast_budget(
+    input_shape: Sequence[int],
+    input_stats: Mapping[str, Any],
+    norm_factor: float = NORM_FACTOR,
+    clip_stds: float = CLIP_STDS,
+) -> dict[str, Any]:
+    """The MEI contrast budget for inputs ``input_shape`` (C×H×W or C×T×H×W) of ``input_stats``.
+
+    ``norm = norm_factor · sqrt(numel / C · Σ_c std_c²)``: ``norm_factor`` times the expected L2
+    norm of a training image minus its mean.  ``x_min``/``x_max``: the value range when given, else
+    ``mean ± clip_stds · std``; a float when all channels agree, else one value per channel.
+    Also returns ``mean`` (per channel) around which the norm is measured.
+    """
+    shape = _check_shape(input_shape)
+    stats = check_input_stats(input_stats, shape[0])
+    if not norm_factor > 0:
+        raise MEIConfigError(f"norm_factor: must be > 0, got {norm_factor!r}")
+    if not clip_stds > 0:
+        raise MEIConfigError(f"clip_stds: must be > 0, got {clip_stds!r}")
+    pixels_per_channel = math.prod(shape[1:])
+    norm = norm_factor * math.sqrt(pixels_per_channel * sum(s * s for s in stats["std"]))
+    if stats["range"] is not None:
+        low = [pair[0] for pair in stats["range"]]
+        high = [pair[1] for pair in stats["range"]]
+    else:
+        low = [m - clip_stds * s for m, s in zip(stats["mean"], stats["std"])]
+        high = [m + clip_stds * s for m, s in zip(stats["mean"], stats["std"])]
+    return {"norm": norm, "x_min": _per_channel_or_scalar(low), "x_max": _per_channel_or_scalar(high),
+            "mean": stats["mean"]}
+
+
+class ChangeNormAroundMean(Postprocessor):
+    """Rescale every row's deviation from the per-channel stimulus ``mean`` to L2 norm ``norm``,
+    then clip to ``[x_min, x_max]`` (floats, or one value per channel).
+
+    With ``mean`` 0 and scalar bounds this is ``ChangeNorm`` followed by ``ClipRange``; with a
+    non-zero mean the budget is spent on contrast, not on the offset from zero.
+    """
+
+    def __init__(self, norm: float, mean: float | Sequence[float] = 0.0,
+                 x_min: float | Sequence[float] = -math.inf, x_max: float | Sequence[float] = math.inf):
+        if not norm > 0:
+            raise ValueError(f"norm must be > 0, got {norm}")
+        self.norm = float(norm)
+        self.mean, self.x_min, self.x_max = (_channel_vector(v) for v in (mean, x_min, x_max))
+        if bool((self.x_max < self.x_min).any()):
+            raise ValueError(f"x_max ({x_max}) must be >= x_min ({x_min})")
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        mean, low, high = (_broadcast_channels(v, x) for v in (self.mean, self.x_min, self.x_max))
+        contrast = x - mean
+        contrast = contrast * per_row(self.norm / row_norm(contrast).clamp_min(1e-12), x)
+        return torch.maximum(torch.minimum(mean + contrast, high), low)
+
+
+def _channel_vector(value: float | Sequence[float]) -> Tensor:
+    return torch.tensor([float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)])
+
+
+def _broadcast_channels(values: Tensor, x: Tensor) -> Tensor:
+    """A per-channel vector (length 1 or C) shaped to broadcast over rows ``B×C×...``."""
+    if len(values) not in (1, x.shape[1]):
+        raise ValueError(f"{len(values)} per-channel values for {x.shape[1]} channels")
+    return values.to(dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def default(
+    input_shape: Sequence[int],
+    input_stats: Mapping[str, Any],
+    *,
+    norm_factor: float = NORM_FACTOR,
+    clip_stds: float = CLIP_STDS,
+    lr_factor: float = LR_FACTOR,
+    iterations: int = ITERATIONS,
+    sigma: float = 1.5,
+    sigma_decay: float = 0.99,
+    norm: float | None = None,
+) -> dict[str, Any]:
+    """SGD on the blurred, per-row normalised gradient with a contrast budget from ``input_stats``.
+
+    Start: ``mean`` per channel plus normal noise of the stimulus std.  After every step the
+    deviation from the mean is rescaled to ``contrast_budget(...)["norm"]`` (or ``norm`` when given)
+    and pixels are clipped to the budget's range.  ``lr = lr_factor · norm / sqrt(numel)``.
+    """
+    shape = _check_shape(input_shape)
+    budget = contrast_budget(shape, input_stats, norm_factor, clip_stds)
+    stats = check_input_stats(input_stats, shape[0])
+    if norm is not None:
+        if not norm > 0:
+            raise MEIConfigError(f"norm: must be > 0, got {norm!r}")
+        budget["norm"] = float(norm)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise MEIConfigError(f"iterations: must be a positive integer, got {iterations!r}")
+    per_pixel_contrast = budget["norm"] / math.sqrt(math.prod(shape))
+    start_mean = [[[m]] if len(shape) == 3 else [[[m]]] for m in stats["mean"]]  # C×1×1(×1): broadcasts
+    start_std = math.sqrt(sum(s * s for s in stats["std"]) / shape[0])
+    return {
+        "initial": {"path": "FromArray", "kwargs": {"array": start_mean, "noise_std": start_std}},
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": lr_factor * per_pixel_contrast}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
+        "precondition": [
+            {"path": "GaussianBlur", "kwargs": {"sigma": sigma, "decay_factor": sigma_decay, "min_sigma": 0.25}},
+            {"path": "DivideByMeanOfAbsolute", "kwargs": {}},
+        ],
+        "postprocessing": [
+            {"path": "mei_core.presets.ChangeNormAroundMean",
+             "kwargs": {"norm": budget["norm"], "mean": _per_channel_or_scalar(stats["mean"]),
+                        "x_min": budget["x_min"], "x_max": budget["x_max"]}},
+        ],
+    }
+
+
+def hoefling2024(iterations: int = 10) -> dict[str, Any]:
+    """openretina's CLI preset for mouse-retina video MEIs (Höfling et al. 2024): SGD lr 100 for 10
+    steps on 2-channel (green, UV) videos, joint L2 norm 30 with per-channel clipping
+    (green [−0.654, 6.269], UV [−0.913, 6.269]) and a range penalty of factor 0.1.  Use it with an
+    ``increase`` objective and ``reducer: {slice_mean: {start: 10, length: 10}}`` (frames 10–20).
+    The norm and ranges are the published values for that dataset's normalised stimuli."""
+    ranges = [[-0.654, 6.269], [-0.913, 6.269]]
+    published_norm = 30.0
+    return {
+        "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
+        "regularization": {"path": "mei_core.video_objectives.RangeRegularizationLoss",
+                           "kwargs": {"min_max_values": ranges, "max_norm": published_norm, "factor": 0.1}},
+        "postprocessing": {"path": "ChangeNormJointlyClipRangeSeparately",
+                           "kwargs": {"min_max_values": ranges, "norm": published_norm}},
+    }
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    function: Callable[..., dict[str, Any]]
+    parameters: tuple[str, ...]
+    description: str
+
+
+PRESETS: dict[str, PresetInfo] = {
+    "default": PresetInfo(
+        default,
+        ("input_shape", "input_stats", "norm_factor", "clip_stds", "lr_factor", "iterations", "sigma", "sigma_decay", "norm"),
+        "normalised-gradient SGD with a contrast budget of 0.25× a training image's, clip mean ± 3 std "
+        "(or the value range); needs input_shape and input_stats",
+    ),
+    "hoefling2024": PresetInfo(
+        hoefling2024, ("iterations",),
+        "openretina's published mouse-retina video settings (SGD lr 100, 10 steps, norm 30, per-channel clip)",
+    ),
+}
+
+
+def preset(name: str, **params: Any) -> dict[str, Any]:
+    """The method config of preset ``name`` with ``params`` (see ``PRESETS[name].parameters``)."""
+    if name not in PRESETS:
+        raise MEIConfigError(f"preset: unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    info = PRESETS[name]
+    unknown = sorted(set(params) - set(info.parameters))
+    if unknown:
+        raise MEIConfigError(f"preset.{unknown[0]}: preset {name!r} takes no parameter {unknown[0]!r}; "
+                             f"its parameters: {', '.join(info.parameters)}")
+    return info.function(**params)
