@@ -1,6 +1,6 @@
 """Contrast budget of the default preset: filter correlation vs norm and steps on simulated populations.
 
-For every population recipe (``mei_core.models.populations.RECIPES``) this trains, or loads from
+For every population recipe (``mei_core.demo.populations.RECIPES``) this trains, or loads from
 ``benchmarks/.cache/``, two ensemble members and one validation member, then computes one MEI per
 neuron (seed 0, all neurons in one batch) on the 2-member ensemble with ``presets.default`` at every
 norm factor (norm = factor · sqrt(H·W·Σ std²), the expected L2 contrast of a training image) and
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from mei_core.engine import step_callback  # noqa: E402
 from mei_core.methods import batched_gradient_ascent  # noqa: E402
-from mei_core.models.demo import GroundTruthV1, build_demo_cnn, filter_correlation  # noqa: E402
+from mei_core.demo.v1 import GroundTruthV1, build_demo_cnn, filter_correlation  # noqa: E402
 from mei_core.models.ensemble import EnsembleModel  # noqa: E402
-from mei_core.models.populations import (  # noqa: E402
+from mei_core.demo.populations import (  # noqa: E402
     RECIPES,
     PopulationRecipe,
     build_population_cnn,

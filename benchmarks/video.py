@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torch import nn  # noqa: E402
 
 from mei_core import batched_gradient_ascent  # noqa: E402
-from mei_core.methods import hoefling_2024_preset  # noqa: E402
+from mei_core.presets import hoefling2024 as hoefling_2024_preset  # noqa: E402
 from mei_core.objectives import IncreaseObjective, SliceMeanReducer  # noqa: E402
 
 N, STEPS, SHAPE = 32, 10, (2, 50, 18, 16)

@@ -16,6 +16,7 @@ import torch
 from .engine import BatchResult, optimize
 from .method import build_method
 from .objectives.base import Objective, as_objective
+from .presets import fixed_budget
 
 __all__ = ["batched_gradient_ascent"]
 
@@ -62,36 +63,5 @@ def gradient_ascent(
     return result.meis, score, output
 
 
-#: The default method: SGD on the per-image normalised gradient, blurred early and sharp late, with a
-#: fixed L2 norm and a pixel clip. ``norm`` and the clip should match the contrast of the training
-#: images (e.g. the typical L2 norm of a dataset image and ±3 pixel std).
-def default_preset(norm: float = 10.0, x_min: float = -3.0, x_max: float = 3.0, iterations: int = 200,
-                   lr: float = 0.5, sigma: float = 1.5, sigma_decay: float = 0.99) -> dict[str, Any]:
-    return {
-        "initial": {"path": "RandomNormal", "kwargs": {"std": 1.0}},
-        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": lr}},
-        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
-        "precondition": [
-            {"path": "GaussianBlur", "kwargs": {"sigma": sigma, "decay_factor": sigma_decay, "min_sigma": 0.25}},
-            {"path": "DivideByMeanOfAbsolute", "kwargs": {}},
-        ],
-        "postprocessing": [
-            {"path": "ChangeNorm", "kwargs": {"norm": norm}},
-            {"path": "ClipRange", "kwargs": {"x_min": x_min, "x_max": x_max}},
-        ],
-    }
-
-
-def hoefling_2024_preset(iterations: int = 10) -> dict[str, Any]:
-    """openretina's CLI preset for mouse-retina video MEIs (Höfling et al. 2024): SGD lr 100 for 10
-    steps on 2-channel (green, UV) videos, joint L2 norm 30 with per-channel clipping
-    (green [−0.654, 6.269], UV [−0.913, 6.269]) and a range penalty of factor 0.1. Use it with an
-    ``increase`` objective and ``reducer: {slice_mean: {start: 10, length: 10}}`` (frames 10–20)."""
-    ranges = [[-0.654, 6.269], [-0.913, 6.269]]
-    return {
-        "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
-        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
-        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
-        "regularization": {"path": "RangeRegularizationLoss", "kwargs": {"min_max_values": ranges, "max_norm": 30.0, "factor": 0.1}},
-        "postprocessing": {"path": "ChangeNormJointlyClipRangeSeparately", "kwargs": {"min_max_values": ranges, "norm": 30.0}},
-    }
+#: The fixed-budget preset (``mei_core.presets.fixed_budget``): the norm and clip given by hand.
+default_preset = fixed_budget

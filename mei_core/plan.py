@@ -176,6 +176,10 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     plan.heldout_ensembles = [name for name, ensemble in config["ensembles"].items() if ensemble.get("validation_members")]
     plan.video_ensembles = [name for name, ensemble in config["ensembles"].items() if len(ensemble["input_shape"]) == 4]
     for name, ensemble in config["ensembles"].items():
+        if "input_stats" in ensemble:
+            from .presets import check_input_stats
+
+            check_input_stats(ensemble["input_stats"], ensemble["input_shape"][0], f"ensembles.{name}.input_stats")
         specs = check_ensemble(name, ensemble, base, produced)
         probe_members(name, ensemble, base, known_probes, probes)
         for group, spec in specs.items():

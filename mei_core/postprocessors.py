@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ from .components import Postprocessor, Step
 from .ops import ScheduledGaussianBlur, per_row, row_mean, row_norm, row_std, temporal_gaussian_blur
 
 __all__ = [
+    "ChangeNormAroundMean",
     "ChangeNorm",
     "ClipRange",
     "PNormConstraintAndClip",
@@ -203,3 +205,41 @@ class FixRegion(Postprocessor):
 
     def __repr__(self) -> str:
         return f"FixRegion(region={self.region!r}, threshold={self.threshold}, free_pixels={int(self.free.sum())}/{self.free.numel()})"
+
+
+class ChangeNormAroundMean(Postprocessor):
+    """Rescale every row's deviation from the per-channel stimulus ``mean`` to L2 norm ``norm``,
+    then clip to ``[x_min, x_max]`` (floats, or one value per channel).
+
+    With ``mean`` 0 and scalar bounds this is ``ChangeNorm`` followed by ``ClipRange``; with a
+    non-zero mean the budget is spent on contrast, not on the offset from zero.
+    """
+
+    def __init__(self, norm: float, mean: float | Sequence[float] = 0.0,
+                 x_min: float | Sequence[float] = -math.inf, x_max: float | Sequence[float] = math.inf):
+        if not norm > 0:
+            raise ValueError(f"norm must be > 0, got {norm}")
+        self.norm = float(norm)
+        self.mean, self.x_min, self.x_max = (_channel_vector(v) for v in (mean, x_min, x_max))
+        if bool((self.x_max < self.x_min).any()):
+            raise ValueError(f"x_max ({x_max}) must be >= x_min ({x_min})")
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        mean, low, high = (_broadcast_channels(v, x) for v in (self.mean, self.x_min, self.x_max))
+        contrast = x - mean
+        contrast = contrast * per_row(self.norm / row_norm(contrast).clamp_min(1e-12), x)
+        return torch.maximum(torch.minimum(mean + contrast, high), low)
+
+
+def _channel_vector(value: float | Sequence[float]) -> Tensor:
+    return torch.tensor([float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)])
+
+
+def _broadcast_channels(values: Tensor, x: Tensor) -> Tensor:
+    """A per-channel vector (length 1 or C) shaped to broadcast over rows ``B×C×...``."""
+    if len(values) not in (1, x.shape[1]):
+        raise ValueError(f"{len(values)} per-channel values for {x.shape[1]} channels")
+    return values.to(dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
+
+
+# --------------------------------------------------------------------------- presets

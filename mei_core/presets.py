@@ -25,14 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor
 
-from .components import Postprocessor, Step
 from .errors import MEIConfigError
-from .ops import per_row, row_norm
 
-__all__ = ["ChangeNormAroundMean", "contrast_budget", "default", "hoefling2024", "preset", "PRESETS",
+__all__ = ["contrast_budget", "default", "fixed_budget", "hoefling2024", "preset", "PRESETS", "describe_presets",
            "check_input_stats", "NORM_FACTOR", "CLIP_STDS", "LR_FACTOR", "ITERATIONS"]
 
 #: MEI contrast as a fraction of a training image's (see the module docstring for the evidence).
@@ -140,44 +136,6 @@ def contrast_budget(
             "mean": stats["mean"]}
 
 
-class ChangeNormAroundMean(Postprocessor):
-    """Rescale every row's deviation from the per-channel stimulus ``mean`` to L2 norm ``norm``,
-    then clip to ``[x_min, x_max]`` (floats, or one value per channel).
-
-    With ``mean`` 0 and scalar bounds this is ``ChangeNorm`` followed by ``ClipRange``; with a
-    non-zero mean the budget is spent on contrast, not on the offset from zero.
-    """
-
-    def __init__(self, norm: float, mean: float | Sequence[float] = 0.0,
-                 x_min: float | Sequence[float] = -math.inf, x_max: float | Sequence[float] = math.inf):
-        if not norm > 0:
-            raise ValueError(f"norm must be > 0, got {norm}")
-        self.norm = float(norm)
-        self.mean, self.x_min, self.x_max = (_channel_vector(v) for v in (mean, x_min, x_max))
-        if bool((self.x_max < self.x_min).any()):
-            raise ValueError(f"x_max ({x_max}) must be >= x_min ({x_min})")
-
-    def __call__(self, x: Tensor, step: Step) -> Tensor:
-        mean, low, high = (_broadcast_channels(v, x) for v in (self.mean, self.x_min, self.x_max))
-        contrast = x - mean
-        contrast = contrast * per_row(self.norm / row_norm(contrast).clamp_min(1e-12), x)
-        return torch.maximum(torch.minimum(mean + contrast, high), low)
-
-
-def _channel_vector(value: float | Sequence[float]) -> Tensor:
-    return torch.tensor([float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)])
-
-
-def _broadcast_channels(values: Tensor, x: Tensor) -> Tensor:
-    """A per-channel vector (length 1 or C) shaped to broadcast over rows ``B×C×...``."""
-    if len(values) not in (1, x.shape[1]):
-        raise ValueError(f"{len(values)} per-channel values for {x.shape[1]} channels")
-    return values.to(dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
-
-
-# --------------------------------------------------------------------------- presets
-
-
 def default(
     input_shape: Sequence[int],
     input_stats: Mapping[str, Any],
@@ -217,7 +175,7 @@ def default(
             {"path": "DivideByMeanOfAbsolute", "kwargs": {}},
         ],
         "postprocessing": [
-            {"path": "mei_core.presets.ChangeNormAroundMean",
+            {"path": "ChangeNormAroundMean",
              "kwargs": {"norm": budget["norm"], "mean": _per_channel_or_scalar(stats["mean"]),
                         "x_min": budget["x_min"], "x_max": budget["x_max"]}},
         ],
@@ -236,10 +194,29 @@ def hoefling2024(iterations: int = 10) -> dict[str, Any]:
         "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
         "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
         "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
-        "regularization": {"path": "mei_core.video_objectives.RangeRegularizationLoss",
+        "regularization": {"path": "RangeRegularizationLoss",
                            "kwargs": {"min_max_values": ranges, "max_norm": published_norm, "factor": 0.1}},
         "postprocessing": {"path": "ChangeNormJointlyClipRangeSeparately",
                            "kwargs": {"min_max_values": ranges, "norm": published_norm}},
+    }
+
+
+def fixed_budget(norm: float = 10.0, x_min: float = -3.0, x_max: float = 3.0, iterations: int = 200,
+                   lr: float = 0.5, sigma: float = 1.5, sigma_decay: float = 0.99) -> dict[str, Any]:
+    """The ``default`` recipe with its contrast budget given by hand: L2 ``norm`` and the pixel clip
+    ``[x_min, x_max]`` (``default`` derives both from ``input_stats``)."""
+    return {
+        "initial": {"path": "RandomNormal", "kwargs": {"std": 1.0}},
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": lr}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
+        "precondition": [
+            {"path": "GaussianBlur", "kwargs": {"sigma": sigma, "decay_factor": sigma_decay, "min_sigma": 0.25}},
+            {"path": "DivideByMeanOfAbsolute", "kwargs": {}},
+        ],
+        "postprocessing": [
+            {"path": "ChangeNorm", "kwargs": {"norm": norm}},
+            {"path": "ClipRange", "kwargs": {"x_min": x_min, "x_max": x_max}},
+        ],
     }
 
 
@@ -256,6 +233,10 @@ PRESETS: dict[str, PresetInfo] = {
         ("input_shape", "input_stats", "norm_factor", "clip_stds", "lr_factor", "iterations", "sigma", "sigma_decay", "norm"),
         "normalised-gradient SGD with a contrast budget of 0.25× a training image's, clip mean ± 3 std "
         "(or the value range); needs input_shape and input_stats",
+    ),
+    "fixed_budget": PresetInfo(
+        fixed_budget, ("norm", "x_min", "x_max", "iterations", "lr", "sigma", "sigma_decay"),
+        "the default recipe with the L2 norm and pixel clip given by hand (mei_core.default_preset)",
     ),
     "hoefling2024": PresetInfo(
         hoefling2024, ("iterations",),
@@ -274,3 +255,12 @@ def preset(name: str, **params: Any) -> dict[str, Any]:
         raise MEIConfigError(f"preset.{unknown[0]}: preset {name!r} takes no parameter {unknown[0]!r}; "
                              f"its parameters: {', '.join(info.parameters)}")
     return info.function(**params)
+
+
+def describe_presets() -> str:
+    """Every preset with its parameters and what it is (``python -m mei_core presets``)."""
+    lines = []
+    for name, info in PRESETS.items():
+        lines.append(f"{name}({', '.join(info.parameters)})")
+        lines.append(f"    {info.description}")
+    return "\n".join(lines)

@@ -379,7 +379,7 @@ def test_spatial_components_refuse_inputs_that_are_neither_images_nor_videos():
 
 def test_the_hoefling_2024_preset_runs_on_a_video_model():
     from mei_core import batched_gradient_ascent
-    from mei_core.methods import hoefling_2024_preset
+    from mei_core.presets import hoefling2024 as hoefling_2024_preset
     from mei_core.objectives import IncreaseObjective, SliceMeanReducer
 
     model = torch.nn.Sequential(torch.nn.Conv3d(2, 3, (3, 3, 3)), torch.nn.Flatten(3), torch.nn.Softplus())

@@ -11,8 +11,9 @@ from mei_core import presets
 from mei_core.errors import MEIConfigError
 from mei_core.method import build_method
 from mei_core.methods import batched_gradient_ascent
-from mei_core.models.demo import filter_correlation
-from mei_core.models.populations import PopulationRecipe, build_population_cnn, train_member
+from mei_core.demo.v1 import filter_correlation
+from mei_core.postprocessors import ChangeNormAroundMean
+from mei_core.demo.populations import PopulationRecipe, build_population_cnn, train_member
 from mei_core.objectives import UnitObjective
 
 torch.set_num_threads(1)
@@ -26,7 +27,7 @@ def test_every_preset_builds_a_valid_method() -> None:
         assert info.description and info.parameters
         config = presets.preset(name, **required.get(name, {}))
         method = build_method(config, f"preset.{name}")
-        assert method.stopper.num_iterations == (presets.ITERATIONS if name == "default" else 10)
+        assert method.stopper.num_iterations == {"default": presets.ITERATIONS, "fixed_budget": 200, "hoefling2024": 10}[name]
     hoefling = presets.preset("hoefling2024", iterations=5)
     assert hoefling["postprocessing"]["kwargs"]["norm"] == 30.0
     assert hoefling["stopper"]["kwargs"]["num_iterations"] == 5
@@ -80,7 +81,7 @@ def test_bad_input_stats_name_the_key(stats: object, key: str) -> None:
 
 
 def test_bad_preset_name_and_parameter() -> None:
-    with pytest.raises(MEIConfigError, match="preset: unknown preset 'fancy'.*default, hoefling2024"):
+    with pytest.raises(MEIConfigError, match="preset: unknown preset 'fancy'.*default, fixed_budget, hoefling2024"):
         presets.preset("fancy")
     with pytest.raises(MEIConfigError, match="preset.norm_factor: preset 'hoefling2024'"):
         presets.preset("hoefling2024", norm_factor=0.3)
@@ -89,15 +90,15 @@ def test_bad_preset_name_and_parameter() -> None:
 
 
 def test_change_norm_around_mean_fixes_contrast_not_offset() -> None:
-    project = presets.ChangeNormAroundMean(norm=3.0, mean=[0.5, -1.0], x_min=[-10, -10], x_max=[10, 10])
+    project = ChangeNormAroundMean(norm=3.0, mean=[0.5, -1.0], x_min=[-10, -10], x_max=[10, 10])
     x = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed(0)) * 5
     out = project(x, step=None)
     mean = torch.tensor([0.5, -1.0]).view(1, 2, 1, 1)
     torch.testing.assert_close((out - mean).flatten(1).norm(dim=1), torch.full((4,), 3.0))
     # the same as ChangeNorm on the deviation from the mean: the budget is spent on contrast only
-    around_zero = presets.ChangeNormAroundMean(norm=3.0, mean=0.0)(x - mean, step=None)
+    around_zero = ChangeNormAroundMean(norm=3.0, mean=0.0)(x - mean, step=None)
     torch.testing.assert_close(out, mean + around_zero)
-    clipped = presets.ChangeNormAroundMean(norm=100.0, mean=0.0, x_min=-1.0, x_max=2.0)(x, step=None)
+    clipped = ChangeNormAroundMean(norm=100.0, mean=0.0, x_min=-1.0, x_max=2.0)(x, step=None)
     assert float(clipped.min()) == -1.0 and float(clipped.max()) == 2.0
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import gaussian_blur
-from .demo import (
+from .v1 import (
     FactorisedReadout,
     GroundTruthV1,
     _per_neuron_correlation,
@@ -117,7 +117,7 @@ class PopulationRecipe:
 RECIPES: dict[str, PopulationRecipe] = {
     recipe.name: recipe
     for recipe in (
-        # The embedded demo (mei_core.models.demo defaults), trained by train_demo_cnn.
+        # The embedded demo (mei_core.demo.v1 defaults), trained by train_demo_cnn.
         PopulationRecipe("demo", size=24, n_simple=12, n_complex=8, n_dog=4, trainer="demo"),
         # A: like the independent model of issue 9 (3 conv + BN, spatial softmax, 32 px, 1/f noise).
         PopulationRecipe("A", size=32, n_simple=14, n_complex=14, n_dog=4, n_images=6000,
@@ -410,7 +410,7 @@ def train_member(recipe: PopulationRecipe, seed: int) -> TrainedMember:
     images, responses = recipe.dataset()
     truth = StimulusGroundTruth(recipe, population)
     if recipe.trainer == "demo":
-        from .demo import train_demo_cnn
+        from .v1 import train_demo_cnn
 
         model, metrics = train_demo_cnn(images, responses, seed=seed, epochs=recipe.epochs, population=population)
         return TrainedMember(model, metrics["model_kwargs"], metrics)
