@@ -69,10 +69,12 @@ def _set_dotted(entry: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``overrides`` over ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    """``overrides`` over ``base``: mappings merge key by key, anything else (lists too) replaces; a
+    component with another ``path`` replaces the preset's whole (its kwargs are not merged in)."""
     merged = copy.deepcopy(dict(base))
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        other_component = isinstance(value, Mapping) and "path" in value and isinstance(merged.get(key), Mapping) and merged[key].get("path") != value["path"]
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and not other_component:
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
