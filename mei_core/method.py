@@ -18,7 +18,7 @@ decides where to run).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,9 +88,26 @@ def _build_optimizer(spec: Any, key: str) -> Callable[[list[torch.Tensor]], torc
     optimizer_class = import_object(path, f"{key}.path")
     kwargs = dict(spec.get("kwargs") or {})
     check_arguments(optimizer_class, kwargs, f"{key}.kwargs", args=([torch.zeros(1, requires_grad=True)],))
-    # not constructed here: torch.optim imports torch._dynamo on first use (≈2 s), which would slow
-    # every Snakemake parse; bad values (a negative lr) fail at the job's start instead
+    _check_optimizer_values(kwargs, f"{key}.kwargs")
+    # not constructed here: torch.optim imports torch._dynamo on first use (2–5 s), which would slow
+    # every Snakemake parse (and every SLURM job re-parses); the ranges torch.optim checks are checked
+    # above instead, so a bad value still fails before any job
     return lambda params: optimizer_class(params, **kwargs)
+
+
+#: argument ranges that torch.optim's constructors refuse outside of (checked without constructing)
+_NON_NEGATIVE = ("lr", "momentum", "weight_decay", "eps", "dampening", "lr_decay", "initial_accumulator_value", "alpha", "lambd")
+
+
+def _check_optimizer_values(kwargs: Mapping[str, Any], key: str) -> None:
+    for name in _NON_NEGATIVE:
+        value = kwargs.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise MEIConfigError(f"{key}.{name}: must be >= 0, got {value!r}")
+    betas = kwargs.get("betas")
+    if betas is not None:
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise MEIConfigError(f"{key}.betas: must be two numbers in [0, 1), got {betas!r}")
 
 
 def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
@@ -179,6 +196,13 @@ def _positive(config: Mapping[str, Any], option: str, default: int | None, key: 
     return value
 
 
-def validate_method(config: Mapping[str, Any], key: str = "config") -> None:
-    """Build once and throw away: every error a run would hit at start-up, without running."""
-    build_method(config, key)
+def validate_method(config: Mapping[str, Any], key: str = "config", shape: Sequence[int] | None = None) -> None:
+    """Build once and throw away: every error a run would hit at start-up, without running. With the
+    input ``shape`` (C×H×W, …), the initial guess is drawn once too (e.g. a ``FromArray`` of the wrong
+    shape fails here, not in a job)."""
+    method = build_method(config, key)
+    if shape is not None:
+        try:
+            method.initial((method.n_meis, *method.parameterisation.initial_shape(tuple(shape))), torch.Generator().manual_seed(0))
+        except Exception as error:
+            raise MEIConfigError(f"{key}.initial: {type(error).__name__}: {error} (inputs of this ensemble are {list(shape)})") from error

@@ -214,7 +214,11 @@ def _method_spec(name: str, entry: dict[str, Any], ensemble_name: str, ensemble:
     key = f"methods.{name}.config" if "preset" not in entry else f"methods.{name} (preset {entry['preset']!r} on ensemble {ensemble_name!r})"
     check_numbers_are_numbers(config, key)
     # a method function with its own config keys carries its own check (e.g. mei_core.cmaes.cma_es)
-    getattr(import_object(method_fn, f"methods.{name}.method_fn"), "validate_config", validate_method)(config, key)
+    check = getattr(import_object(method_fn, f"methods.{name}.method_fn"), "validate_config", None)
+    if check is not None:
+        check(config, key)
+    else:
+        validate_method(config, key, ensemble["input_shape"])
     sources = source_hashes({"method_fn": method_fn, "config": config})
     return {"name": name, "ensemble": ensemble_name, "method_fn": method_fn, "config": config, "sources": sources,
             "method_hash": method_hash(method_fn, config, sources), "grid": grid}

@@ -110,7 +110,7 @@ def test_an_ensembles_max_batch_reaches_its_jobs_and_changes_no_result(project, 
             manifest = assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
             token = simulated_memory_rows.set(2 if max_batch else None)  # a "GPU" that fits 2 rows at a time
             try:
-                path = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("slow"), plan.paths.shard_spec("tiny", 0), 0, f"out/{max_batch}.npz", "cpu", 1)
+                path = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("tiny", "slow"), plan.paths.shard_spec("tiny", 0), 0, f"out/{max_batch}.npz", "cpu", 1)
             finally:
                 simulated_memory_rows.reset(token)
             with np.load(project / path) as shard:
