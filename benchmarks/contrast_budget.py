@@ -33,7 +33,6 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mei_core.engine import step_callback  # noqa: E402
 from mei_core.methods import batched_gradient_ascent  # noqa: E402
 from mei_core.demo.v1 import GroundTruthV1, build_demo_cnn, filter_correlation  # noqa: E402
 from mei_core.models.ensemble import EnsembleModel  # noqa: E402
@@ -53,7 +52,8 @@ NORM_FACTORS = (0.1, 0.15, 0.25, 0.35, 0.5, 1.0)
 STEPS = (100, 200, 400)
 CELL_TYPES = ("simple", "complex", "dog")
 COLUMNS = ["population", "held_out", "variant", "norm_factor", "norm", "steps", "cell_type", "n",
-           "median_r", "min_r", "median_relative_activation", "median_heldout_ratio", "clipped_fraction", "seconds"]
+           "median_r", "min_r", "median_relative_activation", "median_heldout_ratio", "clipped_fraction",
+           "median_peak_stds", "seconds"]
 
 
 def recipe_key(recipe: PopulationRecipe) -> str:
@@ -80,33 +80,23 @@ def load_or_train(recipe: PopulationRecipe, seed: int) -> torch.nn.Module:
     return member.model.eval()
 
 
-def meis_at_steps(model: torch.nn.Module, config: dict, n_neurons: int, shape: tuple[int, ...],
-                  steps: tuple[int, ...]) -> dict[int, torch.Tensor]:
-    """One MEI per neuron (seed 0), snapshotted after each of ``steps`` optimiser steps (N×C×H×W).
-
-    The blur schedule depends only on the step index, so the snapshot after k steps of a longer
-    run equals the result of a k-step run."""
-    snapshots: dict[int, torch.Tensor] = {}
-
-    def keep(state) -> None:
-        if state.i_iter in steps:
-            snapshots[state.i_iter] = state.input_.clone()
-
-    token = step_callback.set(keep)
-    try:
-        batched_gradient_ascent(UnitObjective(model, list(range(n_neurons))), config, [0] * n_neurons, shape)
-    finally:
-        step_callback.reset(token)
-    return snapshots
+def meis(model: torch.nn.Module, config: dict, n_neurons: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """One MEI per neuron (seed 0, all neurons in one batch), ``N×C×H×W``.  Every number of steps
+    is its own run: the preset's blur schedule ends at ``final_sigma`` whatever the step count."""
+    return batched_gradient_ascent(UnitObjective(model, list(range(n_neurons))), config, [0] * n_neurons, shape).meis
 
 
 def score(meis: torch.Tensor, recipe: PopulationRecipe, population: GroundTruthV1, ensemble: torch.nn.Module,
           validation: torch.nn.Module, budget: dict) -> dict[str, dict[str, float]]:
-    """Per cell type: median/min r, median relative activation, median held-out ratio, clipped fraction."""
+    """Per cell type: median/min r, median relative activation, median held-out ratio, clipped
+    fraction and the median over MEIs of the largest |pixel - mean| in stimulus stds."""
     units = torch.arange(len(meis))
     with torch.no_grad():
         ratio = validation(meis)[units, units] / ensemble(meis)[units, units]
     low, high = (torch.as_tensor(budget[k], dtype=meis.dtype).reshape(-1) for k in ("x_min", "x_max"))
+    stats = presets.check_input_stats(recipe.input_stats, meis.shape[1])
+    mean, std = (torch.tensor(stats[k], dtype=meis.dtype).view(1, -1, 1, 1) for k in ("mean", "std"))
+    peak_stds = ((meis - mean) / std).abs().flatten(1).amax(1)  # how close the MEI comes to a clip of mean ± k·std
     clipped = ((meis <= low.view(1, -1, 1, 1) + 1e-6) | (meis >= high.view(1, -1, 1, 1) - 1e-6)).flatten(1).float().mean(1)
     out: dict[str, dict[str, float]] = {}
     for cell_type in CELL_TYPES:
@@ -118,7 +108,8 @@ def score(meis: torch.Tensor, recipe: PopulationRecipe, population: GroundTruthV
         out[cell_type] = {"n": len(index), "median_r": r.median().item(), "min_r": r.min().item(),
                           "median_relative_activation": activation.median().item(),
                           "median_heldout_ratio": ratio[index].median().item(),
-                          "clipped_fraction": clipped[index].mean().item()}
+                          "clipped_fraction": clipped[index].mean().item(),
+                          "median_peak_stds": peak_stds[index].median().item()}
     return out
 
 
@@ -150,28 +141,28 @@ def run_population(recipe: PopulationRecipe, norm_factors: list[float], variants
         for norm_factor in norm_factors:
             if all((recipe.name, variant, norm_factor, s) in done for s in steps):
                 continue
-            config = presets.default(recipe.input_shape, recipe.input_stats, norm_factor=norm_factor,
-                                     iterations=max(steps), **variant_overrides(variant, recipe))
             budget = presets.contrast_budget(recipe.input_shape, recipe.input_stats, norm_factor)
-            started = time.perf_counter()
-            snapshots = meis_at_steps(ensemble, config, population.n_neurons, recipe.input_shape, steps)
-            seconds = time.perf_counter() - started
             rows = []
             for n_steps in steps:
-                for cell_type, values in score(snapshots[n_steps], recipe, population, ensemble, validation, budget).items():
+                config = presets.default(recipe.input_shape, recipe.input_stats, norm_factor=norm_factor,
+                                         iterations=n_steps, **variant_overrides(variant, recipe))
+                started = time.perf_counter()
+                found = meis(ensemble, config, population.n_neurons, recipe.input_shape)
+                seconds = time.perf_counter() - started
+                for cell_type, values in score(found, recipe, population, ensemble, validation, budget).items():
                     rows.append({"population": recipe.name, "held_out": recipe.held_out, "variant": variant,
                                  "norm_factor": norm_factor, "norm": round(budget["norm"], 3), "steps": n_steps,
                                  "cell_type": cell_type, **{k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()},
                                  "seconds": round(seconds, 1)})
+                print(f"  {recipe.name} {variant} f={norm_factor} {n_steps} steps: {seconds:.0f} s; "
+                      + " ".join(f"{r['cell_type']} {r['median_r']:.3f}" for r in rows if r["steps"] == n_steps),
+                      file=sys.stderr, flush=True)
             write_header = not csv_path.exists()
             with csv_path.open("a", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS)
                 if write_header:
                     writer.writeheader()
                 writer.writerows(rows)
-            summary = " ".join(f"{r['cell_type']} {r['median_r']:.3f}" for r in rows if r["steps"] == max(steps))
-            print(f"  {recipe.name} {variant} f={norm_factor}: {seconds:.0f} s; at {max(steps)} steps {summary}",
-                  file=sys.stderr, flush=True)
 
 
 def markdown_table(csv_path: Path, populations: list[str]) -> str:
