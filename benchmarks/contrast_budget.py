@@ -3,14 +3,16 @@
 For every population recipe (``mei_core.demo.populations.RECIPES``) this trains, or loads from
 ``benchmarks/.cache/``, two ensemble members and one validation member, then computes one MEI per
 neuron (seed 0, all neurons in one batch) on the 2-member ensemble with ``presets.default`` at every
-norm factor (norm = factor · sqrt(H·W·Σ std²), the expected L2 contrast of a training image) and
-records, after each number of steps, per cell type: the median ``filter_correlation`` to the true
-filter (phase-invariant for complex cells), the median relative activation (true rate over the true
+norm factor (norm = factor · sqrt(H·W·Σ std²), the expected L2 contrast of a training image), each
+preset variant (``--variants``: JSON overrides) and each number of steps (a separate run each), and
+records per cell type: the median and worst ``filter_correlation`` to the true filter
+(phase-invariant for complex cells), the median relative activation (true rate over the true
 optimum's at equal contrast), the median held-out ratio (validation member's rate at the MEI over
-the ensemble's: a label-free signal) and the fraction of clipped pixels.
+the ensemble's: a label-free signal), the fraction of clipped pixels and the MEI's peak
+|pixel - mean| in stimulus stds.  Results and commands: ``benchmarks/CONTRAST_BUDGET.md``.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/contrast_budget.py --populations demo A B C   # the sweep
-    PYTHONPATH=. .venv/bin/python benchmarks/contrast_budget.py --rule --populations D     # the chosen rule only
+    PYTHONPATH=. .venv/bin/python benchmarks/contrast_budget.py --populations demo A B C   # norm sweep
+    PYTHONPATH=. .venv/bin/python benchmarks/contrast_budget.py --rule --populations D     # the rule at 100/200/400 steps
 
 Rows are appended to ``--csv`` as they are computed (a rerun skips rows already there); a Markdown
 table of everything in the CSV for the chosen populations is printed at the end.
@@ -202,7 +204,7 @@ def main() -> None:
                              "'{\"sigma_per_24px\": 1.5}' (blur scaled with the image); '{}' = the preset's own")
     parser.add_argument("--steps", nargs="+", type=int, default=list(STEPS))
     parser.add_argument("--rule", action="store_true",
-                        help="only the chosen rule: presets.NORM_FACTOR, LR_FACTOR and ITERATIONS (and 2× steps)")
+                        help="only the preset's own settings (presets.NORM_FACTOR ...) at ITERATIONS/2, ITERATIONS and 2×ITERATIONS steps")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--train-only", action="store_true", help="train and cache the members, then stop")
     args = parser.parse_args()

@@ -50,6 +50,17 @@ def test_default_norm_follows_the_rule() -> None:
     assert presets.default([1, 24, 24], UNIT_STATS, norm=7.0)["postprocessing"][0]["kwargs"]["norm"] == 7.0
 
 
+def test_blur_ends_at_final_sigma_and_never_switches_off() -> None:
+    for iterations in (50, 200, 800):
+        method = build_method(presets.default([1, 24, 24], UNIT_STATS, iterations=iterations))
+        blur = method.preconditioners[0]
+        assert blur.sigma_at(0) == pytest.approx(presets.BLUR_SIGMA)
+        assert blur.sigma_at(iterations) == pytest.approx(presets.FINAL_BLUR_SIGMA)
+        assert blur.sigma_at(iterations) > blur.min_sigma
+    with pytest.raises(MEIConfigError, match="final_sigma"):
+        presets.default([1, 24, 24], UNIT_STATS, final_sigma=2.0)
+
+
 def test_clip_from_range_or_mean_plus_k_std() -> None:
     k = presets.CLIP_STDS
     budget = presets.contrast_budget([1, 8, 8], {"mean": [0.3], "std": [0.5]})
