@@ -9,7 +9,7 @@ records per cell type: the median and worst ``filter_correlation`` to the true f
 (phase-invariant for complex cells), the median relative activation (true rate over the true
 optimum's at equal contrast), the median held-out ratio (validation member's rate at the MEI over
 the ensemble's: a label-free signal), the fraction of clipped pixels and the MEI's peak
-|pixel - mean| in stimulus stds.  Results and commands: ``benchmarks/CONTRAST_BUDGET.md``.
+|pixel - mean| in stimulus stds.  Results and commands: ``config/README.md``, "The default preset and its contrast budget".
 
     PYTHONPATH=. .venv/bin/python benchmarks/contrast_budget.py --populations demo A B C   # norm sweep
     PYTHONPATH=. .venv/bin/python benchmarks/contrast_budget.py --rule --populations D     # the rule at 100/200/400 steps

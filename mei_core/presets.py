@@ -8,7 +8,7 @@ L2 norm and the pixel clip.
 ``input_stats`` = ``{"mean": [per channel], "std": [per channel], "range": [min, max]}`` (``range``
 optional; one pair for all channels or one pair per channel).
 
-The rule (evidence: ``benchmarks/CONTRAST_BUDGET.md``: five simulated populations, 24-48 px,
+The rule (evidence: ``config/README.md``, "The default preset and its contrast budget": five simulated populations, 24-48 px,
 four readouts/cores, one population held out of all tuning)
 ------------------------------------------------------------------------------------------
 * contrast: ``norm = NORM_FACTOR · sqrt(pixels per channel · Σ_c std_c²)`` with ``NORM_FACTOR`` 0.1,

@@ -323,7 +323,7 @@ class DemoCNN(nn.Module):
     """Two valid convolutions (ELU) and a factorised readout; output ``elu(.) + 1 > 0``, ``B×N``.
 
     All constructor arguments are JSON-able so a checkpoint is ``state_dict`` + the builder
-    ``mei_core.models.demo.build_demo_cnn`` + these kwargs.  Parameters are initialised from
+    ``mei_core.demo.v1.build_demo_cnn`` + these kwargs.  Parameters are initialised from
     ``init_seed`` with a private generator (the global RNG is neither used nor advanced).
     With ``batchnorm=True`` the model must be in ``eval()`` mode when computing MEIs.
     """
