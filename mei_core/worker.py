@@ -78,6 +78,19 @@ def run_in_worker(path: str, command: str, arguments: dict[str, Any], idle_s: fl
     return int(json.loads(reply)["code"])
 
 
+def target_job_rules(argv: list[str]) -> set[str]:
+    """Rules of the jobs a Snakemake command line runs (``--target-jobs rule:wildcards ...``), as a
+    SLURM job's own Snakemake gets them; empty for any other command line."""
+    if "--target-jobs" not in argv:
+        return set()
+    rules = set()
+    for token in argv[argv.index("--target-jobs") + 1 :]:
+        if token.startswith("-"):
+            break
+        rules.add(token.split(":", 1)[0])
+    return rules
+
+
 def start_worker(path: str, idle_s: float = IDLE_S) -> None:
     """Make sure a worker listens at ``path`` (start one and wait until it listens)."""
     _connect_or_start(path, idle_s).close()
