@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = {"default": "off"}
     command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
     command("score", manifest=required, shard_spec=required, shard=required, out=required, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
-    command("worker", socket=required, idle={"type": float, "default": 300.0})
+    command("worker", socket=required, idle={"type": float, "default": 60.0})
     command("aggregate", manifest=required, table=required, shards=many, heldout={"nargs": "*", "default": []}, methods=many, seeds={"type": int, **many}, zarr=required, scores=required, traces=required)
     command("concat", inputs=many, out=required)
     command("validate", manifest=required, validation_manifest=required, zarr=required, scores=required, table=required, out=required, activations=required)

@@ -12,8 +12,12 @@ is returned at exit); the child takes the client's environment (``CUDA_VISIBLE_D
 ``PYTHONPATH``) and working directory. A child whose client goes away (the job was cancelled) exits.
 
 ``--worker auto`` uses one worker per SLURM allocation and host (inside a job: ``SLURM_JOB_ID``), so
-the generate jobs of a Snakemake group job share it; outside SLURM jobs run directly. The worker exits
-after ``idle_s`` seconds without jobs (and with the allocation, like every process of it).
+the generate jobs of a Snakemake group job share it; outside SLURM jobs run directly. The SLURM plugin
+runs every job of a group in its own ``srun`` step, and a step's processes end with the step (with
+``proctrack/cgroup``), so the worker is started by the group job's own Snakemake, in the batch step
+that lives as long as the allocation (:func:`start_worker`, called by the Snakefile); a client that
+finds none starts one itself. The worker exits after ``idle_s`` seconds without jobs, or with the
+allocation.
 
 The parent never touches CUDA (forking after CUDA is initialised is unsafe); each child initialises
 CUDA for itself.
@@ -35,8 +39,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-#: seconds a worker waits for its next job before it exits
-IDLE_S = 300.0
+#: seconds a worker waits for its next job before it exits (jobs of a group follow each other within
+#: seconds; a worker that outlives its allocation on a cluster without cgroup tracking goes soon)
+IDLE_S = 60.0
 _START_TIMEOUT_S = 300.0
 
 
@@ -71,6 +76,24 @@ def run_in_worker(path: str, command: str, arguments: dict[str, Any], idle_s: fl
         print(f"error: the worker's process for this job ended without an answer (worker log: {path}.log)", file=sys.stderr)
         return 1
     return int(json.loads(reply)["code"])
+
+
+def target_job_rules(argv: list[str]) -> set[str]:
+    """Rules of the jobs a Snakemake command line runs (``--target-jobs rule:wildcards ...``), as a
+    SLURM job's own Snakemake gets them; empty for any other command line."""
+    if "--target-jobs" not in argv:
+        return set()
+    rules = set()
+    for token in argv[argv.index("--target-jobs") + 1 :]:
+        if token.startswith("-"):
+            break
+        rules.add(token.split(":", 1)[0])
+    return rules
+
+
+def start_worker(path: str, idle_s: float = IDLE_S) -> None:
+    """Make sure a worker listens at ``path`` (start one and wait until it listens)."""
+    _connect_or_start(path, idle_s).close()
 
 
 def _connect(path: str) -> socket.socket | None:
@@ -167,6 +190,8 @@ def _child(connection: socket.socket) -> int:
     code = 1
     try:
         message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+        if not message:  # a connection that only checked that the worker listens
+            return 0
         reader = connection.makefile("rb")
         while not message.endswith(b"\n"):  # a request longer than one read
             message += reader.readline()

@@ -144,3 +144,12 @@ def children_of(pid):
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.append(int(entry))
     return found
+
+
+def test_the_rules_of_a_slurm_jobs_snakemake_are_read_from_its_command_line():
+    from mei_core.worker import target_job_rules
+
+    argv = ["snakemake", "--snakefile", "S", "--target-jobs", "generate_meis:seed=0,shard=1", "score_heldout:seed=0,shard=1", "--cores", "2"]
+    assert target_job_rules(argv) == {"generate_meis", "score_heldout"}
+    assert target_job_rules(["snakemake", "--target-jobs", "assemble_ensemble:ensemble=tiny,group=members", "--nolock"]) == {"assemble_ensemble"}
+    assert target_job_rules(["snakemake", "--profile", "cluster"]) == set()
