@@ -44,6 +44,7 @@ from torch import nn
 
 from ..ops import gaussian_blur
 from .v1 import (
+    init_conv_core,
     FactorisedReadout,
     GroundTruthV1,
     _per_neuron_correlation,
@@ -256,14 +257,7 @@ class PopulationCNN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        for module in self.core:
-            if isinstance(module, nn.Conv2d):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * math.sqrt(2.0 / fan_in))
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.BatchNorm2d):
-                module.reset_parameters()
+        init_conv_core(self.core, generator)
         readout = self.readout
         readout.features.copy_(torch.randn(readout.features.shape, generator=generator) / math.sqrt(readout.features.shape[1]))
         readout.bias.zero_()

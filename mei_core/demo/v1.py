@@ -357,14 +357,7 @@ class DemoCNN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        for module in self.core:
-            if isinstance(module, nn.Conv2d):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * math.sqrt(2.0 / fan_in))
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.BatchNorm2d):
-                module.reset_parameters()
+        init_conv_core(self.core, generator)
         readout = self.readout
         readout.mask.copy_(torch.rand(readout.mask.shape, generator=generator) / readout.mask[0].numel())
         readout.features.copy_(torch.randn(readout.features.shape, generator=generator) / math.sqrt(readout.features.shape[1]))
@@ -372,6 +365,20 @@ class DemoCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(self.readout(self.core(x))) + 1.0
+
+
+@torch.no_grad()
+def init_conv_core(core: nn.Module, generator: torch.Generator) -> None:
+    """He-normal convolution weights drawn from ``generator``, zero biases, fresh BatchNorm: a CNN
+    core initialised deterministically per seed."""
+    for module in core:
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.weight[0].numel()
+            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * math.sqrt(2.0 / fan_in))
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.BatchNorm2d):
+            module.reset_parameters()
 
 
 def build_demo_cnn(**kwargs: Any) -> DemoCNN:
