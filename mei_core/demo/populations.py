@@ -44,6 +44,7 @@ from torch import nn
 
 from ..ops import gaussian_blur
 from .v1 import (
+    conv_core,
     init_conv_core,
     FactorisedReadout,
     GroundTruthV1,
@@ -235,18 +236,10 @@ class PopulationCNN(nn.Module):
         self.n_neurons, self.in_shape, self.readout_kind = int(n_neurons), (in_channels, height, width), readout
         self.kernel_sizes = [int(k) for k in kernel_sizes]
         with torch.random.fork_rng(devices=[]):  # default layer inits must not advance the global RNG
-            layers: list[nn.Module] = []
-            previous = in_channels
-            for kernel in kernel_sizes:
-                layers.append(nn.Conv2d(previous, channels, int(kernel), bias=not batchnorm))
-                if batchnorm:
-                    layers.append(nn.BatchNorm2d(channels))
-                layers.append(nn.ELU())
-                previous = channels
-                height, width = height - int(kernel) + 1, width - int(kernel) + 1
+            core, height, width = conv_core(in_channels, height, width, channels, kernel_sizes, batchnorm)
             if min(height, width) < 1:
                 raise ValueError(f"kernels {list(kernel_sizes)} leave no pixels of a {tuple(in_shape)} input")
-            self.core = nn.Sequential(*layers)
+            self.core = core
             if readout == "factorised":
                 self.readout = FactorisedReadout(self.n_neurons, channels, height, width)
             elif readout == "gaussian":

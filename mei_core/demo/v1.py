@@ -342,16 +342,7 @@ class DemoCNN(nn.Module):
         self.n_neurons = int(n_neurons)
         self.in_shape = (in_channels, height, width)
         with torch.random.fork_rng(devices=[]):  # keep default layer inits off the global RNG
-            layers: list[nn.Module] = []
-            previous = in_channels
-            for kernel in kernel_sizes:
-                layers.append(nn.Conv2d(previous, channels, int(kernel), bias=not batchnorm))
-                if batchnorm:
-                    layers.append(nn.BatchNorm2d(channels))
-                layers.append(nn.ELU())
-                previous = channels
-                height, width = height - int(kernel) + 1, width - int(kernel) + 1
-            self.core = nn.Sequential(*layers)
+            self.core, height, width = conv_core(in_channels, height, width, channels, kernel_sizes, batchnorm)
             self.readout = FactorisedReadout(self.n_neurons, channels, height, width)
         self.reset_parameters(torch.Generator().manual_seed(int(init_seed)))
 
@@ -365,6 +356,21 @@ class DemoCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(self.readout(self.core(x))) + 1.0
+
+
+def conv_core(in_channels: int, height: int, width: int, channels: int, kernel_sizes: Any, batchnorm: bool) -> tuple[nn.Sequential, int, int]:
+    """Valid convolutions (``channels`` each, optional BatchNorm) with ELUs, and the output's height
+    and width."""
+    layers: list[nn.Module] = []
+    previous = in_channels
+    for kernel in kernel_sizes:
+        layers.append(nn.Conv2d(previous, channels, int(kernel), bias=not batchnorm))
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(channels))
+        layers.append(nn.ELU())
+        previous = channels
+        height, width = height - int(kernel) + 1, width - int(kernel) + 1
+    return nn.Sequential(*layers), height, width
 
 
 @torch.no_grad()
