@@ -1,6 +1,7 @@
 """The optimisation loop: many (unit, seed) items in one batch, each stopped, scored and traced alone.
 
-Per step: decode (``method.parameterisation``: the optimised variable → the stimulus; returned MEIs
+Before the first step the initial guess is projected (``project_initial``: e.g. onto the norm and
+clip of the postprocessing). Per step: decode (``method.parameterisation``: the optimised variable → the stimulus; returned MEIs
 are decoded stimuli) → transform → objective (one forward, in chunks of at most ``max_batch`` rows) →
 regularisation → gradient → precondition → stopper → optimiser step → postprocess (outside
 autograd) → trackers. An item that stops is frozen: its rows keep their values (restored after every
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .components import Reasons, Step, Tracker
-from .method import DEFAULT_STOP_CHECK_EVERY, Method
+from .method import DEFAULT_STOP_CHECK_EVERY, Method, project_initial
 from .objectives import Objective
 from .precision import forward_precision
 from .streams import RowStreams
@@ -116,12 +117,12 @@ class _Batch:
         # the optimised variable lives in parameter space (the identity for pixels)
         variable_shape = method.parameterisation.initial_shape(tuple(shape))
         initial = torch.cat([method.initial((self.n_meis, *variable_shape), torch.Generator().manual_seed(int(s))) for s in seeds])
-        self.x = initial.to(device).requires_grad_(True)
         self.row_items = torch.arange(self.n_items, device=device).repeat_interleave(self.n_meis)
         # every later random draw of a row is a function of (its item's seed, row, step, stream) alone
         self.streams = RowStreams(seeds, self.row_items)
         self.rows, self.full = torch.arange(len(self.row_items), device=device), True
         self.items = self.row_items  # item of every processed row: what objectives index by
+        self.x = project_initial(method, initial.to(device), self.step(0)).requires_grad_(True)
         self.active = torch.ones(self.n_items, dtype=torch.bool, device=device)
         self.row_active = self.active[self.row_items]
         self.stopped_at = torch.full((self.n_items,), -1, dtype=torch.long, device=device)

@@ -5,7 +5,11 @@ Slots (sinzlab/mei names): ``initial``, ``optimizer``, ``stopper`` (required); `
 ``parameterisation`` (one spec or a list, default ``Pixels``: the optimised variable decoded into the
 stimulus that transforms, the objective and regularizers see; preconditioners and postprocessors act
 on the variable);
-``trackers`` (a list, or a mapping name → spec; ``objectives`` is sinzlab's name for the same slot).
+``trackers`` (a list, or a mapping name → spec; ``objectives`` is sinzlab's name for the same slot);
+``project_initial`` (``false``, the default: the optimisation starts from the raw initial guess; ``true``:
+the ``postprocessing`` chain is applied to the initial guess before the first step; or postprocessor
+specs of its own, e.g. only the norm and clip of a chain that also low-passes: openretina's CLI and
+the MDS code project their random start onto the constraint set before step 0).
 Plain options: ``n_meis`` (diverse MEIs per item, default 1), ``direction`` (``maximize`` |
 ``minimize``; minimise gives inhibitory MEIs), ``regularize`` (``input``, the default: regularizers see
 the optimised input; ``transformed``: they see what the model sees, as in sinzlab/mei),
@@ -24,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer, Stopper, Tracker, Transform
+from .components import InitialGuess, Postprocessor, Step, Preconditioner, Regularizer, Stopper, Tracker, Transform
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
 from .parameterisations import Parameterisation, Pixels, build_parameterisation
@@ -34,7 +38,7 @@ from .transforms import Compose, Identity
 COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers", "parameterisation")
 #: sinzlab/mei's name for a slot → ours
 SLOT_ALIASES = {"objectives": "trackers"}
-OPTION_SLOTS = ("n_meis", "direction", "regularize", "model_forward_kwargs", "device", "precision", "stop_check_every", "max_batch")
+OPTION_SLOTS = ("project_initial", "n_meis", "direction", "regularize", "model_forward_kwargs", "device", "precision", "stop_check_every", "max_batch")
 REGULARIZE = ("input", "transformed")
 #: steps between stop checks, by device type (others: "gpu"). A check copies the stop mask to the
 #: host and drops stopped items from the forward pass; between checks stopped items stay in the
@@ -54,6 +58,8 @@ class Method:
     regularizers: list[Regularizer] = field(default_factory=list)
     preconditioners: list[Preconditioner] = field(default_factory=list)
     postprocessors: list[Postprocessor] = field(default_factory=list)
+    #: applied to the initial guess before the first step (``project_initial``)
+    initial_projection: list[Postprocessor] = field(default_factory=list)
     trackers: dict[str, Tracker] = field(default_factory=dict)
     n_meis: int = 1
     sign: float = 1.0
@@ -169,6 +175,16 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     if not isinstance(forward_kwargs, Mapping) or not all(isinstance(k, str) for k in forward_kwargs):
         raise MEIConfigError(f"{key}.model_forward_kwargs: must be a mapping of keyword names to values, got {forward_kwargs!r}")
 
+    postprocessors = family("postprocessing", Postprocessor)
+    project_initial = config.get("project_initial", False)
+    if isinstance(project_initial, bool):
+        initial_projection = postprocessors if project_initial else []
+    elif project_initial is None:
+        raise MEIConfigError(f"{key}.project_initial: must be true, false or postprocessor specs, got null")
+    else:
+        # own instances: a postprocessor may keep state between calls
+        initial_projection = family("project_initial", Postprocessor)
+
     return Method(
         initial=initial,
         make_optimizer=make_optimizer,
@@ -176,7 +192,8 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         transform=transform,
         regularizers=family("regularization", Regularizer),
         preconditioners=family("precondition", Preconditioner),
-        postprocessors=family("postprocessing", Postprocessor),
+        postprocessors=postprocessors,
+        initial_projection=initial_projection,
         trackers=trackers,
         n_meis=n_meis,
         sign=1.0 if direction == "maximize" else -1.0,
@@ -203,6 +220,19 @@ def validate_method(config: Mapping[str, Any], key: str = "config", shape: Seque
     method = build_method(config, key)
     if shape is not None:
         try:
-            method.initial((method.n_meis, *method.parameterisation.initial_shape(tuple(shape))), torch.Generator().manual_seed(0))
+            start = method.initial((method.n_meis, *method.parameterisation.initial_shape(tuple(shape))), torch.Generator().manual_seed(0))
         except Exception as error:
             raise MEIConfigError(f"{key}.initial: {type(error).__name__}: {error} (inputs of this ensemble are {list(shape)})") from error
+        try:
+            project_initial(method, start, Step.of_seeds([0], [0] * method.n_meis))
+        except Exception as error:
+            raise MEIConfigError(f"{key}.project_initial: {type(error).__name__}: {error} (inputs of this ensemble are {list(shape)})") from error
+
+
+def project_initial(method: Method, start: torch.Tensor, step: Step) -> torch.Tensor:
+    """The initial guess ``start`` after ``method.initial_projection`` (``project_initial``). ``step``
+    is iteration 0's: a scheduled postprocessor projects with its first value."""
+    with torch.no_grad():
+        for postprocessor in method.initial_projection:
+            start = postprocessor(start, step)
+    return start

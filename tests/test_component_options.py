@@ -161,3 +161,39 @@ def test_regularize_transformed_and_model_forward_kwargs_method_options():
         batched_gradient_ascent(IncreaseObjective(Gain(), [0]), {**config, "model_forward_kwargs": {"gain": 2.0}}, seeds=[0], shape=(1, 2, 2))
     with pytest.raises(MEIConfigError, match=r"config\.regularize: must be one of input, transformed"):
         build_method({**config, "regularize": "both"})
+
+
+def test_project_initial_applies_the_postprocessing_or_its_own_specs_before_the_first_step():
+    config = {
+        "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 0.1}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": 0}},
+        "postprocessing": [{"path": "ChangeNorm", "kwargs": {"norm": 5.0}}, {"path": "ClipRange", "kwargs": {"x_min": -0.2, "x_max": 0.3}}],
+    }
+    objective = UnitObjective(small_cnn(), [0, 1])
+    draws = torch.cat([torch.randn((1, 1, 24, 24), generator=torch.Generator().manual_seed(s)) * 0.1 for s in (3, 4)])
+    # zero steps: the MEI is the start itself
+    raw = batched_gradient_ascent(objective, config, seeds=[3, 4], shape=(1, 24, 24)).meis
+    assert torch.equal(raw, draws)
+    projected = batched_gradient_ascent(objective, {**config, "project_initial": True}, seeds=[3, 4], shape=(1, 24, 24)).meis
+    rescaled = draws * (5.0 / draws.flatten(1).norm(dim=1)).view(2, 1, 1, 1)
+    torch.testing.assert_close(projected, rescaled.clamp(-0.2, 0.3), rtol=0, atol=1e-7)
+    clip_only = {**config, "project_initial": {"path": "ClipRange", "kwargs": {"x_min": -0.05, "x_max": 0.05}}}
+    assert torch.equal(batched_gradient_ascent(objective, clip_only, seeds=[3, 4], shape=(1, 24, 24)).meis, draws.clamp(-0.05, 0.05))
+
+
+def test_project_initial_is_checked_when_the_method_is_built_or_validated():
+    from mei_core.method import validate_method
+
+    config = {"initial": "RandomNormal", "optimizer": "SGD", "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": 1}}}
+    assert build_method({**config, "project_initial": True}).initial_projection == []  # no postprocessing: nothing to apply
+    with pytest.raises(MEIConfigError, match=r"^config\.project_initial: must be true, false or postprocessor specs"):
+        build_method({**config, "project_initial": None})
+    with pytest.raises(MEIConfigError, match=r"^config\.project_initial"):
+        build_method({**config, "project_initial": "NoSuchPostprocessor"})
+    with pytest.raises(MEIConfigError, match=r"^config\.project_initial.*must subclass mei_core\.components\.Postprocessor"):
+        build_method({**config, "project_initial": "DivideByMeanOfAbsolute"})
+    two_channels = {"path": "ChangeNormJointlyClipRangeSeparately", "kwargs": {"min_max_values": [[-1, 1], [-1, 1]], "norm": 3.0}}
+    with pytest.raises(MEIConfigError, match=r"^config\.project_initial: ValueError: 2 min/max pairs for 1 channels \(inputs of this ensemble are \[1, 8, 8\]\)"):
+        validate_method({**config, "project_initial": two_channels}, "config", [1, 8, 8])
+    validate_method({**config, "project_initial": two_channels}, "config", [2, 8, 8])
