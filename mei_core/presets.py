@@ -51,6 +51,10 @@ ITERATIONS = 200
 #: Gradient blur (pixels) at the first and at the last step (geometric decay in between).
 BLUR_SIGMA = 1.5
 FINAL_BLUR_SIGMA = 0.7
+#: Höfling et al. 2024's stimulus constraints (openretina ``data_io/hoefling_2024/constants.py``,
+#: ``STIMULUS_RANGE_CONSTRAINTS``): joint L2 norm and per-channel (green, UV) value ranges
+HOEFLING2024_NORM = 30.0
+HOEFLING2024_RANGES = ((-0.654, 6.269), (-0.913, 6.269))
 
 
 # --------------------------------------------------------------------------- input_stats
@@ -203,19 +207,21 @@ def default(
 def hoefling2024(iterations: int = 10) -> dict[str, Any]:
     """openretina's CLI preset for mouse-retina video MEIs (Höfling et al. 2024): SGD lr 100 for 10
     steps on 2-channel (green, UV) videos, joint L2 norm 30 with per-channel clipping
-    (green [−0.654, 6.269], UV [−0.913, 6.269]) and a range penalty of factor 0.1.  Use it with an
-    ``increase`` objective and ``reducer: {slice_mean: {start: 10, length: 10}}`` (frames 10–20).
-    The norm and ranges are the published values for that dataset's normalised stimuli."""
-    ranges = [[-0.654, 6.269], [-0.913, 6.269]]
-    published_norm = 30.0
+    (green [−0.654, 6.269], UV [−0.913, 6.269]) and a range penalty of factor 0.1.  The start is
+    ``0.1·randn`` projected onto that norm and clip before the first step, as the CLI does.  Use it
+    with an ``increase`` objective and ``reducer: {slice_mean: {start: 10, length: 10}}`` (frames
+    10–20).  The norm and ranges are the published values for that dataset's normalised stimuli;
+    sources line by line in ``config/README.md`` ("Published presets")."""
+    ranges = [list(pair) for pair in HOEFLING2024_RANGES]
     return {
         "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
+        "project_initial": True,
         "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
         "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
         "regularization": {"path": "RangeRegularizationLoss",
-                           "kwargs": {"min_max_values": ranges, "max_norm": published_norm, "factor": 0.1}},
+                           "kwargs": {"min_max_values": ranges, "max_norm": HOEFLING2024_NORM, "factor": 0.1}},
         "postprocessing": {"path": "ChangeNormJointlyClipRangeSeparately",
-                           "kwargs": {"min_max_values": ranges, "norm": published_norm}},
+                           "kwargs": {"min_max_values": ranges, "norm": HOEFLING2024_NORM}},
     }
 
 
