@@ -52,19 +52,25 @@ def check_spatial(x: Tensor, who: str) -> None:
 #: kernel radius of a Gaussian: ``ceil(truncate·sigma)`` (ours) or Python's ``round`` (sinzlab/mei's,
 #: half to even), at least 1 either way
 KERNEL_RADII = ("ceil", "round")
-PAD_MODES = ("reflect", "replicate", "constant", "circular")
-DECAYS = ("multiplicative", "additive")
+#: ``reflect`` mirrors about the edge pixel (torch's; d c b | a b c d → c b | a b c); ``symmetric``
+#: repeats the edge pixel (b a | a b c: scipy.ndimage's ``reflect``)
+PAD_MODES = ("reflect", "symmetric", "replicate", "constant", "circular")
+DECAYS = ("multiplicative", "additive", "linear")
 
 
 def scheduled(value: float, decay_factor: float | None, i_iter: int, decay: str = "multiplicative") -> float:
-    """A per-step value: ``value · decay_factor**i`` (multiplicative) or ``value + decay_factor·(i − 1)``
-    (additive: sinzlab/mei's schedule, so step 0 uses ``value − decay_factor``). ``None``: no decay."""
+    """A per-step value: ``value · decay_factor**i`` (multiplicative), ``value + decay_factor·(i − 1)``
+    (additive: sinzlab/mei's schedule, so step 0 uses ``value − decay_factor``) or ``value +
+    decay_factor·i`` (linear: Walker et al. 2019's start-to-end ramp, step 0 uses ``value``).
+    ``None``: no decay."""
     if decay_factor is None:
         return value
     if decay == "multiplicative":
         return value * decay_factor**i_iter
     if decay == "additive":
         return value + decay_factor * (i_iter - 1)
+    if decay == "linear":
+        return value + decay_factor * i_iter
     raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
 
 
@@ -88,16 +94,19 @@ def _blur_axis(planes: Tensor, sigma: float, truncate: float, pad_mode: str, rad
     length = planes.shape[axis]
     kernel = gaussian_kernel_1d(sigma, truncate, dtype=planes.dtype, device=planes.device, radius=radius)
     half = kernel.numel() // 2
-    if pad_mode in ("reflect", "circular"):
-        keep = min(half, length - 1)
+    if pad_mode in ("reflect", "symmetric", "circular"):
+        keep = min(half, length if pad_mode == "symmetric" else length - 1)
         if keep < half:
             kernel = kernel[half - keep : half + keep + 1]
             kernel = kernel / kernel.sum()
             half = keep
     if half == 0:
         return planes
-    pad = (0, 0, half, half) if axis == -2 else (half, half, 0, 0)
-    padded = F.pad(planes, pad, mode=pad_mode) if pad_mode != "constant" else F.pad(planes, pad)
+    if pad_mode == "symmetric":  # F.pad has no such mode: the mirrored edges, edge pixel included
+        padded = torch.cat([planes.narrow(axis, 0, half).flip(axis), planes, planes.narrow(axis, length - half, half).flip(axis)], dim=axis)
+    else:
+        pad = (0, 0, half, half) if axis == -2 else (half, half, 0, 0)
+        padded = F.pad(planes, pad, mode=pad_mode) if pad_mode != "constant" else F.pad(planes, pad)
     weight = kernel.view(1, 1, -1, 1) if axis == -2 else kernel.view(1, 1, 1, -1)
     return F.conv2d(padded, weight)
 
@@ -108,7 +117,8 @@ def gaussian_blur(
     """Separable Gaussian blur of the last two (spatial) dims, per row and channel (and frame).
 
     ``sigma``: one value or ``(sigma_y, sigma_x)``; an axis with sigma ``<= 0`` is left as it is.
-    ``pad_mode``: ``reflect`` (default), ``replicate``, ``constant`` (zeros) or ``circular``.
+    ``pad_mode``: ``reflect`` (default), ``symmetric`` (scipy.ndimage's ``reflect``), ``replicate``,
+    ``constant`` (zeros) or ``circular``.
     ``radius``: how the kernel radius is rounded from ``truncate·sigma`` (``ceil`` or ``round``).
     With reflect or circular padding the kernel is clipped to the image size (renormalised), so
     small images with a large sigma still work.
@@ -126,8 +136,16 @@ def gaussian_blur(
     return planes.reshape(shape)
 
 
-def temporal_gaussian_blur(x: Tensor, sigma: float, kernel_size: int | None = None) -> Tensor:
-    """Gaussian low-pass along time (dim 2) of videos ``B×C×T×H×W``, replicate-padded, per row."""
+#: how a temporal low-pass pads the ends of a time course: repeat the first/last frame, or zeros
+#: (openretina's ``TemporalGaussianLowPassFilterProcessor``: ``conv3d(padding="same")``)
+TEMPORAL_PADDINGS = ("replicate", "zeros")
+
+
+def temporal_gaussian_blur(x: Tensor, sigma: float, kernel_size: int | None = None, padding: str = "replicate") -> Tensor:
+    """Gaussian low-pass along time (dim 2) of videos ``B×C×T×H×W``, per row; the ends are padded
+    by ``padding`` (:data:`TEMPORAL_PADDINGS`)."""
+    if padding not in TEMPORAL_PADDINGS:
+        raise ValueError(f"padding must be one of {TEMPORAL_PADDINGS}, got {padding!r}")
     if x.dim() != 5:
         raise ValueError(f"temporal filtering needs videos B×C×T×H×W, got shape {tuple(x.shape)}")
     if sigma <= 0:
@@ -142,7 +160,7 @@ def temporal_gaussian_blur(x: Tensor, sigma: float, kernel_size: int | None = No
     radius = kernel.numel() // 2
     b, c, t, h, w = x.shape
     series = x.permute(0, 1, 3, 4, 2).reshape(-1, 1, t)
-    series = F.pad(series, (radius, radius), mode="replicate")
+    series = F.pad(series, (radius, radius), mode="replicate") if padding == "replicate" else F.pad(series, (radius, radius))
     series = F.conv1d(series, kernel.view(1, 1, -1))
     return series.reshape(b, c, h, w, t).permute(0, 1, 4, 2, 3).contiguous()
 

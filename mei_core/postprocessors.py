@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .components import Postprocessor, Step
-from .ops import ScheduledGaussianBlur, per_row, row_mean, row_norm, row_std, temporal_gaussian_blur
+from .ops import TEMPORAL_PADDINGS, ScheduledGaussianBlur, per_row, row_mean, row_norm, row_std, temporal_gaussian_blur
 
 __all__ = [
     "ChangeNormAroundMean",
@@ -39,16 +39,26 @@ class ChangeNorm(Postprocessor):
 
 
 class ClipRange(Postprocessor):
-    """Clip pixels to ``[x_min, x_max]``."""
+    """Clip pixels to ``[x_min, x_max]`` (floats, or one value per channel)."""
 
-    def __init__(self, x_min: float = -1.0, x_max: float = 1.0):
-        if x_max < x_min:
+    def __init__(self, x_min: float | Sequence[float] = -1.0, x_max: float | Sequence[float] = 1.0):
+        self.per_channel = isinstance(x_min, (list, tuple)) or isinstance(x_max, (list, tuple))
+        if self.per_channel:
+            self.x_min, self.x_max = _channel_vector(x_min), _channel_vector(x_max)
+            if len(self.x_min) != len(self.x_max) and 1 not in (len(self.x_min), len(self.x_max)):
+                raise ValueError(f"x_min has {len(self.x_min)} values and x_max {len(self.x_max)}: give one value or one per channel")
+            bad = bool((self.x_max < self.x_min).any())
+        else:
+            self.x_min, self.x_max = float(x_min), float(x_max)
+            bad = self.x_max < self.x_min
+        if bad:
             raise ValueError(f"x_max ({x_max}) must be >= x_min ({x_min})")
-        self.x_min = float(x_min)
-        self.x_max = float(x_max)
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
-        return x.clamp(self.x_min, self.x_max)
+        if not self.per_channel:
+            return x.clamp(self.x_min, self.x_max)
+        low, high = _broadcast_channels(self.x_min, x), _broadcast_channels(self.x_max, x)
+        return torch.maximum(torch.minimum(x, high), low)
 
 
 class PNormConstraintAndClip(Postprocessor):
@@ -87,7 +97,7 @@ class ChangeStd(Postprocessor):
 
 class GaussianBlurInput(Postprocessor):
     """Blur the input itself after each step, with the sigma schedule and options of
-    :class:`mei_core.preconditioners.GaussianBlur` (``decay: multiplicative | additive``, ``pad_mode``,
+    :class:`mei_core.preconditioners.GaussianBlur` (``decay: multiplicative | additive | linear``, ``pad_mode``,
     ``kernel_radius``, ``exclude_last_channel``)."""
 
     def __init__(
@@ -126,14 +136,19 @@ class ChangeNormJointlyClipRangeSeparately(Postprocessor):
 
 
 class TemporalGaussianLowPass(Postprocessor):
-    """Low-pass every pixel's time course of videos ``B×C×T×H×W`` with a Gaussian of ``sigma`` frames."""
+    """Low-pass every pixel's time course of videos ``B×C×T×H×W`` with a Gaussian of ``sigma`` frames
+    (``kernel_size`` frames long; default ``2·ceil(4·sigma) + 1``). ``padding``: ``replicate`` (the
+    first and last frames continue) or ``zeros`` (openretina's filter, which darkens the ends)."""
 
-    def __init__(self, sigma: float, kernel_size: int | None = None):
+    def __init__(self, sigma: float, kernel_size: int | None = None, padding: str = "replicate"):
+        if padding not in TEMPORAL_PADDINGS:
+            raise ValueError(f"padding must be one of {TEMPORAL_PADDINGS}, got {padding!r}")
         self.sigma = float(sigma)
         self.kernel_size = kernel_size
+        self.padding = padding
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
-        return temporal_gaussian_blur(x, self.sigma, self.kernel_size)
+        return temporal_gaussian_blur(x, self.sigma, self.kernel_size, self.padding)
 
 
 REGIONS = ("centre", "surround", "ring")

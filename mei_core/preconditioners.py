@@ -15,12 +15,13 @@ __all__ = ["GaussianBlur", "FourierSmoothing", "DivideByMeanOfAbsolute", "Divide
 
 class GaussianBlur(Preconditioner):
     """Blur the gradient spatially with a sigma schedule: ``sigma · decay_factor**i`` (``decay:
-    multiplicative``, the default) or ``sigma + decay_factor·(i − 1)`` (``decay: additive``,
-    sinzlab/mei's meaning of ``decay_factor``); ``decay_factor: null`` keeps sigma constant. Stops
+    multiplicative``, the default), ``sigma + decay_factor·(i − 1)`` (``decay: additive``,
+    sinzlab/mei's meaning of ``decay_factor``) or ``sigma + decay_factor·i`` (``decay: linear``);
+    ``decay_factor: null`` keeps sigma constant. Stops
     blurring once sigma is at or below ``min_sigma``. Large early blur finds the coarse structure; the
     decay lets detail in later.
 
-    ``sigma`` may be a ``(y, x)`` pair; ``pad_mode``: reflect | replicate | constant | circular;
+    ``sigma`` may be a ``(y, x)`` pair; ``pad_mode``: reflect | symmetric | replicate | constant | circular;
     ``kernel_radius``: ``ceil`` (ours) or ``round`` (sinzlab's) of ``truncate·sigma``;
     ``exclude_last_channel``: leave a transparency MEI's alpha channel unblurred (sinzlab's ``mei_only``).
     """
@@ -108,9 +109,10 @@ class DivideByNorm(Preconditioner):
 
 
 class MultiplyBy(Preconditioner):
-    """Multiply the gradient by ``const · decay_factor**i`` (``decay: multiplicative``, the default) or
-    by ``const + decay_factor·(i − 1)`` (``decay: additive``, sinzlab/mei's meaning); ``decay_factor:
-    null`` keeps ``const``."""
+    """Multiply the gradient by ``const · decay_factor**i`` (``decay: multiplicative``, the default),
+    by ``const + decay_factor·(i − 1)`` (``decay: additive``, sinzlab/mei's meaning) or by ``const +
+    decay_factor·i`` (``decay: linear``: a step size ramped linearly); ``decay_factor: null`` keeps
+    ``const``."""
 
     def __init__(self, const: float = 1.0, decay_factor: float | None = 1.0, decay: str = "multiplicative"):
         if decay not in DECAYS:

@@ -197,3 +197,55 @@ def test_project_initial_is_checked_when_the_method_is_built_or_validated():
     with pytest.raises(MEIConfigError, match=r"^config\.project_initial: ValueError: 2 min/max pairs for 1 channels \(inputs of this ensemble are \[1, 8, 8\]\)"):
         validate_method({**config, "project_initial": two_channels}, "config", [1, 8, 8])
     validate_method({**config, "project_initial": two_channels}, "config", [2, 8, 8])
+
+
+def test_linear_schedule_ramps_from_the_first_step():
+    assert scheduled(1.5, -0.5, 0, "linear") == 1.5 and scheduled(1.5, -0.5, 2, "linear") == 0.5
+    ramp = MultiplyBy(const=3.0, decay_factor=-1.0, decay="linear")
+    assert [ramp(torch.ones(1, 1, 1, 1), step(1, i_iter=i)).item() for i in range(3)] == [3.0, 2.0, 1.0]
+
+
+def test_symmetric_padding_blurs_as_scipy_ndimage_gaussian_filter():
+    from scipy.ndimage import gaussian_filter
+
+    image = torch.randn(1, 1, 9, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for sigma in (0.6, 1.5, 4.0):  # 4.0: the kernel (radius 16) is longer than the image
+        ours = GaussianBlurInput(sigma=sigma, decay_factor=None, pad_mode="symmetric", kernel_radius="round")(image, step(1))
+        theirs = gaussian_filter(image[0, 0].numpy(), sigma, mode="reflect", truncate=4.0)
+        if sigma < 2:
+            np.testing.assert_allclose(ours[0, 0].numpy(), theirs, rtol=0, atol=1e-12)
+        else:  # scipy mirrors again past the far edge; ours clips the kernel to the image and renormalises
+            np.testing.assert_allclose(ours[0, 0].numpy(), theirs, rtol=0, atol=0.05)
+
+
+def test_clip_range_takes_one_bound_per_channel():
+    from mei_core.postprocessors import ClipRange
+
+    x = torch.linspace(-3, 3, 2 * 2 * 4).view(2, 2, 2, 2)
+    clipped = ClipRange(x_min=[-1.0, -0.5], x_max=[1.0, 2.0])(x, step(2))
+    assert clipped[:, 0].min() == -1.0 and clipped[:, 0].max() == 1.0
+    assert clipped[:, 1].min() == -0.5 and clipped[:, 1].max() == 2.0
+    assert torch.equal(ClipRange(x_min=-1.0, x_max=1.0)(x, step(2)), x.clamp(-1, 1))
+    with pytest.raises(ValueError, match=r"x_max \(\[0\.0, 0\.0\]\) must be >= x_min \(\[1\.0, -1\.0\]\)"):
+        ClipRange(x_min=[1.0, -1.0], x_max=[0.0, 0.0])
+    with pytest.raises(ValueError, match="2 per-channel values for 3 channels"):
+        ClipRange(x_min=[0.0, 0.0], x_max=1.0)(torch.zeros(1, 3, 2, 2), step(1))
+
+
+def test_temporal_low_pass_with_zero_padding_is_openretinas_same_convolution():
+    from mei_core.postprocessors import TemporalGaussianLowPass
+
+    video = torch.randn(2, 2, 9, 3, 4, generator=torch.Generator().manual_seed(1))
+    # openretina's TemporalGaussianLowPassFilterProcessor(sigma=0.5, kernel_size=5), written out
+    taps = torch.arange(5).float() - 2
+    kernel = torch.exp(-(taps**2) / (2 * 0.5**2))
+    kernel = (kernel / kernel.sum()).view(1, 1, 5, 1, 1).repeat(2, 1, 1, 1, 1)
+    theirs = torch.nn.functional.conv3d(video, kernel, padding="same", groups=2)
+    ours = TemporalGaussianLowPass(sigma=0.5, kernel_size=5, padding="zeros")(video, step(2))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    # replicate padding (the default) keeps a constant time course constant; zeros darken its ends
+    constant = torch.ones(1, 1, 9, 2, 2)
+    assert torch.allclose(TemporalGaussianLowPass(sigma=0.5, kernel_size=5)(constant, step(1)), constant)
+    assert TemporalGaussianLowPass(sigma=0.5, kernel_size=5, padding="zeros")(constant, step(1))[0, 0, 0, 0, 0] < 0.9
+    with pytest.raises(ValueError, match=r"padding must be one of \('replicate', 'zeros'\), got 'reflect'"):
+        TemporalGaussianLowPass(sigma=0.5, padding="reflect")
