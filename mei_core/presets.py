@@ -1,9 +1,12 @@
-"""Named method presets; the default derives its contrast budget from the stimulus statistics.
+"""Named method presets: the default, which derives its contrast budget from the stimulus
+statistics, and the published ones (``hoefling2024``, ``walker2019``, ``mds``, ``sinzlab_default``),
+each the settings its paper's code states (sources, number by number: ``config/README.md``,
+"Published presets").
 
 ``preset(name, **params)`` returns a method config (the dict ``build_method`` takes); ``PRESETS``
-lists every name with its parameters and a one-line description.  No preset hard-codes a norm: the
-default takes ``input_stats`` of the training stimuli and ``contrast_budget`` turns them into the
-L2 norm and the pixel clip.
+lists every name with its parameters and a one-line description.  The default hard-codes no norm:
+it takes ``input_stats`` of the training stimuli and ``contrast_budget`` turns them into the L2 norm
+and the pixel clip.
 
 ``input_stats`` = ``{"mean": [per channel], "std": [per channel], "range": [min, max]}`` (``range``
 optional; one pair for all channels or one pair per channel).
@@ -37,7 +40,7 @@ from typing import Any
 
 from .errors import MEIConfigError
 
-__all__ = ["contrast_budget", "default", "fixed_budget", "hoefling2024", "preset", "PRESETS", "describe_presets",
+__all__ = ["contrast_budget", "default", "fixed_budget", "hoefling2024", "walker2019", "mds", "sinzlab_default", "preset", "PRESETS", "describe_presets",
            "check_input_stats", "NORM_FACTOR", "CLIP_STDS", "LR_FACTOR", "ITERATIONS"]
 
 #: MEI contrast as a fraction of a training image's (see the module docstring for the evidence).
@@ -51,10 +54,6 @@ ITERATIONS = 200
 #: Gradient blur (pixels) at the first and at the last step (geometric decay in between).
 BLUR_SIGMA = 1.5
 FINAL_BLUR_SIGMA = 0.7
-#: Höfling et al. 2024's stimulus constraints (openretina ``data_io/hoefling_2024/constants.py``,
-#: ``STIMULUS_RANGE_CONSTRAINTS``): joint L2 norm and per-channel (green, UV) value ranges
-HOEFLING2024_NORM = 30.0
-HOEFLING2024_RANGES = ((-0.654, 6.269), (-0.913, 6.269))
 
 
 # --------------------------------------------------------------------------- input_stats
@@ -114,11 +113,17 @@ def _check_shape(input_shape: Any, key: str = "input_shape") -> tuple[int, ...]:
     return tuple(int(v) for v in input_shape)
 
 
+def _check_iterations(iterations: Any, key: str = "iterations") -> int:
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise MEIConfigError(f"{key}: must be a positive integer, got {iterations!r}")
+    return iterations
+
+
 def _per_channel_or_scalar(values: Sequence[float]) -> float | list[float]:
     return values[0] if len(set(values)) == 1 else list(values)
 
 
-# --------------------------------------------------------------------------- the rule
+# --------------------------------------------------------------------------- the rule (the default)
 
 
 def contrast_budget(
@@ -177,8 +182,7 @@ def default(
         if not norm > 0:
             raise MEIConfigError(f"norm: must be > 0, got {norm!r}")
         budget["norm"] = float(norm)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise MEIConfigError(f"iterations: must be a positive integer, got {iterations!r}")
+    _check_iterations(iterations)
     if not 0 < final_sigma <= sigma:
         raise MEIConfigError(f"final_sigma: must be in (0, sigma={sigma}], got {final_sigma!r}")
     # geometric decay that reaches final_sigma at the last step whatever the number of steps; the
@@ -204,27 +208,6 @@ def default(
     }
 
 
-def hoefling2024(iterations: int = 10) -> dict[str, Any]:
-    """openretina's CLI preset for mouse-retina video MEIs (Höfling et al. 2024): SGD lr 100 for 10
-    steps on 2-channel (green, UV) videos, joint L2 norm 30 with per-channel clipping
-    (green [−0.654, 6.269], UV [−0.913, 6.269]) and a range penalty of factor 0.1.  The start is
-    ``0.1·randn`` projected onto that norm and clip before the first step, as the CLI does.  Use it
-    with an ``increase`` objective and ``reducer: {slice_mean: {start: 10, length: 10}}`` (frames
-    10–20).  The norm and ranges are the published values for that dataset's normalised stimuli;
-    sources line by line in ``config/README.md`` ("Published presets")."""
-    ranges = [list(pair) for pair in HOEFLING2024_RANGES]
-    return {
-        "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
-        "project_initial": True,
-        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
-        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
-        "regularization": {"path": "RangeRegularizationLoss",
-                           "kwargs": {"min_max_values": ranges, "max_norm": HOEFLING2024_NORM, "factor": 0.1}},
-        "postprocessing": {"path": "ChangeNormJointlyClipRangeSeparately",
-                           "kwargs": {"min_max_values": ranges, "norm": HOEFLING2024_NORM}},
-    }
-
-
 def fixed_budget(norm: float = 10.0, x_min: float = -3.0, x_max: float = 3.0, iterations: int = 200,
                    lr: float = 0.5, sigma: float = 1.5, sigma_decay: float = 0.99) -> dict[str, Any]:
     """The ``default`` recipe with its contrast budget given by hand: L2 ``norm`` and the pixel clip
@@ -242,6 +225,146 @@ def fixed_budget(norm: float = 10.0, x_min: float = -3.0, x_max: float = 3.0, it
             {"path": "ClipRange", "kwargs": {"x_min": x_min, "x_max": x_max}},
         ],
     }
+
+
+# --------------------------------------------------------------------------- published presets
+
+
+#: Höfling et al. 2024's stimulus constraints (openretina ``data_io/hoefling_2024/constants.py``,
+#: ``STIMULUS_RANGE_CONSTRAINTS``): joint L2 norm and per-channel (green, UV) value ranges
+HOEFLING2024_NORM = 30.0
+HOEFLING2024_RANGES = ((-0.654, 6.269), (-0.913, 6.269))
+
+
+def hoefling2024(iterations: int = 10) -> dict[str, Any]:
+    """openretina's CLI preset for mouse-retina video MEIs (Höfling et al. 2024): SGD lr 100 for 10
+    steps on 2-channel (green, UV) videos, joint L2 norm 30 with per-channel clipping
+    (green [−0.654, 6.269], UV [−0.913, 6.269]) and a range penalty of factor 0.1.  The start is
+    ``0.1·randn`` projected onto that norm and clip before the first step, as the CLI does.  Use it
+    with an ``increase`` objective and ``reducer: {slice_mean: {start: 10, length: 10}}`` (frames
+    10–20).  The norm and ranges are the published values for that dataset's normalised stimuli;
+    sources line by line in ``config/README.md`` ("Published presets")."""
+    iterations = _check_iterations(iterations)
+    ranges = [list(pair) for pair in HOEFLING2024_RANGES]
+    return {
+        "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
+        "project_initial": True,
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
+        "regularization": {"path": "RangeRegularizationLoss",
+                           "kwargs": {"min_max_values": ranges, "max_norm": HOEFLING2024_NORM, "factor": 0.1}},
+        "postprocessing": {"path": "ChangeNormJointlyClipRangeSeparately",
+                           "kwargs": {"min_max_values": ranges, "norm": HOEFLING2024_NORM}},
+    }
+
+
+#: Walker et al. 2019's MEI settings (cajal/inception_loop2019, ``staticnet_analyses/multi_mei.py``,
+#: ``MEIParameter.contents``, first row: iter_n, start/end sigma, start/end step size, precond,
+#: step_gain; jitter 0 and norm −1 (off) there; ``utils.py`` ``deepdraw``/``make_step`` for the rest)
+WALKER2019 = {"iterations": 1000, "start_sigma": 1.5, "end_sigma": 0.01, "start_step_size": 3.0, "end_step_size": 0.125,
+              "precond": 0.1, "step_gain": 0.1, "grey_level": 128.0, "noise_level": 8.0, "levels": 255.0}
+
+
+def walker2019(input_shape: Sequence[int], input_stats: Mapping[str, Any], *, iterations: int = WALKER2019["iterations"]) -> dict[str, Any]:
+    """Walker et al. 2019 ("Inception loops", Nat Neurosci): ``deepdraw`` of their code, per row.
+
+    Display levels 0…255 are the stimulus ``range`` of ``input_stats`` (their model saw
+    ``(level − mean)/std``; without ``range``: ``mean ± 3·std``, the default preset's clip). Start:
+    grey level 128 plus normal noise of 8 levels, clipped to the range. Each step ``i``: the gradient
+    scaled by ``1/max(1, f)**0.2`` in frequency (``precond`` 0.1 of the squared frequency), divided
+    by its mean absolute value, times ``step_size_i · step_gain/255`` stimulus stds (their z-units;
+    step size ramped linearly 3 → 0.125); then the image is clipped to the range and blurred with
+    sigma ramped linearly 1.5 → 0.01 px (scipy's ``gaussian_filter``, edges mirrored with the edge
+    pixel). 1000 steps; no jitter, no norm constraint (their first parameter row).
+    """
+    shape = _check_shape(input_shape)
+    stats = check_input_stats(input_stats, shape[0])
+    iterations = _check_iterations(iterations)
+    settings = WALKER2019
+    if stats["range"] is not None:
+        low, high = [pair[0] for pair in stats["range"]], [pair[1] for pair in stats["range"]]
+    else:
+        low = [m - CLIP_STDS * sd for m, sd in zip(stats["mean"], stats["std"])]
+        high = [m + CLIP_STDS * sd for m, sd in zip(stats["mean"], stats["std"])]
+    per_level = [(hi - lo) / settings["levels"] for lo, hi in zip(low, high)]
+    grey = [lo + settings["grey_level"] * unit for lo, unit in zip(low, per_level)]
+    # one noise std for all channels (FromArray's): exact for their grey-scale images
+    noise = settings["noise_level"] * sum(per_level) / len(per_level)
+    z_unit = math.sqrt(sum(sd * sd for sd in stats["std"]) / shape[0])
+    grey_image = [[[g]] if len(shape) == 3 else [[[g]]] for g in grey]  # C×1×1(×1): broadcasts
+    clip = {"path": "ClipRange", "kwargs": {"x_min": _per_channel_or_scalar(low), "x_max": _per_channel_or_scalar(high)}}
+    return {
+        "initial": {"path": "FromArray", "kwargs": {"array": grey_image, "noise_std": noise}},
+        "project_initial": clip,
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": settings["step_gain"] / settings["levels"] * z_unit}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
+        "precondition": [
+            # their fft_smooth: 1/max(1, (fx² + fy²)**precond) with frequencies in cycles per image
+            {"path": "FourierSmoothing", "kwargs": {"exponent": 2 * settings["precond"], "mask": "inverse_power"}},
+            {"path": "DivideByMeanOfAbsolute", "kwargs": {}},
+            {"path": "MultiplyBy", "kwargs": {"const": settings["start_step_size"], "decay": "linear",
+                                              "decay_factor": (settings["end_step_size"] - settings["start_step_size"]) / iterations}},
+        ],
+        "postprocessing": [
+            clip,
+            {"path": "GaussianBlurInput", "kwargs": {"sigma": settings["start_sigma"], "decay": "linear",
+                                                     "decay_factor": (settings["end_sigma"] - settings["start_sigma"]) / iterations,
+                                                     "truncate": 4.0, "pad_mode": "symmetric", "kernel_radius": "round"}},
+        ],
+    }
+
+
+#: Burg et al. 2024's mouse-retina MDS as openretina's notebook runs them
+#: (``notebooks/most_discriminative_stimulus.ipynb``, ``optimize_and_plot_stimulus``): the clip
+#: rounds Höfling et al.'s ranges; low-pass sigma and kernel in frames
+MDS_NORM = 30.0
+MDS_RANGES = ((-0.6, 6.2), (-0.9, 6.2))
+MDS_LOW_PASS = {"sigma": 0.5, "kernel_size": 5}
+
+
+def mds(iterations: int = 10) -> dict[str, Any]:
+    """Most discriminative stimuli (Burg et al., ICLR 2024) for mouse-retina videos (green, UV), as
+    openretina's MDS notebook makes them: SGD lr 100 for 10 steps, after each step the joint L2 norm
+    30 with per-channel clipping (green [−0.6, 6.2], UV [−0.9, 6.2]) and a temporal Gaussian
+    low-pass (sigma 0.5 frames, 5 taps, zero-padded); the start ``0.1·randn`` gets the norm and clip
+    (not the low-pass) before the first step.  The objective is the ``contrastive`` kind (its
+    temperature 1.6 is the paper code's); use ``reducer: {slice_mean: {start: 10, length: 10}}``.
+    Sources in ``config/README.md`` ("Published presets")."""
+    iterations = _check_iterations(iterations)
+    clip = {"path": "ChangeNormJointlyClipRangeSeparately",
+            "kwargs": {"min_max_values": [list(pair) for pair in MDS_RANGES], "norm": MDS_NORM}}
+    return {
+        "initial": {"path": "RandomNormal", "kwargs": {"std": 0.1}},
+        "project_initial": clip,
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 100.0}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
+        "postprocessing": [
+            clip,
+            {"path": "TemporalGaussianLowPass", "kwargs": {**MDS_LOW_PASS, "padding": "zeros"}},
+        ],
+    }
+
+
+#: sinzlab/mei's documented method config (its README.md "Quickstart" and docs/README.md, the
+#: ``MEIMethod().add_method`` example), less ``"device"``: where to run is the caller's choice here
+SINZLAB_DOCUMENTED = {"lr": 0.1, "num_iterations": 1000, "interval": 10}
+
+
+def sinzlab_default(lr: float = SINZLAB_DOCUMENTED["lr"], num_iterations: int = SINZLAB_DOCUMENTED["num_iterations"],
+                    interval: int = SINZLAB_DOCUMENTED["interval"]) -> dict[str, Any]:
+    """sinzlab/mei's documented config (``RandomNormal`` start, SGD lr 0.1, ``NumIterations(1000)``,
+    the evaluation tracked every 10 steps), through :func:`mei_core.compat.sinzlab.translate`, which
+    holds sinzlab's component defaults and semantics (so 1000 there is 1001 optimiser steps here).
+    Unconstrained, as documented: add a ``postprocessing`` (e.g. ``PNormConstraintAndClip``) to bound it."""
+    from .compat.sinzlab import translate
+
+    _check_iterations(num_iterations, "num_iterations")
+    return translate({
+        "initial": {"path": "mei.initial.RandomNormal"},
+        "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": lr}},
+        "stopper": {"path": "mei.stoppers.NumIterations", "kwargs": {"num_iterations": num_iterations}},
+        "objectives": [{"path": "mei.objectives.EvaluationObjective", "kwargs": {"interval": interval}}],
+    })
 
 
 @dataclass(frozen=True)
@@ -265,7 +388,24 @@ PRESETS: dict[str, PresetInfo] = {
     ),
     "hoefling2024": PresetInfo(
         hoefling2024, ("iterations",),
-        "openretina's published mouse-retina video settings (SGD lr 100, 10 steps, norm 30, per-channel clip)",
+        "openretina's published mouse-retina video settings (SGD lr 100, 10 steps, norm 30, per-channel clip, "
+        "start projected onto them)",
+    ),
+    "walker2019": PresetInfo(
+        walker2019, ("input_shape", "input_stats", "iterations"),
+        "Walker et al. 2019 (inception loops): 1000 steps of the 1/f^0.2-smoothed, mean-|g|-normalised gradient "
+        "(step 3→0.125 ·0.1/255 z), clip to the display range, image blur 1.5→0.01 px; start grey 128 ± 8 of 255; "
+        "needs input_shape and input_stats (range = display 0…255)",
+    ),
+    "mds": PresetInfo(
+        mds, ("iterations",),
+        "most discriminative stimuli (Burg et al. 2024) for mouse-retina videos as openretina's MDS notebook: SGD lr 100, "
+        "10 steps, norm 30, per-channel clip, temporal low-pass; use with the contrastive objective kind",
+    ),
+    "sinzlab_default": PresetInfo(
+        sinzlab_default, ("lr", "num_iterations", "interval"),
+        "sinzlab/mei's documented config through mei_core.compat.sinzlab.translate: RandomNormal start, SGD lr 0.1, "
+        "NumIterations(1000) (1001 steps), evaluation tracked every 10 steps; no contrast constraint",
     ),
 }
 

@@ -22,12 +22,15 @@ UNIT_STATS = {"mean": [0.0], "std": [1.0]}
 
 
 def test_every_preset_builds_a_valid_method() -> None:
-    required = {"default": {"input_shape": [1, 24, 24], "input_stats": UNIT_STATS}}
+    steps = {"default": presets.ITERATIONS, "fixed_budget": 200, "hoefling2024": 10, "walker2019": 1000, "mds": 10,
+             "sinzlab_default": 1001}
+    assert set(presets.PRESETS) == set(steps)
     for name, info in presets.PRESETS.items():
         assert info.description and info.parameters
-        config = presets.preset(name, **required.get(name, {}))
+        derived = {"input_shape": [1, 24, 24], "input_stats": UNIT_STATS}
+        config = presets.preset(name, **{k: v for k, v in derived.items() if k in info.parameters})
         method = build_method(config, f"preset.{name}")
-        assert method.stopper.num_iterations == {"default": presets.ITERATIONS, "fixed_budget": 200, "hoefling2024": 10}[name]
+        assert method.stopper.num_iterations == steps[name]
     hoefling = presets.preset("hoefling2024", iterations=5)
     assert hoefling["postprocessing"]["kwargs"]["norm"] == 30.0
     assert hoefling["stopper"]["kwargs"]["num_iterations"] == 5
