@@ -63,6 +63,8 @@ def finished(tmp_path_factory):
             "default": {"preset": "default", "config": {"stopper": {"path": "NumIterations", "kwargs": {"num_iterations": 60}}}},
             "sweep": {"preset": "default", "config": {"stopper": {"path": "NumIterations", "kwargs": {"num_iterations": 60}}},
                       "grid": {"params.norm_factor": [0.05, 0.5]}},
+            # a published preset that also takes the ensemble's input_shape and input_stats
+            "walker": {"preset": "walker2019", "params": {"iterations": 60}},
         },
     }
     write_config(folder, config)
@@ -89,8 +91,20 @@ def test_the_method_spec_holds_the_merged_config_that_runs(finished):
 
 def test_a_grid_runs_one_method_per_value_and_the_report_compares_them(finished):
     scores = pd.read_parquet(finished / "results" / "scores.parquet")
+    scores = scores[scores["method"] != "walker"]
     assert sorted(scores["method"].unique()) == ["default", "sweep[norm_factor=0.05]", "sweep[norm_factor=0.5]"]
     assert scores.groupby("method")["method_hash"].nunique().eq(1).all() and scores["method_hash"].nunique() == 3
     norms = scores.groupby("method")["mei_norm"].median()
     assert norms["sweep[norm_factor=0.5]"] == pytest.approx(10 * norms["sweep[norm_factor=0.05]"], rel=0.05)
     assert (finished / "results" / "figures" / "gabors" / "grids" / "sweep.png").stat().st_size > 1000
+
+
+def test_a_published_preset_takes_the_ensembles_statistics_and_recovers_the_filters(finished):
+    spec = json.loads((finished / "resources" / "methods" / "gabors" / "walker.json").read_text())
+    clip = spec["config"]["project_initial"]["kwargs"]
+    assert (clip["x_min"], clip["x_max"]) == (-3.0, 3.0)  # no range in input_stats: mean ± 3 std
+    assert spec["config"]["stopper"]["kwargs"]["num_iterations"] == 60
+    validation = pd.read_parquet(finished / "results" / "validation.parquet")
+    walker = validation[validation["method"] == "walker"]
+    # 60 of Walker et al.'s steps (their schedules compressed) reach r 0.89–0.91 on these Gabors
+    assert len(walker) == 4 and (walker["filter_correlation"] >= 0.85).all()
