@@ -249,3 +249,16 @@ def test_temporal_low_pass_with_zero_padding_is_openretinas_same_convolution():
     assert TemporalGaussianLowPass(sigma=0.5, kernel_size=5, padding="zeros")(constant, step(1))[0, 0, 0, 0, 0] < 0.9
     with pytest.raises(ValueError, match=r"padding must be one of \('replicate', 'zeros'\), got 'reflect'"):
         TemporalGaussianLowPass(sigma=0.5, padding="reflect")
+
+
+def test_the_config_schema_takes_project_initial_as_a_flag_or_postprocessor_specs():
+    from mei_core.configfile import validate_config
+
+    def config(project_initial):
+        return {"seeds": [0], "ensembles": {"e": {"input_shape": [1, 8, 8], "outputs": 1, "members": [{"torchscript": "m.ts"}]}},
+                "objectives": {"e": {}}, "methods": {"m": {"preset": "mds", "config": {"project_initial": project_initial}}}}
+
+    for accepted in (True, False, "ClipRange", [{"path": "ClipRange", "kwargs": {"x_min": 0.0, "x_max": 1.0}}]):
+        validate_config(config(accepted))
+    with pytest.raises(MEIConfigError, match=r"^config key methods\.m\.config\.project_initial: 3 is not valid"):
+        validate_config(config(3))
