@@ -1,8 +1,8 @@
 """The optimisation loop: many (unit, seed) items in one batch, each stopped, scored and traced alone.
 
 Before the first step the initial guess is projected (``project_initial``: e.g. onto the norm and
-clip of the postprocessing). Per step: decode (``method.parameterisation``: the optimised variable → the stimulus; returned MEIs
-are decoded stimuli) → transform → objective (one forward, in chunks of at most ``max_batch`` rows) →
+clip of the postprocessing). Per step: decode (``method.parameterisation``: the optimised variable →
+the stimulus; returned MEIs are decoded stimuli) → transform → objective (one forward, in chunks of at most ``max_batch`` rows) →
 regularisation → gradient → precondition → stopper → optimiser step → postprocess (outside
 autograd) → trackers. An item that stops is frozen: its rows keep their values (restored after every
 update) and its records keep the values of exactly the input that is returned; its score is the

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .components import InitialGuess, Postprocessor, Step, Preconditioner, Regularizer, Stopper, Tracker, Transform
+from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer, Step, Stopper, Tracker, Transform
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
 from .parameterisations import Parameterisation, Pixels, build_parameterisation
