@@ -16,6 +16,7 @@ checks stopped items ride along, frozen. A plain-bool stop (``NumIterations``) e
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import itertools
@@ -32,7 +33,9 @@ from .components import Reasons, Step, Tracker
 from .method import DEFAULT_STOP_CHECK_EVERY, Method, project_initial
 from .objectives import Objective
 from .precision import forward_precision
+from .parameterisations import Pixels
 from .streams import RowStreams
+from .transforms import Identity
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,13 @@ class _Batch:
         self.terms: dict[str, Tensor] = {}
         self.chunk = method.max_batch  # rows per forward pass (None: all); halved on out-of-memory
         self._chunks: tuple[Tensor, int, list[tuple[Tensor, Tensor]]] | None = None
-        self._forward_context = forward_precision(method.precision, self.x.device)
+        # None: float32 on the CPU, where the forward needs no context at all (one fewer enter/exit per step)
+        context = forward_precision(method.precision, self.x.device)
+        self._forward_context = None if isinstance(context, contextlib.nullcontext) else context
+        # the identity parameterisation and transform are skipped, not called, in the per-step path
+        self._pixels = type(method.parameterisation) is Pixels
+        self._no_transform = type(method.transform) is Identity
+        self._no_penalty = torch.zeros(len(self.row_items), device=device)
         self._kept: Tensor | None = None
 
     # ---------------------------------------------------------------- forward and backward
@@ -165,11 +174,15 @@ class _Batch:
         if limit is not None and len(x) > limit:
             raise torch.OutOfMemoryError(f"simulated: {len(x)} rows in one forward pass, at most {limit} fit")
         method = self.method
-        stimulus = method.parameterisation(x)
-        transformed = method.transform(stimulus, step)
-        with self._forward_context:  # the model forward alone runs in the method's precision
+        stimulus = x if self._pixels else method.parameterisation(x)
+        transformed = stimulus if self._no_transform else method.transform(stimulus, step)
+        if self._forward_context is None:
             evaluation = objective(transformed, step.items)
-        evaluation = evaluation.float()  # float32 stays as is; bf16 outputs are widened
+        else:
+            with self._forward_context:  # the model forward alone runs in the method's precision
+                evaluation = objective(transformed, step.items)
+        if evaluation.dtype != torch.float32:
+            evaluation = evaluation.float()  # bf16 outputs are widened
         regularized = transformed if method.regularize_transformed else stimulus
         penalty = sum(r(regularized, step) for r in method.regularizers) if method.regularizers else None
         progress = evaluation if method.sign > 0 else -evaluation
@@ -212,7 +225,9 @@ class _Batch:
     def keep(self, evaluated: _Evaluated) -> None:
         """Whole-batch records; rows of items that stopped before this step keep the values of their
         returned input."""
-        penalty = evaluated.penalty if evaluated.penalty is not None else torch.zeros_like(evaluated.evaluation)
+        penalty = evaluated.penalty
+        if penalty is None:
+            penalty = self._no_penalty if self.full else torch.zeros_like(evaluated.evaluation)
         self.evaluation = self._record(self.evaluation, evaluated.evaluation)
         self.penalty = self._record(self.penalty, penalty)
         self.progress = self._record(self.progress, evaluated.progress)
@@ -362,57 +377,12 @@ def optimize(
     copy_input = bool(method.trackers) or callback is not None
     intervals = [tracker.interval for tracker in method.trackers.values()]
     check_every = method.stop_check_every or DEFAULT_STOP_CHECK_EVERY["cpu" if x.device.type == "cpu" else "gpu"]
+    no_grad = torch.no_grad()  # one instance, entered once per step: everything after the gradient
     for i_iter in itertools.count():
         step = batch.step(i_iter)
         evaluated = batch.evaluate(objective, step)
-        batch.keep(evaluated)
-        with torch.no_grad():
-            rows_grad = evaluated.grad if batch.full else evaluated.grad[batch.rows]
-            for preconditioner in method.preconditioners:
-                rows_grad = preconditioner(rows_grad, step)
-        state = State(
-            i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
-            progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
-            progress=batch.per_item(batch.progress), input_=x.detach().clone() if copy_input else x.detach(),
-            transformed_input=evaluated.transformed, active_items=batch.active, grad=evaluated.grad,
-            preconditioned_grad=batch.whole_batch(rows_grad), objective_terms=batch.terms,
-        )
-        stop, state.stopper_output = method.stopper(state)
-        finished = stopped_now = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
-        if not finished:
-            with torch.no_grad():
-                x.grad = state.preconditioned_grad
-            # a check on a tracker's step costs nothing extra: the tracker syncs anyway
-            # a check on a tracker's step costs nothing extra: the tracker syncs anyway. It also stops
-            # items whose objective or gradient is not finite, where their input still is; without
-            # per-item stops, a check reads one number (all objectives finite?) and nothing more
-            if (i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals):
-                with torch.no_grad():
-                    if batch.may_have_stopped:
-                        broken = batch.active & ~(torch.isfinite(state.progress) & batch.per_item_all(torch.isfinite(evaluated.grad.flatten(1)).all(1)))
-                        finished, stopped_now = batch.check(i_iter, broken)
-                    elif (i_iter + 1) % max(check_every, NON_FINITE_CHECK_EVERY) == 0 and not math.isfinite(float(state.progress.sum())):
-                        finished, stopped_now = batch.check(i_iter, batch.active & ~torch.isfinite(state.progress))
-        if not finished:
-            batch.hold_frozen()
-            optimizer.step()
-            with torch.no_grad():
-                if method.postprocessors:
-                    step = step_for(step, batch)
-                    updated = x if batch.full else x[batch.rows]
-                    for postprocessor in method.postprocessors:
-                        updated = postprocessor(updated, step)
-                    if batch.full:
-                        x.data = updated  # the postprocessors' new tensor becomes x: no copy (x stays the optimiser's parameter)
-                    else:
-                        x[batch.rows] = updated
-                batch.restore_frozen()
-        state.post_processed_input = x.detach()
-        if not finished or stopped_now:  # steps after the last item stopped are not recorded
-            for tracker in method.trackers.values():
-                tracker(state)
-        if callback is not None:
-            callback(state)
+        with no_grad:
+            finished = _after_gradient(batch, method, optimizer, evaluated, step, i_iter, check_every, intervals, copy_input, callback)
         if finished:
             break
 
@@ -428,6 +398,59 @@ def optimize(
         device=str(batch.x.device),
         n_meis=batch.n_meis,
     )
+
+
+def _after_gradient(
+    batch: _Batch, method: Method, optimizer: torch.optim.Optimizer, evaluated: _Evaluated, step: Step,
+    i_iter: int, check_every: int, intervals: list[int], copy_input: bool, callback: Any,
+) -> bool:
+    """One step after its gradient, outside autograd: records, preconditioning, the stopper, the
+    checks, the optimiser step and postprocessing, trackers. True when every item has stopped."""
+    x = batch.x
+    batch.keep(evaluated)
+    rows_grad = evaluated.grad if batch.full else evaluated.grad[batch.rows]
+    for preconditioner in method.preconditioners:
+        rows_grad = preconditioner(rows_grad, step)
+    state = State(
+        i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
+        progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
+        progress=batch.per_item(batch.progress), input_=x.detach().clone() if copy_input else x.detach(),
+        transformed_input=evaluated.transformed, active_items=batch.active, grad=evaluated.grad,
+        preconditioned_grad=batch.whole_batch(rows_grad), objective_terms=batch.terms,
+    )
+    stop, state.stopper_output = method.stopper(state)
+    finished = stopped_now = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
+    if not finished:
+        x.grad = state.preconditioned_grad
+        # a check on a tracker's step costs nothing extra: the tracker syncs anyway. It also stops
+        # items whose objective or gradient is not finite, where their input still is; without
+        # per-item stops, a check reads one number (all objectives finite?) and nothing more
+        if (i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals):
+            if batch.may_have_stopped:
+                broken = batch.active & ~(torch.isfinite(state.progress) & batch.per_item_all(torch.isfinite(evaluated.grad.flatten(1)).all(1)))
+                finished, stopped_now = batch.check(i_iter, broken)
+            elif (i_iter + 1) % max(check_every, NON_FINITE_CHECK_EVERY) == 0 and not math.isfinite(float(state.progress.sum())):
+                finished, stopped_now = batch.check(i_iter, batch.active & ~torch.isfinite(state.progress))
+    if not finished:
+        batch.hold_frozen()
+        optimizer.step()
+        if method.postprocessors:
+            step = step_for(step, batch)
+            updated = x if batch.full else x[batch.rows]
+            for postprocessor in method.postprocessors:
+                updated = postprocessor(updated, step)
+            if batch.full:
+                x.data = updated  # the postprocessors' new tensor becomes x: no copy (x stays the optimiser's parameter)
+            else:
+                x[batch.rows] = updated
+        batch.restore_frozen()
+    state.post_processed_input = x.detach()
+    if not finished or stopped_now:  # steps after the last item stopped are not recorded
+        for tracker in method.trackers.values():
+            tracker(state)
+    if callback is not None:
+        callback(state)
+    return finished
 
 
 def step_for(step: Step, batch: _Batch) -> Step:
