@@ -1,33 +1,39 @@
 """Backgrounds of transparency MEIs (what ``AlphaBlend`` blends the MEI onto), one per row.
 
-Random ones draw from the row's item generator (on the CPU), so a row's backgrounds depend only on its
-item's seed and step, never on its batch. At the final evaluation a deterministic background is used
+Random ones are drawn for all rows of a step at once from each row's counter-based stream
+(:mod:`mei_core.streams`): an image index per row, or a white-noise image per row, in one op on the
+batch's device. A row's background depends only on its item's seed, its row within the item and the
+step, never on its batch. At the final evaluation a deterministic background is used
 (:meth:`~mei_core.components.Background.at_evaluation`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .components import Background
+from .components import Background, Step
 
 __all__ = ["ConstantBackground", "NaturalImageBackground", "WhiteNoiseBackground"]
 
 
-def _fit(image: Tensor, shape: tuple[int, ...], who: str) -> Tensor:
-    """Broadcast a background (``H×W``, ``C×H×W``, …) to a row's ``shape`` (channels and frames copied)."""
-    if tuple(image.shape[-2:]) != tuple(shape[-2:]):
-        raise ValueError(f"{who}: backgrounds of size {tuple(image.shape[-2:])} do not fit MEIs of size {tuple(shape[-2:])}")
-    if image.dim() == len(shape) - 1 and len(shape) == 4:  # C×H×W images for C×T×H×W videos: same for every frame
-        image = image[:, None]
+def _fit(image: Tensor, shape: tuple[int, ...], who: str, rows: int | None = None) -> Tensor:
+    """Broadcast a background (``H×W``, ``C×H×W``, …) to a row's ``shape`` (channels and frames
+    copied); with ``rows``, ``image`` holds one background per row (its first dim) and the result is
+    ``rows × shape``."""
+    single = image if rows is None else image[0]
+    if tuple(single.shape[-2:]) != tuple(shape[-2:]):
+        raise ValueError(f"{who}: backgrounds of size {tuple(single.shape[-2:])} do not fit MEIs of size {tuple(shape[-2:])}")
+    if single.dim() == len(shape) - 1 and len(shape) == 4:  # C×H×W images for C×T×H×W videos: same for every frame
+        image = image.unsqueeze(-3)
     try:
-        return image.expand(shape)
+        return image.expand(shape) if rows is None else image.view(rows, *[1] * (len(shape) + 1 - image.dim()), *image.shape[1:]).expand(rows, *shape)
     except RuntimeError as error:
-        raise ValueError(f"{who}: a background of shape {tuple(image.shape)} does not fit rows of shape {shape}") from error
+        raise ValueError(f"{who}: a background of shape {tuple(single.shape)} does not fit rows of shape {shape}") from error
 
 
 def _load(array: str | Sequence | np.ndarray | Tensor, who: str) -> Tensor:
@@ -47,16 +53,16 @@ class ConstantBackground(Background):
     def __init__(self, value: float | Sequence | np.ndarray | str = 0.0):
         self.value = _load(value, "ConstantBackground")
 
-    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        return _fit(self.value, shape, "ConstantBackground") if self.value.dim() else self.value.expand(shape)
+    def __call__(self, shape: tuple[int, ...], step: Step, stream: int) -> Tensor:
+        return self.at_evaluation(shape).expand(len(step.rows), *shape)
 
     def at_evaluation(self, shape: tuple[int, ...]) -> Tensor:
-        return self(shape, torch.Generator())
+        return _fit(self.value, shape, "ConstantBackground") if self.value.dim() else self.value.expand(shape)
 
 
 class NaturalImageBackground(Background):
     """A random image of ``images`` (an ``.npy`` file or array, ``N×H×W`` or ``N×C×H×W``) per row and
-    step, drawn uniformly with the row's item generator (sinzlab/mei's ``NatImgBackground``).
+    step, its index drawn uniformly from the row's stream (sinzlab/mei's ``NatImgBackground``).
 
     Each image is first rescaled to L2 norm ``norm`` (when given) and clipped to ``[x_min, x_max]``
     (when given), then multiplied by ``scale``. Single-channel images are copied to every channel.
@@ -81,10 +87,13 @@ class NaturalImageBackground(Background):
             stack = stack.clamp(x_min, x_max)
         self.images = stack * float(scale)
         self.norm, self.x_min, self.x_max, self.scale = norm, x_min, x_max, float(scale)
+        self._on_device: dict[torch.device, Tensor] = {}  # the stack, copied once to each device used
 
-    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        index = int(torch.randint(len(self.images), (1,), generator=generator))
-        return _fit(self.images[index], shape, "NaturalImageBackground")
+    def __call__(self, shape: tuple[int, ...], step: Step, stream: int) -> Tensor:
+        index = step.integers(stream, 1, len(self.images))[:, 0]
+        if index.device not in self._on_device:
+            self._on_device[index.device] = self.images.to(index.device)
+        return _fit(self._on_device[index.device][index], shape, "NaturalImageBackground", rows=len(index))
 
     def at_evaluation(self, shape: tuple[int, ...]) -> Tensor:
         return _fit(self.images.mean(0), shape, "NaturalImageBackground")
@@ -94,8 +103,8 @@ class NaturalImageBackground(Background):
 
 
 class WhiteNoiseBackground(Background):
-    """Independent normal pixels ``mean + std·z`` per row and step, from the row's item generator,
-    times ``scale``. With ``peak`` the draw is then rescaled so that its largest ``|value|`` is
+    """Independent normal pixels ``mean + std·z`` per row and step, from the row's stream (all rows in
+    one draw), times ``scale``. With ``peak`` the draw is then rescaled so that its largest ``|value|`` is
     ``peak`` (sinzlab/mei's ``WhiteNoiseBackground`` uses ``peak = 2.12·strength``). At evaluation:
     the constant ``mean·scale`` (0 when ``peak`` is set, whose draws have no fixed mean)."""
 
@@ -106,11 +115,11 @@ class WhiteNoiseBackground(Background):
         self.peak = None if peak is None else float(peak)
         self.scale = float(scale)
 
-    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        draw = torch.randn(shape, generator=generator) * self.std + self.mean
+    def __call__(self, shape: tuple[int, ...], step: Step, stream: int) -> Tensor:
+        draw = step.normal(stream, math.prod(shape)) * self.std + self.mean
         if self.peak is not None:
-            draw = draw * (self.peak / draw.abs().max().clamp_min(1e-12))
-        return draw * self.scale
+            draw = draw * (self.peak / draw.abs().amax(dim=1, keepdim=True).clamp_min(1e-12))
+        return (draw * self.scale).view(len(draw), *shape)
 
     def at_evaluation(self, shape: tuple[int, ...]) -> Tensor:
         return torch.full(shape, 0.0 if self.peak is not None else self.mean * self.scale)

@@ -3,8 +3,8 @@
 Every component is a callable configured at construction. Inputs are batches of *rows*: images
 ``B×C×H×W`` or videos ``B×C×T×H×W``. Rows belong to *items* (one (unit, seed) optimisation each; an
 item has ``n_meis`` rows when diverse MEIs are asked for). Components must treat every row on its own
-(per-sample ops, no Python loop over rows) and draw randomness only through ``step.uniform`` /
-``step.integers``: counter-based draws of each row's own stream, so a row's result does not depend on
+(per-sample ops, no Python loop over rows) and draw randomness only through ``step.uniform``,
+``step.normal`` or ``step.integers``: counter-based draws of each row's own stream, so a row's result does not depend on
 which other rows share its batch, and no generator state has to be carried between steps.
 """
 
@@ -51,6 +51,10 @@ class Step:
     def uniform(self, stream: int, n: int) -> Tensor:
         """``rows × n`` floats in ``[0, 1)`` from each processed row's own stream ``stream``."""
         return self._streams().uniform(stream, n, self.i_iter, self.rows)
+
+    def normal(self, stream: int, n: int) -> Tensor:
+        """``rows × n`` standard normal floats from each processed row's own stream ``stream``."""
+        return self._streams().normal(stream, n, self.i_iter, self.rows)
 
     def integers(self, stream: int, n: int, high: int | Sequence[int], low: int | Sequence[int] = 0) -> Tensor:
         """``rows × n`` integers in ``[low, low + high)`` (one value, or one per column) from each
@@ -123,15 +127,18 @@ class Postprocessor(Component):
 
 
 class Background(Component):
-    """What a transparency MEI (``AlphaBlend``) is blended onto: one background per row, drawn from the
-    row's item generator on the CPU (so a row's draws do not depend on its batch or device)."""
+    """What a transparency MEI (``AlphaBlend``) is blended onto: one background per processed row of a
+    step, drawn for all rows at once from each row's own stream (so a row's background depends on its
+    item's seed, its row within the item and the step, never on its batch)."""
 
     #: a random background is replaced by :meth:`at_evaluation` for the final score
     random: bool = True
 
     @abstractmethod
-    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        """One background of ``shape`` (``C×H×W`` or ``C×T×H×W``: a row without its batch dim)."""
+    def __call__(self, shape: tuple[int, ...], step: Step, stream: int) -> Tensor:
+        """``rows × shape`` (``shape``: ``C×H×W`` or ``C×T×H×W``, a row without its batch dim): the
+        backgrounds of ``step``'s processed rows, drawn with ``step.uniform`` / ``step.normal`` /
+        ``step.integers`` from ``stream`` (the blending transform's), on the streams' device."""
 
     def at_evaluation(self, shape: tuple[int, ...]) -> Tensor:
         """The deterministic background the final score is computed on (default: zeros)."""

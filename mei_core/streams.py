@@ -7,12 +7,13 @@ device. So
 - an item gets the same numbers alone, in any batch, in any sub-batch after a split, and on any
   device (integer arithmetic is exact everywhere);
 - all rows are drawn in a few tensor ops, with no generator object per row and no host sync;
-- draws are made ``CHUNK`` steps at a time (one hash over ``rows × CHUNK × n``) and sliced per
-  step, so a step pays one slice, not a dozen small kernel launches.
+- draws are made up to ``CHUNK`` steps at a time (one hash over ``rows × steps × n``) and sliced per
+  step, so a step pays one slice, not a dozen small kernel launches; wide draws (a white-noise image
+  per row) are made a step at a time, so the table stays at most ``CHUNK_VALUES`` numbers per row.
 
 Components draw through their :class:`~mei_core.components.Step` (``step.uniform(stream, n)``,
-``step.integers(stream, n, high)``); ``stream`` tells the components of one method apart (a
-transform's position in the method, see :func:`stream_id`).
+``step.normal(stream, n)``, ``step.integers(stream, n, high)``); ``stream`` tells the components of
+one method apart (a transform's position in the method, see :func:`stream_id`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ __all__ = ["RowStreams", "stream_id", "hash32"]
 _MASK = 0xFFFFFFFF
 #: steps drawn per hash evaluation; any value gives the same numbers (draws are counter-based)
 CHUNK = 32
+#: most numbers per row in one hash evaluation: a draw of ``n`` numbers per step is made
+#: ``max(1, min(CHUNK, CHUNK_VALUES // n))`` steps at a time (a 64×64 white-noise background per row
+#: would otherwise hold 32 steps of it: 32·4096 int64 per row)
+CHUNK_VALUES = 4096
 
 
 def stream_id(name: str) -> int:
@@ -61,6 +66,27 @@ def _hash_int(value: int) -> int:
     return value ^ (value >> 16)
 
 
+def _as_int32(h: Tensor) -> Tensor:
+    """The 32 bits of int64 values in ``[0, 2³²)`` as int32 (two's complement)."""
+    return (h - ((h >> 31) << 32)).to(torch.int32)
+
+
+def _hash32_int32(h: Tensor) -> Tensor:
+    """``hash32`` on int32 tensors: the same bits, six times faster on the CPU than int64 (the wide
+    draws of a white-noise background per row are dominated by it). int32 products wrap modulo 2³² on
+    the CPU and on CUDA (checked against ``hash32`` in tests/test_components.py); a right shift of a
+    negative int32 copies the sign bit, so shifted values are masked to make the shift logical."""
+    h = h ^ ((h >> 16) & 0xFFFF)
+    h = h * _SIGNED_1
+    h = h ^ ((h >> 13) & 0x7FFFF)
+    h = h * _SIGNED_2
+    return h ^ ((h >> 16) & 0xFFFF)
+
+
+#: MurmurHash3's finaliser constants 0x85EBCA6B and 0xC2B2AE35 as int32
+_SIGNED_1, _SIGNED_2 = 0x85EBCA6B - 2**32, 0xC2B2AE35 - 2**32
+
+
 def row_within_item(row_items: Tensor) -> Tensor:
     """Index of every row among the rows of its item (0 … n_meis − 1), in row order."""
     order = torch.argsort(row_items, stable=True)
@@ -86,15 +112,34 @@ class RowStreams:
         # the per-row key: the item's seed (both words) and the row's index within the item
         key = hash32(low[row_items] ^ 0x9E3779B9)
         key = hash32(key ^ high[row_items])
-        self.keys = hash32(key ^ (within + 0x7F4A7C15))
-        self.n_rows = len(row_items)
+        self._start(hash32(key ^ (within + 0x7F4A7C15)))
+
+    def _start(self, keys: Tensor) -> None:
+        self.keys = keys
+        self.n_rows = len(keys)
         self._chunks: dict[tuple, tuple[int, Tensor]] = {}
         self._specs: dict[tuple, tuple] = {}  # integers() arguments → checked draw spec
+
+    def repeated(self, rows: Tensor) -> "RowStreams":
+        """Streams whose row ``i`` draws exactly what row ``rows[i]`` of these streams draws (rows may
+        repeat): e.g. every candidate of one CMA-ES search sees its search's draw."""
+        streams = RowStreams.__new__(RowStreams)
+        streams._start(self.keys[rows.to(self.keys.device)])
+        return streams
 
     def uniform(self, stream: int, n: int, i_iter: int, rows: Tensor | None = None) -> Tensor:
         """``rows × n`` floats in ``[0, 1)`` (24 random bits: exact in float32) of step ``i_iter``;
         ``rows``: indices into the batch of the rows processed (``None``: all of them)."""
         return self._take((stream, n, None), i_iter, rows)
+
+    def normal(self, stream: int, n: int, i_iter: int, rows: Tensor | None = None) -> Tensor:
+        """``rows × n`` standard normal floats of step ``i_iter`` (Box–Muller on ``n`` uniforms of
+        ``stream``: each pair gives two normals; ``|z| < 5.8`` since uniforms have 24 bits)."""
+        pairs = (n + 1) // 2
+        u = self.uniform(stream, 2 * pairs, i_iter, rows)
+        radius = torch.sqrt(-2.0 * torch.log1p(-u[:, :pairs]))  # 1 − u ∈ (0, 1]: no log(0)
+        angle = (2 * torch.pi) * u[:, pairs:]
+        return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :n]
 
     def integers(self, stream: int, n: int, high: int | Sequence[int], i_iter: int, rows: Tensor | None = None,
                  low: int | Sequence[int] = 0) -> Tensor:
@@ -111,7 +156,7 @@ class RowStreams:
 
     def _take(self, spec: tuple, i_iter: int, rows: Tensor | None) -> Tensor:
         start, table = self._chunks.get(spec, (-1, None))
-        if table is None or not start <= i_iter < start + CHUNK:
+        if table is None or not start <= i_iter < start + table.shape[1]:
             start, table = i_iter, self._draw(*spec, start=i_iter)
             self._chunks[spec] = (start, table)
         values = table[:, i_iter - start]
@@ -120,15 +165,16 @@ class RowStreams:
         return values[rows]
 
     def _draw(self, stream: int, n: int, bounds: tuple[tuple[int, ...], tuple[int, ...]] | None, start: int) -> Tensor:
-        """Draws of steps ``start … start + CHUNK − 1``: ``rows × CHUNK × n``, converted."""
+        """Draws of steps ``start … start + s − 1``: ``rows × s × n``, converted (``s`` steps: up to
+        ``CHUNK``, fewer for wide draws)."""
         device = self.keys.device
-        steps = torch.arange(start, start + CHUNK, device=device, dtype=torch.long)
+        steps = torch.arange(start, start + max(1, min(CHUNK, CHUNK_VALUES // n)), device=device, dtype=torch.long)
         # the counter of draw j at step i is the same for every row: i·n + j, mixed with the stream
-        counters = hash32(((steps[:, None] * n + torch.arange(n, device=device)) & _MASK) ^ _hash_int(stream))
-        keys = self.keys[:, None, None]
-        bits = hash32(hash32(keys ^ counters) ^ keys)
+        counters = _as_int32(hash32(((steps[:, None] * n + torch.arange(n, device=device)) & _MASK) ^ _hash_int(stream)))
+        keys = _as_int32(self.keys)[:, None, None]
+        bits = _hash32_int32(_hash32_int32(keys ^ counters) ^ keys)  # rows × steps × n: the wide part
         if bounds is None:
-            return (bits >> 8).to(torch.float32) * 2.0**-24
+            return ((bits >> 8) & 0xFFFFFF).to(torch.float32) * 2.0**-24
         # Lemire's multiply-shift instead of a modulo (bits < 2³², bound < 2³¹: no int64 overflow)
         high, low = (torch.tensor(v, dtype=torch.long, device=device) for v in bounds)
-        return ((bits * high) >> 32) + low
+        return (((bits.long() & _MASK) * high) >> 32) + low

@@ -13,7 +13,6 @@ from torch import Tensor
 
 from .components import Background, Step, Transform
 from .ops import ALPHAS, affine_resample, check_spatial, gather_windows, opacity
-from .randomness import draw_per_row
 from .streams import stream_id
 
 __all__ = [
@@ -261,8 +260,9 @@ class AlphaBlend(Transform):
     channel is the opacity: sinzlab/mei's). ``background``: a number or array (constant), an ``.npy``
     file, or a :class:`~mei_core.components.Background` spec such as ``{path: WhiteNoiseBackground,
     kwargs: {std: 1.0}}`` or ``NaturalImageBackground``: a random background is drawn per row and step
-    from the row's item generator, and the final score uses its ``at_evaluation`` background. Backgrounds
-    follow the input's device and dtype, so the same method runs on CPU and GPU."""
+    from the row's stream (this transform's), for all rows at once, and the final score uses its
+    ``at_evaluation`` background. Backgrounds follow the input's device and dtype, so the same method
+    runs on CPU and GPU."""
 
     def __init__(self, background: float | Sequence | str | Mapping | Background = 0.0, alpha: str = "sigmoid"):
         if alpha not in ALPHAS:
@@ -284,7 +284,7 @@ class AlphaBlend(Transform):
         shape = self._check(x)
         if not self.background.random:
             return self._blend(x, self.background.at_evaluation(shape))
-        return self._blend(x, torch.stack(draw_per_row(step, lambda generator: self.background(shape, generator))))
+        return self._blend(x, self.background(shape, step, self.stream))
 
     def at_evaluation(self, x: Tensor) -> Tensor:
         return self._blend(x, self.background.at_evaluation(self._check(x)))

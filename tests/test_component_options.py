@@ -104,10 +104,27 @@ def test_backgrounds_are_drawn_per_item_whatever_the_batch():
     assert torch.equal(together[2], alone[0])
     assert any(torch.allclose(together[0, 0], image) for image in natural.images)
     assert torch.allclose(blend.at_evaluation(x)[0, 0], natural.images.mean(0))
-    noise = WhiteNoiseBackground(std=1.0, peak=2.12)((1, 5, 5), torch.Generator().manual_seed(0))
-    assert noise.abs().max().item() == pytest.approx(2.12)
+    noise = WhiteNoiseBackground(std=1.0, peak=2.12)((1, 5, 5), step(3), 0)
+    assert noise.shape == (3, 1, 5, 5) and noise.flatten(1).abs().amax(1).tolist() == pytest.approx([2.12] * 3)
     assert torch.equal(AlphaBlend(background=ConstantBackground(1.5), alpha="linear")(x, step(3)), torch.full((3, 1, 5, 5), 1.5))
     assert AlphaBlend(background={"path": "WhiteNoiseBackground", "kwargs": {"std": 0.1}}).random
+
+
+def test_a_white_noise_background_is_the_same_alone_and_in_a_batch_and_is_standard_normal():
+    noise = WhiteNoiseBackground(mean=0.5, std=2.0)
+    blend = AlphaBlend(background=noise, alpha="linear")
+    x = torch.zeros(5, 2, 16, 16)  # alpha 0: the model sees the background alone
+    # item 1 (seed 30) has rows 1–3 (three MEIs); alone it has the same three rows
+    together = blend(x, Step.of_seeds([10, 30, 20], [0, 1, 1, 1, 2], i_iter=40))
+    alone = blend(x[:3], Step.of_seeds([30], [0, 0, 0], i_iter=40))
+    assert torch.equal(together[1:4], alone)
+    assert not torch.equal(together[1], together[2])  # rows of one item draw their own background
+    assert not torch.equal(alone, blend(x[:3], Step.of_seeds([30], [0, 0, 0], i_iter=41)))  # a new one every step
+    # 2000 rows × 256 pixels: mean 0.5 and std 2 within 1 %, tails of a normal
+    many = noise((1, 16, 16), Step.of_seeds(list(range(2000))), 0)
+    assert abs(many.mean().item() - 0.5) < 0.02 and abs(many.std().item() - 2.0) < 0.02
+    assert abs(((many - 0.5).abs() > 2 * 2.0).float().mean().item() - 0.0455) < 0.002
+    assert torch.equal(blend.at_evaluation(x[:1]), torch.full((1, 1, 16, 16), 0.5))
 
 
 def test_linear_alpha_and_the_alpha_channel_of_the_initial_guess():

@@ -129,9 +129,21 @@ def test_random_draws_of_a_row_depend_on_its_seed_row_and_step_alone():
     # a fresh stream object asked for step 100 first gives the same numbers (draws are counter-based)
     assert torch.equal(RowStreams([30], torch.tensor([0, 0])).integers(4, 3, 1000, 100), alone.integers(4, 3, 1000, 100))
     assert torch.equal(batch.integers(4, 3, 1000, 5, low=-500), batch.integers(4, 3, 1000, 5) - 500)
+    # wide draws (a white-noise image per row) are made a step at a time: the same numbers again
+    wide = batch.normal(4, 5000, 33)
+    assert torch.equal(wide[1:3], alone.normal(4, 5000, 33)) and wide.shape == (4, 5000)
+    assert torch.equal(RowStreams([30], torch.tensor([0, 0])).normal(4, 5000, 33), wide[1:3])
     first = batch.integers(4, 1, 2**30, 0)[:, 0].tolist()
     assert len(set(first)) == 4  # rows of one item differ too
     assert batch.integers(4, 1, 2**30, 1)[:, 0].tolist() != first and batch.integers(5, 1, 2**30, 0)[:, 0].tolist() != first
+
+
+def test_the_fast_int32_hash_gives_the_bits_of_the_reference_hash():
+    from mei_core.streams import _as_int32, _hash32_int32, _hash_int
+
+    values = [0, 1, 2**31 - 1, 2**31, 2**32 - 1, 0x9E3779B9, 123456789]
+    fast = _hash32_int32(_as_int32(torch.tensor(values)))  # relies on int32 products wrapping
+    assert (fast.long() & 0xFFFFFFFF).tolist() == [_hash_int(v) for v in values]
 
 
 def test_random_draws_are_uniform_and_independent_of_the_neighbouring_seed():
