@@ -116,6 +116,15 @@ def _check_optimizer_values(kwargs: Mapping[str, Any], key: str) -> None:
             raise MEIConfigError(f"{key}.betas: must be two numbers in [0, 1), got {betas!r}")
 
 
+def build_transform(spec: Any, key: str) -> Transform:
+    """The ``transform`` slot (one spec or a list, applied in order) as one transform: ``Identity``
+    when absent, a ``Compose`` (every member its own random stream) for several."""
+    transforms = build_components(spec, key)
+    for transform in transforms:
+        _expect(transform, Transform, key)
+    return Identity() if not transforms else transforms[0] if len(transforms) == 1 else Compose(transforms)
+
+
 def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     """Build fresh components (stoppers and trackers keep per-run state) from ``config``."""
     if not isinstance(config, Mapping):
@@ -130,10 +139,7 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         raise MEIConfigError(f"{key}.stopper: {stopper!r} is not callable")
     make_optimizer = _build_optimizer(require(config, "optimizer", key), f"{key}.optimizer")
 
-    transforms = build_components(config.get("transform"), f"{key}.transform")
-    for transform_component in transforms:
-        _expect(transform_component, Transform, f"{key}.transform")
-    transform = Identity() if not transforms else transforms[0] if len(transforms) == 1 else Compose(transforms)
+    transform = build_transform(config.get("transform"), f"{key}.transform")
 
     def family(slot: str, base: type) -> list:
         built = build_components(config.get(slot), f"{key}.{slot}")

@@ -13,6 +13,7 @@ from torch import nn
 
 from mei_core import MEIConfigError, batched_gradient_ascent, default_preset
 from mei_core.cmaes import cma_es, cma_es_preset
+from mei_core.transforms import Jitter
 from mei_core.demo.v1 import GroundTruthV1, filter_correlation
 from mei_core.objectives import UnitObjective
 
@@ -123,6 +124,81 @@ def test_identical_runs_are_bitwise_identical_whatever_numpys_global_state(popul
     assert not torch.equal(runs[0].meis[0], runs[0].meis[1])  # different seeds, different searches
 
 
+def test_three_meis_of_a_complex_cell_are_three_phases_of_its_filter_and_the_same_in_any_batch(population):
+    complex_cells = cells_of(population, "complex")[:3]
+    config = {**cma_es_preset("Gabor", norm=10.0, max_generations=80), "n_meis": 3}
+    batch = cma_es(UnitObjective(population, complex_cells), config, seeds=[0, 1, 2], shape=(1, 24, 24))
+    assert batch.meis.shape == (9, 1, 24, 24) and batch.n_meis == 3
+    assert batch.row_items.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and len(batch.n_iterations) == len(batch.stop_reasons) == 3
+    off_diagonal = ~torch.eye(3, dtype=torch.bool)
+    for k, unit in enumerate(complex_cells):
+        meis = batch.meis[3 * k : 3 * k + 3]
+        # each MEI is the cell's filter pair at some phase (phase-invariant r), and drives it as much as the best of the three
+        assert min(filter_correlation(mei, population, unit) for mei in meis) >= 0.95
+        assert batch.scores[3 * k : 3 * k + 3].min() >= 0.9 * batch.scores[3 * k : 3 * k + 3].max()
+        # three searches from three starts: three different phases, some nearly opposite
+        assert torch.corrcoef(meis.flatten(1))[off_diagonal].min() < 0.0
+    # the second item (seed 1) alone, and last in a batch of other cells and seeds: the same three MEIs
+    alone = cma_es(UnitObjective(population, [complex_cells[1]]), config, seeds=[1], shape=(1, 24, 24))
+    mixed = cma_es(UnitObjective(population, [cells_of(population, "simple")[0], complex_cells[1]]), config, seeds=[7, 1], shape=(1, 24, 24))
+    for other, rows in ((alone, slice(0, 3)), (mixed, slice(3, 6))):
+        assert torch.equal(other.meis[rows], batch.meis[3:6])
+        torch.testing.assert_close(other.scores[rows], batch.scores[3:6], rtol=1e-6, atol=0)  # batched matmul rounding
+    assert alone.n_iterations == [batch.n_iterations[1]] and alone.stop_reasons == [batch.stop_reasons[1]]
+
+
+class RecordingJitter(Jitter):
+    """Jitter (given by import path) that remembers every row's shift of every call."""
+
+    shifts: list[torch.Tensor] = []
+
+    def __call__(self, x, step):
+        RecordingJitter.shifts.append(step.integers(self.stream, 2, (2 * self.max_jitter[0] + 1,) * 2, low=(-self.max_jitter[0],) * 2))
+        return super().__call__(x, step)
+
+
+def test_every_candidate_of_a_search_sees_the_same_new_jitter_draws_each_generation(population):
+    RecordingJitter.shifts = []
+    model = ResponsesOnly(population)
+    config = {**cma_es_preset("Gabor", norm=10.0, max_generations=3), "transform": {"path": "test_cmaes.RecordingJitter", "kwargs": {"max_jitter": 2}},
+              "transform_draws": 4, "n_meis": 2, "max_batch": 50}
+    cma_es(UnitObjective(model, [0, 1]), config, seeds=[3, 4], shape=(1, 24, 24))
+    # 2 items × 2 MEIs × 10 candidates × 4 draws = 160 rows per generation, in calls of at most 50 rows
+    assert model.calls == [50, 50, 50, 10] * 3 + [4]
+    generations = [torch.cat(RecordingJitter.shifts[4 * g : 4 * g + 4]).view(4, 10, 4, 2) for g in range(3)]  # search, candidate, draw
+    for shifts in generations:
+        assert (shifts == shifts[:, :1]).all()  # the candidates of a search share its 4 draws
+        assert len({tuple(s.flatten().tolist()) for s in shifts[:, 0]}) == 4  # each search (item, MEI) has its own
+    assert not torch.equal(generations[0], generations[1])  # new draws every generation
+
+
+def test_a_jittered_search_gives_the_same_meis_in_any_batch_and_they_still_drive_the_cells_under_jitter(population):
+    simple = cells_of(population, "simple")[:4]
+    plain = {**cma_es_preset("Gabor", norm=10.0, max_generations=150), "population_size": 20}
+    jittered = {**plain, "transform": {"path": "Jitter", "kwargs": {"max_jitter": 2}}}  # 4 draws per generation (the default)
+    with_jitter = cma_es(UnitObjective(population, simple), jittered, seeds=[0, 1, 2, 3], shape=(1, 24, 24))
+    without = cma_es(UnitObjective(population, simple), plain, seeds=[0, 1, 2, 3], shape=(1, 24, 24))
+
+    def response_under_jitter(meis):  # the mean over the 25 shifts Jitter(2) draws from
+        shifted = [population(torch.roll(meis, (dy, dx), (-2, -1)))[torch.arange(4), simple] for dy in range(-2, 3) for dx in range(-2, 3)]
+        return torch.stack(shifted).mean(0)
+
+    # a jittered objective pins the position only loosely: the MEI is the filter up to a small shift
+    r = [max(filter_correlation(torch.roll(mei, (dy, dx), (-2, -1)), population, unit) for dy in range(-2, 3) for dx in range(-2, 3))
+         for mei, unit in zip(with_jitter.meis, simple)]
+    ratio = response_under_jitter(with_jitter.meis) / response_under_jitter(without.meis)
+    # the unjittered MEI of these linear-nonlinear cells is their filter, already the most jitter-robust
+    # stimulus: the jittered search comes close to it (measured r 0.91–0.98, ratio 0.89–0.95)
+    assert statistics.median(r) >= 0.92 and min(r) >= 0.88, r
+    assert ratio.min() >= 0.87, ratio
+    # the score is of the unshifted MEI
+    torch.testing.assert_close(with_jitter.scores, population(with_jitter.meis)[torch.arange(4), simple])
+    # the third cell alone, and first in another batch: the same MEI, bitwise
+    alone = cma_es(UnitObjective(population, [simple[2]]), jittered, seeds=[2], shape=(1, 24, 24))
+    other = cma_es(UnitObjective(population, [simple[2], simple[0]]), {**jittered, "max_batch": 30}, seeds=[2, 9], shape=(1, 24, 24))
+    assert torch.equal(alone.meis[0], with_jitter.meis[2]) and torch.equal(other.meis[0], with_jitter.meis[2])
+
+
 def test_minimising_gives_the_inverted_filter(population):
     config = {**cma_es_preset("Gabor", norm=10.0, max_generations=150), "direction": "minimize"}
     # a linear readout of the filter: its minimum is the inverted filter
@@ -209,18 +285,25 @@ def test_a_cma_es_method_runs_through_the_pipeline(tmp_path):
 
     config = tiny_config()
     config["shard_size"] = 4  # one job
+    # two MEIs per neuron, each searched through 4 jitter draws per generation
     config["methods"] = {"cma": {"method_fn": "mei_core.cmaes.cma_es", "config": {
-        **cma_es_preset("Gabor", norm=6.0, max_generations=8), "trace_interval": 4}}}
+        **cma_es_preset("Gabor", norm=6.0, max_generations=8), "trace_interval": 4, "n_meis": 2,
+        "transform": {"path": "Jitter", "kwargs": {"max_jitter": 1}}}}}
     folder = make_project(tmp_path / "project", config)
     snakemake(folder)
     scores = pd.read_parquet(folder / "results" / "scores.parquet")
-    assert len(scores) == 4 and (scores["n_iterations"] == 8).all() and (scores["stop_reason"] == "max_generations").all()
+    assert len(scores) == 8 and (scores["n_iterations"] == 8).all() and (scores["stop_reason"] == "max_generations").all()
+    assert scores.groupby("neuron_id")["mei_index"].apply(sorted).tolist() == [[0, 1]] * 4
     assert scores["heldout_score"].notna().all()
-    meis = xr.open_zarr(folder / "results" / "tiny.zarr")["mei"].sel({"method": "cma", "seed": 0}).values
-    norms = np.sqrt((meis.reshape(4, -1) ** 2).sum(1))
+    meis = xr.open_zarr(folder / "results" / "tiny.zarr")["mei"].sel({"method": "cma", "seed": 0})
+    assert meis.dims[:2] == ("neuron", "mei_index") and meis.sizes["mei_index"] == 2
+    values = meis.values
+    norms = np.sqrt((values.reshape(8, -1) ** 2).sum(1))
     np.testing.assert_allclose(norms, 6.0, rtol=0.05)  # the budget reached the stored MEIs
+    assert all(not np.array_equal(values[n, 0], values[n, 1]) for n in range(4))  # two searches, two MEIs
     traces = pd.read_parquet(folder / "results" / "traces.parquet")
     assert sorted(traces["tracker"].unique()) == ["best", "mean"] and sorted(traces["step"].unique()) == [0, 4]
+    assert sorted(traces["mei_index"].unique()) == [0, 1]
 
 
 def test_editing_a_decoder_module_changes_the_method_hash(tmp_path, monkeypatch):
