@@ -102,7 +102,7 @@ from .components import InitialGuess, Parameterisation, Postprocessor, Step, Tra
 from .config import build_component, build_components, check_numbers_are_numbers
 from .engine import BatchResult, step_callback
 from .errors import MEIConfigError
-from .method import build_transform
+from .method import build_transform, check_stimulus
 from .objectives.base import Objective, as_objective
 from .parameterisations import build_parameterisation
 from .streams import RowStreams
@@ -210,9 +210,21 @@ def build_settings(config: Mapping[str, Any], key: str = "config") -> CMAESSetti
     )
 
 
-def validate_config(config: Mapping[str, Any], key: str = "config") -> None:
-    """Build once and throw away: every error a run would hit at start-up (the pipeline's plan calls it)."""
-    build_settings(config, key)
+def validate_config(config: Mapping[str, Any], key: str = "config", shape: Sequence[int] | None = None) -> None:
+    """Build once and throw away: every error a run would hit at start-up (the pipeline's plan calls it).
+    With the input ``shape``, one item's starts are drawn, decoded and put through the transform, as
+    :func:`mei_core.method.validate_method` does for gradient methods."""
+    settings = build_settings(config, key)
+    if shape is not None:
+        try:
+            starts, _ = _starts(settings, [0], tuple(settings.parameterisation.initial_shape(tuple(shape))))
+            with torch.no_grad():
+                stimulus = _decode(settings, starts, Step.of_seeds([0], [0] * len(starts)))
+        except MEIConfigError:
+            raise
+        except Exception as error:
+            raise MEIConfigError(f"{key}.initial: {type(error).__name__}: {error} (inputs of this ensemble are {list(shape)})") from error
+        check_stimulus(stimulus, settings.transform, shape, key)
 
 
 class GenerationRecord(Tracker):
@@ -421,6 +433,7 @@ def cma_es(
         runtime_s=time.perf_counter() - started,
         device=str(target),
         n_meis=settings.n_meis,
+        transform=settings.transform,
     )
 
 

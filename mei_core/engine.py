@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .components import Reasons, Step, Tracker
+from .components import Reasons, Step, Tracker, Transform
 from .method import DEFAULT_STOP_CHECK_EVERY, Method, project_initial
 from .objectives import Objective
 from .precision import forward_precision
@@ -85,7 +85,9 @@ class State:
 @dataclass
 class BatchResult:
     """``meis``: rows × C × … on the CPU, rows grouped by item (``n_meis`` consecutive rows each).
-    ``scores``: objective of each returned row; per item: iterations taken and why it stopped."""
+    ``scores``: objective of each returned row, of ``transform.at_evaluation(meis)`` (what the model
+    saw of it at scoring: unshifted, centre-cropped, a transparency MEI blended onto its evaluation
+    background); per item: iterations taken and why it stopped."""
 
     meis: Tensor
     scores: Tensor
@@ -96,6 +98,7 @@ class BatchResult:
     runtime_s: float = 0.0
     device: str = "cpu"
     n_meis: int = 1
+    transform: Transform = field(default_factory=Identity)
 
 
 @dataclass
@@ -397,6 +400,7 @@ def optimize(
         runtime_s=time.perf_counter() - started,
         device=str(batch.x.device),
         n_meis=batch.n_meis,
+        transform=method.transform,
     )
 
 

@@ -87,8 +87,9 @@ def generate_shard(
 
 
 def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out_path: str, device: str = "auto", threads: int = 1) -> np.ndarray:
-    """The same objective evaluated by the held-out (validation) ensemble on each MEI of a shard;
-    NaN without held-out members."""
+    """The same objective evaluated by the held-out (validation) ensemble on each MEI of a shard, as
+    the members' ensemble scored it (``scored_inputs``: e.g. a transparency MEI blended onto its
+    evaluation background); NaN without held-out members."""
     torch.set_num_threads(threads)
     manifest, spec, shard = read_json(manifest_path), read_json(shard_spec_path), read_shard(shard_path)
     validation = load_ensemble(manifest)
@@ -99,7 +100,7 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out
         rows = as_table(spec["rows"])
         objective = build_objective(validation.to(target), rows).to(target)
         items = torch.arange(len(rows), device=target).repeat_interleave(shard.n_meis)
-        meis = torch.from_numpy(shard["meis"]).to(target)
+        meis = torch.from_numpy(shard.scored_inputs).to(target)  # what the members' objective scored
         size = int(manifest.get("max_batch") or len(meis)) // shard.n_meis * shard.n_meis or shard.n_meis
         with torch.no_grad():
             scores = torch.cat([objective(meis[i : i + size], items[i : i + size]) for i in range(0, len(meis), size)]).cpu().numpy()

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer, Step, Stopper, Tracker, Transform
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
 from .parameterisations import Parameterisation, Pixels, build_parameterisation
 from .precision import PRECISIONS
-from .transforms import Compose, Identity
+from .transforms import Compose, Identity, alpha_blend_of
 
 COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers", "parameterisation")
 #: sinzlab/mei's name for a slot → ours
@@ -222,7 +223,7 @@ def _positive(config: Mapping[str, Any], option: str, default: int | None, key: 
 def validate_method(config: Mapping[str, Any], key: str = "config", shape: Sequence[int] | None = None) -> None:
     """Build once and throw away: every error a run would hit at start-up, without running. With the
     input ``shape`` (C×H×W, …), the initial guess is drawn once too (e.g. a ``FromArray`` of the wrong
-    shape fails here, not in a job)."""
+    shape fails here, not in a job), decoded and put through the transform (:func:`check_stimulus`)."""
     method = build_method(config, key)
     if shape is not None:
         try:
@@ -230,9 +231,11 @@ def validate_method(config: Mapping[str, Any], key: str = "config", shape: Seque
         except Exception as error:
             raise MEIConfigError(f"{key}.initial: {type(error).__name__}: {error} (inputs of this ensemble are {list(shape)})") from error
         try:
-            project_initial(method, start, Step.of_seeds([0], [0] * method.n_meis))
+            start = project_initial(method, start, Step.of_seeds([0], [0] * method.n_meis))
         except Exception as error:
             raise MEIConfigError(f"{key}.project_initial: {type(error).__name__}: {error} (inputs of this ensemble are {list(shape)})") from error
+        with torch.no_grad():
+            check_stimulus(method.parameterisation(start), method.transform, shape, key)
 
 
 def project_initial(method: Method, start: torch.Tensor, step: Step) -> torch.Tensor:
@@ -242,3 +245,31 @@ def project_initial(method: Method, start: torch.Tensor, step: Step) -> torch.Te
         for postprocessor in method.initial_projection:
             start = postprocessor(start, step)
     return start
+
+
+def check_stimulus(stimulus: Tensor, transform: Transform, shape: Sequence[int], key: str) -> None:
+    """Plan-time check that a method's decoded start (``n_meis`` rows) fits an ensemble whose inputs are
+    ``shape``: a transparency MEI (an ``AlphaBlend`` in ``transform``) has the inputs' channels plus one
+    alpha channel, any other MEI the inputs' shape; and the transform runs on it, random draws and
+    evaluation view (e.g. a background of the wrong size fails here, not in a job)."""
+    shape, blend = list(shape), alpha_blend_of(transform)
+    got = list(stimulus.shape[1:])
+    if blend is not None:
+        if len(shape) < 3:
+            raise MEIConfigError(f"{key}.transform: AlphaBlend makes transparency MEIs of images or videos (channel × …); this ensemble's inputs are {shape}")
+        wanted = [shape[0] + 1, *shape[1:]]
+        if got != wanted:
+            raise MEIConfigError(f"{key}.initial: a transparency MEI (AlphaBlend in {key}.transform) has the inputs' {shape[0]} channel(s) and then "
+                                 f"one alpha channel, {wanted}, but the initial guess gives {got}: start from "
+                                 "{path: WithAlphaChannel, kwargs: {initial: <your initial guess>}}")
+    elif got != shape:
+        hint = f"; an alpha channel needs AlphaBlend in {key}.transform" if got == [shape[0] + 1, *shape[1:]] else ""
+        raise MEIConfigError(f"{key}.initial: the initial guess gives MEIs of shape {got}, but this ensemble's inputs are {shape}{hint}")
+    if isinstance(transform, Identity):
+        return
+    rows = torch.zeros(len(stimulus), dtype=torch.long)
+    try:
+        transform(stimulus, Step.of_seeds([0], rows))
+        transform.at_evaluation(stimulus)
+    except Exception as error:
+        raise MEIConfigError(f"{key}.transform: {type(error).__name__}: {error} (on MEIs of shape {got})") from error

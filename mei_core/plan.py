@@ -10,6 +10,7 @@ reordered), only new shards when seeds or neurons are added, scoring only when h
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -216,7 +217,11 @@ def _method_spec(name: str, entry: dict[str, Any], ensemble_name: str, ensemble:
     # a method function with its own config keys carries its own check (e.g. mei_core.cmaes.cma_es)
     check = getattr(import_object(method_fn, f"methods.{name}.method_fn"), "validate_config", None)
     if check is not None:
-        check(config, key)
+        # a check that takes the inputs' shape draws and checks the start (e.g. a transparency MEI's channels)
+        if "shape" in inspect.signature(check).parameters:
+            check(config, key, shape=ensemble["input_shape"])
+        else:
+            check(config, key)
     else:
         validate_method(config, key, ensemble["input_shape"])
     sources = source_hashes({"method_fn": method_fn, "config": config})

@@ -1,7 +1,9 @@
 """Aggregation of shard files into the user-facing results, and readers for them.
 
 Per ensemble a Zarr v3 store readable by ``xr.open_zarr`` with dims
-``(method, seed, neuron[, mei_index], channel[, time], y, x)``; one Parquet row per MEI in
+``(method, seed, neuron[, mei_index], channel[, time], y, x)``, and, when a method makes
+transparency MEIs, their ``opacity`` (the same dims without ``channel``; NaN for other methods);
+one Parquet row per MEI in
 ``scores.parquet`` and tracked traces in long format in ``traces.parquet``. Shards are read one at a
 time and written straight into their Zarr region and the Parquet writers, so memory stays bounded by
 one shard whatever the run's size.
@@ -72,6 +74,7 @@ class StoreLayout:
     input_shape: list[int]
     n_meis: int
     shard_items: int
+    opacity: bool = False  # some method makes transparency MEIs
 
     @property
     def item_dims(self) -> list[str]:
@@ -98,7 +101,8 @@ def _layout(manifest: dict[str, Any], table: pd.DataFrame, shard_paths: Sequence
     metadata = [read_metadata(path) for path in shard_paths]
     return StoreLayout(list(methods), [int(s) for s in seeds], table["neuron_id"].to_numpy(np.int64), list(manifest["input_shape"]),
                        n_meis=max((int(m["n_meis"]) for m in metadata), default=1),
-                       shard_items=max((int(m["n_items"]) for m in metadata), default=1))
+                       shard_items=max((int(m["n_items"]) for m in metadata), default=1),
+                       opacity=any(m.get("transparency", False) for m in metadata))
 
 
 def checked_compressors() -> list[Any]:
@@ -116,7 +120,12 @@ def _create_store(staging: Path, layout: StoreLayout, manifest: dict[str, Any], 
     dims = spatial_dims(layout.input_shape)
     arrays = {"mei": group.create_array("mei", shape=layout.item_shape + layout.input_shape, chunks=layout.item_chunks + layout.input_shape,
                                         dtype="float32", fill_value=np.nan, dimension_names=layout.item_dims + dims, compressors=checked_compressors())}
-    arrays["mei"].attrs["description"] = "the optimised inputs (MEIs); NaN where a shard is missing"
+    arrays["mei"].attrs["description"] = "the optimised inputs (MEIs; of a transparency MEI its image channels); NaN where a shard is missing"
+    if layout.opacity:
+        arrays["opacity"] = group.create_array("opacity", shape=layout.item_shape + layout.input_shape[1:], chunks=layout.item_chunks + layout.input_shape[1:],
+                                               dtype="float32", fill_value=np.nan, dimension_names=layout.item_dims + dims[1:], compressors=checked_compressors())
+        arrays["opacity"].attrs["description"] = ("opacity of a transparency MEI (1 opaque, 0 transparent); the model saw "
+                                                  "mei·opacity + background·(1 − opacity). NaN for methods without transparency")
     for name, dtype, fill in [("score", "float32", np.nan), ("heldout_score", "float32", np.nan), ("n_iterations", "int32", -1)]:
         arrays[name] = group.create_array(name, shape=layout.item_shape, chunks=layout.item_chunks, dtype=dtype, fill_value=fill,
                                           dimension_names=layout.item_dims, compressors=checked_compressors())
@@ -191,7 +200,7 @@ def aggregate_ensemble(
     for output in (target, Path(scores_path), Path(traces_path)):
         remove_stale_temporaries(output)  # left by a killed aggregation
     arrays = _create_store(staging, layout, manifest, table)
-    sources = {"mei": "meis", "score": "scores", "n_iterations": "n_iterations"}
+    sources = {"mei": "meis", "opacity": "opacity", "score": "scores", "n_iterations": "n_iterations"}
     with atomic_path(scores_path, suffix=".parquet") as scores_tmp, atomic_path(traces_path, suffix=".parquet") as traces_tmp:
         with pq.ParquetWriter(scores_tmp, SCORE_SCHEMA) as score_writer, pq.ParquetWriter(traces_tmp, TRACE_SCHEMA) as trace_writer:
             for shard_path, heldout_path in zip(shard_paths, heldout_paths or [None] * len(shard_paths), strict=True):
@@ -201,8 +210,10 @@ def aggregate_ensemble(
                     raise ShardFileError(f"{heldout_path}: {len(heldout)} held-out scores for the {len(shard)} MEIs of {shard_path}; delete it and rerun")
                 m, s = method_position[shard.metadata["method"]], seed_position[shard.metadata["seed"]]
                 positions = np.asarray([neuron_position[int(n)] for n in shard["neuron_id"]])
-                values = {name: shard[source] for name, source in sources.items()} | {"heldout_score": heldout}
+                values = {name: shard.arrays.get(source) for name, source in sources.items()} | {"heldout_score": heldout}
                 for name, array in arrays.items():
+                    if values[name] is None:  # opacity of a method without transparency: stays NaN
+                        continue
                     _write_rows(array, m, s, positions, shard["mei_index"], values[name], layout.n_meis > 1)
                 score_writer.write_table(_score_table(shard, heldout, manifest["ensemble_hash"]))
                 if len(shard["trace_step"]):

@@ -3,10 +3,14 @@ shard), and the held-out score file that ``score_heldout`` writes beside it. Thi
 writes and reads both formats.
 
 Arrays of a shard file, one entry per row (``n_meis`` consecutive rows per item): ``meis``
-(rows × input shape), ``scores``, ``neuron_id``, ``output_unit``, ``mei_index``, ``n_iterations``,
-``stop_reason``; traces in long form (``trace_step``, ``trace_row``, ``trace_name``,
-``trace_value``); ``metadata`` (JSON: ensemble, method, method_hash, seed, shard, n_items, n_meis, device,
-host, runtime_s, torch, ensemble_hash).
+(rows × input shape: a transparency MEI's image channels), ``scores``, ``neuron_id``, ``output_unit``,
+``mei_index``, ``n_iterations``, ``stop_reason``; traces in long form (``trace_step``, ``trace_row``,
+``trace_name``, ``trace_value``); ``metadata`` (JSON: ensemble, method, method_hash, seed, shard,
+n_items, n_meis, device, host, runtime_s, torch, ensemble_hash, transparency). Only where they apply:
+``opacity`` (rows × spatial dims: a transparency MEI's opacity, 1 opaque, as its ``AlphaBlend`` reads
+the alpha channel) and ``scored_inputs`` (what the objective scored when that is not ``meis``: the
+method transform's ``at_evaluation`` view, e.g. a transparency MEI blended onto its evaluation
+background, or a centre crop; the held-out ensemble scores the same inputs).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .engine import BatchResult
 from .errors import MEIConfigError
 from .files import atomic_path
 from .trackers import PostProcessedInputObjective
+from .transforms import alpha_blend_of
 
 
 class ShardFileError(MEIConfigError):
@@ -43,6 +49,11 @@ class ShardData:
 
     def __len__(self) -> int:
         return len(self.arrays["meis"])
+
+    @property
+    def scored_inputs(self) -> np.ndarray:
+        """What the method's objective scored of each MEI (and the held-out ensemble scores too)."""
+        return self.arrays.get("scored_inputs", self.arrays["meis"])
 
 
 def _traces(result: BatchResult) -> dict[str, np.ndarray]:
@@ -67,11 +78,27 @@ def _traces(result: BatchResult) -> dict[str, np.ndarray]:
     }
 
 
+def _stimulus_arrays(result: BatchResult) -> dict[str, np.ndarray]:
+    """``meis`` as stored (a transparency MEI split into image channels and ``opacity``), and
+    ``scored_inputs`` where the objective scored something else than the stored MEIs."""
+    blend = alpha_blend_of(result.transform)
+    meis = result.meis[:, :-1] if blend is not None else result.meis
+    arrays = {"meis": meis.numpy().astype(np.float32)}
+    if blend is not None:
+        arrays["opacity"] = blend.opacity_of(result.meis).numpy().astype(np.float32)
+    with torch.no_grad():
+        scored = result.transform.at_evaluation(result.meis)
+    if scored.shape != meis.shape or not torch.equal(scored, meis):
+        arrays["scored_inputs"] = scored.numpy().astype(np.float32)
+    return arrays
+
+
 def write_shard(path: str | os.PathLike, rows: pd.DataFrame, result: BatchResult, metadata: dict[str, Any]) -> None:
     """Write one shard atomically: the engine's result for the items of ``rows`` (one row per item)."""
     item = result.row_items.numpy()
+    stimulus = _stimulus_arrays(result)
     arrays = {
-        "meis": result.meis.numpy().astype(np.float32),
+        **stimulus,
         "scores": result.scores.numpy().astype(np.float32),
         "neuron_id": rows["neuron_id"].to_numpy(np.int64)[item],
         "output_unit": rows["output_unit"].to_numpy(np.int64)[item],
@@ -80,7 +107,7 @@ def write_shard(path: str | os.PathLike, rows: pd.DataFrame, result: BatchResult
         "stop_reason": np.asarray(result.stop_reasons, dtype=str)[item],
         **_traces(result),
     }
-    metadata = {**metadata, "n_items": len(rows), "n_meis": result.n_meis, "device": str(result.device)}
+    metadata = {**metadata, "n_items": len(rows), "n_meis": result.n_meis, "device": str(result.device), "transparency": "opacity" in stimulus}
     with atomic_path(path, suffix=".npz") as temporary:
         with open(temporary, "wb") as handle:
             np.savez(handle, metadata=np.asarray(json.dumps(metadata)), **arrays)

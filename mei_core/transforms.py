@@ -17,7 +17,7 @@ from .streams import stream_id
 
 __all__ = [
     "Identity", "Jitter", "PadJitter", "RandomCrop", "RandomScale", "RandomRotation", "ChangeRange", "Resize",
-    "GrayscaleToRGB", "AlphaBlend",
+    "GrayscaleToRGB", "AlphaBlend", "alpha_blend_of",
 ]
 
 
@@ -289,6 +289,12 @@ class AlphaBlend(Transform):
     def at_evaluation(self, x: Tensor) -> Tensor:
         return self._blend(x, self.background.at_evaluation(self._check(x)))
 
+    def opacity_of(self, x: Tensor) -> Tensor:
+        """Every row's opacity map (``rows × H×W`` or ``rows × T×H×W``; 1 opaque, 0 transparent): its
+        alpha channel read as the blend reads it."""
+        self._check(x)
+        return opacity(x[:, -1], self.alpha)
+
 
 class Compose(Transform):
     """Apply several transforms in order."""
@@ -308,3 +314,11 @@ class Compose(Transform):
         for transform in self.transforms:
             x = transform.at_evaluation(x)
         return x
+
+
+def alpha_blend_of(transform: Transform) -> AlphaBlend | None:
+    """The ``AlphaBlend`` of a method's transform (the transform itself or a member of its ``Compose``):
+    its MEIs are transparency MEIs, image channels then one alpha channel. ``None`` otherwise."""
+    members = transform.transforms if isinstance(transform, Compose) else [transform]
+    blends = [member for member in members if isinstance(member, AlphaBlend)]
+    return blends[0] if blends else None

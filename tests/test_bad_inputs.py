@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -37,6 +38,7 @@ def folder(tmp_path_factory) -> Path:
     (folder / "lab").mkdir()
     (folder / "lab" / "user_builders.py").write_text(USER_MODULE)
     torch.save([1, 2, 3], folder / "models" / "a_list.pt")
+    np.save(folder / "small_backgrounds.npy", np.zeros((3, 8, 8), np.float32))  # 8×8: the inputs are 12×12
     (folder / "models" / "corrupt.pt").write_bytes(b"not a checkpoint at all")
     for name, frame in {
         "half_unit.csv": pd.DataFrame({"neuron_id": [0, 1], "output_unit": [0.5, 1.0]}),
@@ -148,6 +150,20 @@ CASES: dict[str, tuple[Callable[[dict], None], str]] = {
     "zero max_batch": (change("ensembles.tiny.max_batch", 0), "config key ensembles.tiny.max_batch: 0 is less than the minimum of 1"),
     "unknown direction": (change("methods.fast.config.direction", "up"), "config key methods.fast.config.direction: 'up' is not one of"),
     "missing required slot": (delete("methods.fast.config.optimizer"), "methods.fast.config.optimizer: required slot is missing"),
+    # transparency MEIs: image channels then one alpha channel, blended by AlphaBlend
+    "alpha blend without an alpha channel": (change("methods.fast.config.transform", "AlphaBlend"),
+        "methods.fast.config.initial: a transparency MEI (AlphaBlend in methods.fast.config.transform) has the inputs' 1 channel(s) "
+        "and then one alpha channel, [2, 12, 12], but the initial guess gives [1, 12, 12]: start from {path: WithAlphaChannel"),
+    "alpha channel without alpha blend": (change("methods.fast.config.initial", {"path": "WithAlphaChannel", "kwargs": {"initial": "RandomNormal"}}),
+        "methods.fast.config.initial: the initial guess gives MEIs of shape [2, 12, 12], but this ensemble's inputs are [1, 12, 12]; "
+        "an alpha channel needs AlphaBlend in methods.fast.config.transform"),
+    "backgrounds of the wrong size": (lambda c: c["methods"]["fast"]["config"].update(
+        initial={"path": "WithAlphaChannel", "kwargs": {"initial": "RandomNormal"}},
+        transform={"path": "AlphaBlend", "kwargs": {"background": {"path": "NaturalImageBackground", "kwargs": {"images": "small_backgrounds.npy"}}}}),
+        "methods.fast.config.transform: ValueError: NaturalImageBackground: backgrounds of size (8, 8) do not fit MEIs of size (12, 12)"),
+    "transparency of a Gabor search": (lambda c: c["methods"].update(fast={"method_fn": "mei_core.cmaes.cma_es", "config": {
+        "parameterisation": "Gabor", "transform": "AlphaBlend"}}),
+        "methods.fast.config.initial: a transparency MEI (AlphaBlend in methods.fast.config.transform) has the inputs' 1 channel(s)"),
     # demos
     "old ground-truth spelling": (lambda c: c.update(demo={"d": {"kind": "demo_v1"}}), "demo.d.kind: unknown demo kind 'demo_v1' (the V1 ground truth is now spelt 'v1')"),
     "unknown demo setting": (lambda c: c.update(demo={"d": {"kind": "v1", "cells": 3}}), "demo.d.cells: not a setting of demo kind 'v1'"),

@@ -276,26 +276,48 @@ def test_cma_es_and_gradient_ascent_agree_on_a_differentiable_cell(population):
     assert search.scores[0] >= 0.99 * gradient.scores[0]
 
 
+def transparency_method(backgrounds: str) -> dict:
+    """A gradient method making transparency MEIs, written as a YAML user would."""
+    return {"config": {
+        "initial": {"path": "WithAlphaChannel", "kwargs": {"initial": {"path": "RandomNormal", "kwargs": {"std": 0.5}}, "alpha": 0.0}},
+        "optimizer": {"path": "SGD", "kwargs": {"lr": 0.2}},
+        "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": 10}},
+        "transform": {"path": "AlphaBlend", "kwargs": {"background": {"path": "NaturalImageBackground", "kwargs": {"images": backgrounds}}}},
+        "regularization": {"path": "OpacityPenalty", "kwargs": {"weight": 0.5}},
+        "precondition": [{"path": "DivideByMeanOfAbsolute"}],
+        "postprocessing": [{"path": "ClipRange", "kwargs": {"x_min": -3.0, "x_max": 3.0}}],
+    }}
+
+
 @pytest.mark.slow
-def test_a_cma_es_method_runs_through_the_pipeline(tmp_path):
+def test_a_cma_es_method_and_a_transparency_method_run_through_the_pipeline(tmp_path):
+    import os
+
     import pandas as pd
     import xarray as xr
 
+    from mei_core.ensembles import load_ensemble
+    from mei_core.files import read_json
     from workflow_support import make_project, snakemake, tiny_config
 
     config = tiny_config()
-    config["shard_size"] = 4  # one job
+    config["shard_size"] = 4  # one job per method
     # two MEIs per neuron, each searched through 4 jitter draws per generation
     config["methods"] = {"cma": {"method_fn": "mei_core.cmaes.cma_es", "config": {
         **cma_es_preset("Gabor", norm=6.0, max_generations=8), "trace_interval": 4, "n_meis": 2,
-        "transform": {"path": "Jitter", "kwargs": {"max_jitter": 1}}}}}
+        "transform": {"path": "Jitter", "kwargs": {"max_jitter": 1}}}},
+        "transparent": transparency_method("backgrounds.npy")}
     folder = make_project(tmp_path / "project", config)
+    backgrounds = np.random.default_rng(0).normal(size=(5, 12, 12)).astype(np.float32)
+    np.save(folder / "backgrounds.npy", backgrounds)
     snakemake(folder)
     scores = pd.read_parquet(folder / "results" / "scores.parquet")
-    assert len(scores) == 8 and (scores["n_iterations"] == 8).all() and (scores["stop_reason"] == "max_generations").all()
-    assert scores.groupby("neuron_id")["mei_index"].apply(sorted).tolist() == [[0, 1]] * 4
-    assert scores["heldout_score"].notna().all()
-    meis = xr.open_zarr(folder / "results" / "tiny.zarr")["mei"].sel({"method": "cma", "seed": 0})
+    cma = scores[scores["method"] == "cma"]
+    assert len(cma) == 8 and (cma["n_iterations"] == 8).all() and (cma["stop_reason"] == "max_generations").all()
+    assert cma.groupby("neuron_id")["mei_index"].apply(sorted).tolist() == [[0, 1]] * 4
+    assert scores["heldout_score"].notna().all() and len(scores) == 12
+    dataset = xr.open_zarr(folder / "results" / "tiny.zarr")
+    meis = dataset["mei"].sel({"method": "cma", "seed": 0})
     assert meis.dims[:2] == ("neuron", "mei_index") and meis.sizes["mei_index"] == 2
     values = meis.values
     norms = np.sqrt((values.reshape(8, -1) ** 2).sum(1))
@@ -304,6 +326,27 @@ def test_a_cma_es_method_runs_through_the_pipeline(tmp_path):
     traces = pd.read_parquet(folder / "results" / "traces.parquet")
     assert sorted(traces["tracker"].unique()) == ["best", "mean"] and sorted(traces["step"].unique()) == [0, 4]
     assert sorted(traces["mei_index"].unique()) == [0, 1]
+
+    # the transparency MEIs: the image in `mei` (the inputs' one channel), the opacity beside it
+    assert dataset["opacity"].dims == ("method", "seed", "neuron", "mei_index", "y", "x")
+    image = dataset["mei"].sel({"method": "transparent", "seed": 0, "mei_index": 0}).values  # 4×1×12×12
+    opacity = dataset["opacity"].sel({"method": "transparent", "seed": 0, "mei_index": 0}).values  # 4×12×12
+    assert np.isfinite(image).all() and ((opacity > 0) & (opacity < 1)).all() and opacity.std() > 0.01
+    assert np.isnan(dataset["opacity"].sel({"method": "cma"}).values).all()  # no transparency: no opacity
+    # the score and held-out score are of the MEI blended onto the evaluation background (the images' mean)
+    blended = torch.from_numpy(image * opacity[:, None] + backgrounds.mean(0) * (1 - opacity[:, None]))
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        members, held_out = (load_ensemble(read_json(folder / "resources" / "ensembles" / "tiny" / f"{group}.manifest.json"))
+                             for group in ("members", "validation_members"))
+        with torch.no_grad():
+            expected = {"score": members(blended)[torch.arange(4), torch.arange(4)], "heldout_score": held_out(blended)[torch.arange(4), torch.arange(4)]}
+    finally:
+        os.chdir(cwd)
+    for name, values in expected.items():
+        stored = dataset[name].sel({"method": "transparent", "seed": 0, "mei_index": 0}).values
+        np.testing.assert_allclose(stored, values.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_editing_a_decoder_module_changes_the_method_hash(tmp_path, monkeypatch):
