@@ -124,7 +124,7 @@ def _create_store(staging: Path, layout: StoreLayout, manifest: dict[str, Any], 
     if layout.opacity:
         arrays["opacity"] = group.create_array("opacity", shape=layout.item_shape + layout.input_shape[1:], chunks=layout.item_chunks + layout.input_shape[1:],
                                                dtype="float32", fill_value=np.nan, dimension_names=layout.item_dims + dims[1:], compressors=checked_compressors())
-        arrays["opacity"].attrs["description"] = ("opacity of a transparency MEI (1 opaque, 0 transparent); the model saw "
+        arrays["opacity"].attrs["description"] = ("opacity of a transparency MEI (1 opaque, 0 transparent: its alpha channel as AlphaBlend reads it); the model saw "
                                                   "mei·opacity + background·(1 − opacity). NaN for methods without transparency")
     for name, dtype, fill in [("score", "float32", np.nan), ("heldout_score", "float32", np.nan), ("n_iterations", "int32", -1)]:
         arrays[name] = group.create_array(name, shape=layout.item_shape, chunks=layout.item_chunks, dtype=dtype, fill_value=fill,

@@ -34,8 +34,9 @@ Where ours differs on purpose (a :class:`SinzlabTranslationWarning` says so when
 - Every regularizer, preconditioner and postprocessor acts per row; sinzlab's reduce over the batch
   (``torch.mean`` of per-image values, ``DivideByMeanOfAbsolute`` broadcasts a per-image vector
   against the last dimension): identical for one MEI per call (``n_meis: 1``), which is sinzlab's use.
-- Random transforms and backgrounds draw from each item's generator, not from torch's / numpy's
-  global state: the same distributions, other draws.
+- Random transforms and backgrounds draw from each MEI's own counter-based stream
+  (:mod:`mei_core.streams`), not from torch's / numpy's global state: the same distributions, other
+  draws.
 - ``TotalVariation``: sinzlab's vertical term is ``|x[:, :, 1:] − x[:, :, -1:]|`` (each row against the
   *last* row); ours takes neighbouring rows, the definition its docstring cites.
 - ``transparency``: translated to ``WithAlphaChannel`` (alpha 0.5 appended), ``AlphaBlend(alpha:
@@ -45,6 +46,8 @@ Where ours differs on purpose (a :class:`SinzlabTranslationWarning` says so when
   ``Transparency``. sinzlab's own loss ``(−f + R(ᾱ))·(1 − w·ᾱ)`` (a product), its blend of image
   channel 0 with the first row of the background image (``bg[[0], ...]`` of an ``H×W`` image) and its
   skipping of the transform are not reproduced: the MEI is of the same kind, not formula-identical.
+  Like sinzlab's, the returned MEI is ``[image channels, alpha]``; in a pipeline run the Zarr store
+  keeps the image channels in ``mei`` and the alpha in ``opacity``.
 - The score we report is the objective of the returned MEI; sinzlab returns the evaluation of the input
   before its last step.
 
