@@ -115,10 +115,10 @@ def sample_at(maps: Tensor, positions: Tensor, planes: Tensor | None = None) -> 
     if planes is None:
         flat, offset = maps.reshape(*maps.shape[:-2], height * width), 0
     else:
-        flat, offset = maps.reshape(*maps.shape[:-3], -1), planes.long() * (height * width)
+        flat, offset = maps.reshape(*maps.shape[:-3], maps.shape[-3] * height * width), planes.long() * (height * width)
     if torch.equal(positions, positions.round()):  # on pixel centres: bilinear weights are 0 or 1
         index = positions[:, 0].long().clamp(0, height - 1) * width + positions[:, 1].long().clamp(0, width - 1)
-        return flat[..., offset + index]
+        return flat.index_select(-1, offset + index)
     y = positions[:, 0].clamp(0, height - 1)
     x = positions[:, 1].clamp(0, width - 1)
     y0 = y.floor().clamp(max=height - 2 if height > 1 else 0).long()
@@ -129,7 +129,7 @@ def sample_at(maps: Tensor, positions: Tensor, planes: Tensor | None = None) -> 
     wx = (x - x0.to(x.dtype)).to(maps.dtype)
 
     def at(yy: Tensor, xx: Tensor) -> Tensor:
-        return flat[..., offset + yy * width + xx]
+        return flat.index_select(-1, offset + yy * width + xx)
 
     return ((1 - wy) * (1 - wx) * at(y0, x0) + (1 - wy) * wx * at(y0, x1)
             + wy * (1 - wx) * at(y1, x0) + wy * wx * at(y1, x1))

@@ -298,7 +298,7 @@ class VirtualRetina(nn.Module):
         self.surrogate = surrogate
         self.surrogate_beta = float(surrogate_beta)
         self.spikes = False  # forward()'s default: rates
-        self.block_floats = 1 << 20
+        self.block_floats = 1 << 22
 
     # ------------------------------------------------------------------------- sizes and units
     @property
@@ -509,19 +509,19 @@ class VirtualRetina(nn.Module):
                 drive = torch.addcmul(drive, draws[..., :self.n_cells], sigma_v * torch.sqrt(1.0 - decay * decay))
             if refractory_noise:
                 refr_draw = (refr_mean + refr_stdev * draws[..., n_draws - self.n_cells:n_draws]).clamp_min(0.0)
-        free_below, dt = 0.5 * self.dt, self.dt
+        free_below, dt, zero = 0.5 * self.dt, self.dt, rates.new_zeros(())
         recording = torch.is_grad_enabled()
         outputs = []
         for t in range(frames):
             free = refractory < free_below
-            v = torch.where(free, torch.addcmul(drive[t], membrane, decay), 0.0)
+            v = torch.where(free, torch.addcmul(drive[t], membrane, decay), zero)
             if recording:
                 spike = spike_with_surrogate(v - 1.0, self.surrogate, self.surrogate_beta) * free.to(v.dtype)
                 fired = spike.detach() > 0
             else:  # the same values without the autograd Function's per-call overhead
                 spike = fired = v >= 1.0
             # Reset and refractory clocks are not differentiated (the usual detached reset).
-            membrane = torch.where(fired, 0.0, v)
+            membrane = torch.where(fired, zero, v)
             refractory = torch.where(fired, refr_draw[t] if refractory_noise else refr_draw, refractory - dt)
             outputs.append(spike)
         new = dict(state)
