@@ -73,7 +73,6 @@ import torch
 from torch import Tensor, nn
 
 from .filters import (
-    blur_with,
     NO_BLUR_SIGMA,
     exponential_cascade_coefficients,
     sample_at,
@@ -428,17 +427,26 @@ class VirtualRetina(nn.Module):
                       ) -> tuple[Tensor, Tensor, Tensor]:
         """The bipolar ODE over frames: ``drive`` (``λ_in I_OPL``, T×B×P) → V_Bip (T×B×P) and the last
         ``V``, ``Σ = λ_A E_τA V²`` (``g_A = g0_A + G_σA Σ``)."""
+        frames, b, pixels = drive.shape
         h, w = self.size
-        rows, cols = (None if m is None else m.to(drive) for m in plan["blur"])
+        rows, cols = plan["blur"]
+        rows, cols_t = (None, None) if rows is None else (rows.to(drive), cols.t().to(drive).contiguous())
         decay, gain, leak, minus_dt = plan["adaptation_decay"], plan["gain"], self.bipolar_leak, -self.dt
+        # g_A ≥ g0_A > 0 when λ_A ≥ 0 and Σ ≥ 0 (the blur's weights are ≥ 0): the clamp can go
+        positive = bool(leak.detach() > _TINY) and bool(self.adaptation_amplification.detach() >= 0) and bool(
+            (adaptation.detach() >= 0).all())
+        v, adaptation = v.reshape(b, h, w), adaptation.reshape(b, h, w)
         outputs = []
-        for frame in drive.unbind(0):
-            g = (leak + blur_with(adaptation.view(-1, h, w), rows, cols).view_as(adaptation)).clamp_min(_TINY)
+        for frame in drive.view(frames, b, h, w).unbind(0):
+            g = leak + (adaptation if rows is None else torch.matmul(rows, torch.matmul(adaptation, cols_t)))
+            if not positive:
+                g = g.clamp_min(_TINY)
             target = frame / g
             v = torch.addcmul(target, v - target, torch.exp(g * minus_dt))
             adaptation = torch.addcmul(adaptation * decay, v * v, gain)
             outputs.append(v)
-        return (torch.stack(outputs) if outputs else drive), v, adaptation
+        voltages = torch.stack(outputs).view(frames, b, pixels) if outputs else drive
+        return voltages, v.reshape(b, pixels), adaptation.reshape(b, pixels)
 
     def _run(self, x: Tensor, state: dict[str, Tensor], plan: dict[str, Any], maps: dict[str, Tensor] | None = None
              ) -> tuple[Tensor, dict[str, Tensor]]:
