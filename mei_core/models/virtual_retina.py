@@ -389,9 +389,10 @@ class VirtualRetina(nn.Module):
                 for i in range(self.sign.shape[0])]
 
     def _plan(self, maps: bool = False) -> dict[str, Any]:
-        """What the loops over frames need from the parameters, computed once per call: the linear
-        systems (one, or without gain control feedback, two around the bipolar ODE), the gain control's
-        constants and blur matrices, the cells' LIF constants."""
+        """What the loops over frames need from the parameters, computed once per call and shared by
+        its blocks: the linear systems (one without gain-control feedback, else two around the bipolar
+        ODE), the gain control's constants and blur matrices, ``N``'s parameters per layer. ``maps``:
+        the one system also reads out I_OPL and V_Bip (for :meth:`stage_outputs`)."""
         blocks, k_opl, current = self._opl_system()
         n_layers = self.sign.shape[0]
         # With λ_A = 0 (and no gradient wanted for it) g_A ≡ g0_A: the bipolar stage is linear too.
