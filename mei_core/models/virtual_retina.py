@@ -241,6 +241,8 @@ class VirtualRetina(nn.Module):
     change the speed only, never a value.
     """
 
+    block_floats = 1 << 22  # 16 MiB of float32: the fastest measured (1 and 16 items, 32 MiB L3)
+
     def __init__(
         self,
         size: tuple[int, int],
@@ -299,7 +301,6 @@ class VirtualRetina(nn.Module):
         self.surrogate = surrogate
         self.surrogate_beta = float(surrogate_beta)
         self.spikes = False  # forward()'s default: rates
-        self.block_floats = 1 << 22  # 16 MiB of float32: the fastest measured (1 and 16 items, 32 MiB L3)
 
     # ------------------------------------------------------------------------- sizes and units
     @property
