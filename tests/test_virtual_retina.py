@@ -246,6 +246,35 @@ def test_an_item_alone_equals_the_item_in_a_batch_and_runs_repeat_bitwise() -> N
             torch.testing.assert_close(model(x[i:i + 1])[0], batch[i], rtol=0, atol=1e-5)
 
 
+def test_blocks_chunks_and_autograd_take_the_same_float_steps() -> None:
+    # Frames run in blocks (block_floats), chunks carry the state, autograd records a second code path
+    # (no in-place buffers): all must give bitwise the same rates, with and without gain-control feedback.
+    model = _adaptive_demo()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(3, 2, 23, 16, 16, generator=torch.Generator().manual_seed(4))
+    for lam in (50.0, 0.0):
+        model.adaptation_amplification.fill_(lam)
+        with torch.no_grad():
+            reference = model(x)
+            for chunk in (1, 5):
+                assert torch.equal(model.run_in_chunks(x, chunk), reference)
+            model.block_floats = 1  # one frame per block
+            assert torch.equal(model(x), reference)
+            model.block_floats = 1 << 22
+        recorded = model(x.clone().requires_grad_(True))
+        assert recorded.requires_grad and torch.equal(recorded.detach(), reference)
+
+
+def test_noise_of_a_whole_chunk_is_the_stream_of_one_draw_per_frame() -> None:
+    # _spikes draws T×(16·k) normals at once per item; torch's CPU sampler must give the rows of
+    # T draws of 16·k each (what makes noisy chunked runs equal one run).
+    for width in (16, 48):
+        whole = torch.randn(5, width, generator=torch.Generator().manual_seed(9))
+        g = torch.Generator().manual_seed(9)
+        assert torch.equal(whole, torch.stack([torch.randn(width, generator=g) for _ in range(5)]))
+
+
 def test_gradients_reach_the_input_and_no_graph_spans_chunks() -> None:
     model = _adaptive_demo()
     x = torch.randn(1, 2, 20, 16, 16, generator=torch.Generator().manual_seed(3)).requires_grad_(True)

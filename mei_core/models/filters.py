@@ -81,12 +81,15 @@ def blur_with(x: Tensor, rows: Tensor | None, cols: Tensor | None) -> Tensor:
     return x
 
 
+NO_BLUR_SIGMA = 0.05  # px: a Gaussian this narrow is a delta to float precision
+
+
 def spatial_blur_matrices(size: tuple[int, int], sigma: float | Tensor, truncate: float = 4.0
                           ) -> tuple[Tensor | None, Tensor | None]:
     """The two matrices of :func:`spatial_gaussian_blur` for ``H×W`` images (``None, None`` when
-    ``sigma`` is below 0.05 px, where the kernel is a delta to float precision)."""
+    ``sigma`` is below ``NO_BLUR_SIGMA`` = 0.05 px, where the kernel is a delta to float precision)."""
     sigma_value = float(sigma.detach()) if isinstance(sigma, Tensor) else float(sigma)
-    if sigma_value < 0.05:
+    if sigma_value < NO_BLUR_SIGMA:
         return None, None
     return gaussian_blur_matrix(size[0], sigma, truncate), gaussian_blur_matrix(size[1], sigma, truncate)
 
@@ -104,14 +107,18 @@ def spatial_gaussian_blur(x: Tensor, sigma: float | Tensor, truncate: float = 4.
     return x if rows is None else blur_with(x, rows, cols)
 
 
-def sample_at(maps: Tensor, positions: Tensor) -> Tensor:
+def sample_at(maps: Tensor, positions: Tensor, planes: Tensor | None = None) -> Tensor:
     """Bilinear samples of ``maps`` (``…×H×W``) at ``positions`` (``N×2``, ``(y, x)`` in pixels; clamped
-    to the image) → ``…×N``. Differentiable with respect to ``maps``."""
+    to the image) → ``…×N``. With ``planes`` (``N`` integers) ``maps`` is ``…×L×H×W`` and position ``i``
+    reads plane ``planes[i]``. Differentiable with respect to ``maps``."""
     height, width = maps.shape[-2], maps.shape[-1]
-    flat = maps.reshape(*maps.shape[:-2], height * width)
+    if planes is None:
+        flat, offset = maps.reshape(*maps.shape[:-2], height * width), 0
+    else:
+        flat, offset = maps.reshape(*maps.shape[:-3], maps.shape[-3] * height * width), planes.long() * (height * width)
     if torch.equal(positions, positions.round()):  # on pixel centres: bilinear weights are 0 or 1
         index = positions[:, 0].long().clamp(0, height - 1) * width + positions[:, 1].long().clamp(0, width - 1)
-        return flat[..., index]
+        return flat.index_select(-1, offset + index)
     y = positions[:, 0].clamp(0, height - 1)
     x = positions[:, 1].clamp(0, width - 1)
     y0 = y.floor().clamp(max=height - 2 if height > 1 else 0).long()
@@ -122,7 +129,7 @@ def sample_at(maps: Tensor, positions: Tensor) -> Tensor:
     wx = (x - x0.to(x.dtype)).to(maps.dtype)
 
     def at(yy: Tensor, xx: Tensor) -> Tensor:
-        return flat[..., yy * width + xx]
+        return flat.index_select(-1, offset + yy * width + xx)
 
     return ((1 - wy) * (1 - wx) * at(y0, x0) + (1 - wy) * wx * at(y0, x1)
             + wy * (1 - wx) * at(y1, x0) + wy * wx * at(y1, x1))
@@ -167,14 +174,12 @@ def run_exponential_cascade(x: Tensor, state: Tensor, phi: Tensor, gamma: Tensor
 def virtual_retina_nonlinearity(v: Tensor, i0: Tensor | float, v0: Tensor | float, slope: Tensor | float) -> Tensor:
     """Virtual Retina's rectification ``N(v)`` (Wohrer & Kornprobst 2009, eq. 9): linear
     ``i0 + λ(v − v0)`` above ``v0`` and ``i0 / (1 − λ(v − v0)/i0)`` below (a smooth approach to 0 as
-    ``v → −∞``); value and slope are continuous at ``v0``. Each branch sees a clamped argument so that neither
-    branch can send NaN gradients through the other; at ``v = v0`` exactly the slope is λ (one branch
-    takes the gradient)."""
-    d = v - v0
-    zero = torch.zeros_like(d)
-    below = torch.where(d < 0, d, zero)
-    above = torch.where(d < 0, zero, d)
-    return i0 / (1.0 - slope * below / i0) + slope * above
+    ``v → −∞``); value and slope are continuous at ``v0``. Computed without branches: with ``e = λ(v −
+    v0)`` and ``e⁻ = min(e, 0)``, ``N = (e − e⁻) + i0²/(i0 − e⁻)``, whose denominator stays ≥ ``i0``, so
+    no NaN gradients; at ``v = v0`` the slope is λ."""
+    excess = (v - v0) * slope
+    below = excess.clamp_max(0.0)
+    return (excess - below) + (i0 * i0) / (i0 - below)
 
 
 def _log_parameter(value: float) -> nn.Parameter:

@@ -36,10 +36,24 @@ Discretisation (one frame = one step ``dt``; the input is held constant over the
 - Gaussians are separable sampled kernels of unit sum (radius ``4σ``), edges replicated (Virtual
   Retina blurs recursively with Deriche's filter; convis convolves).
 
-Time loops run over frames only; each step acts on whole ``B×H×W`` maps. Every op and random draw
-is per batch item (one ``torch.Generator`` per item), so an item alone equals the same item in a
-batch. The state (all filter states, ``V``, ``g_A``, membranes, refractory clocks) can be carried:
-``run_in_chunks(x, chunk)`` equals one run; the state is detached between chunks.
+Computation. Blurs commute with the temporal filters, so the surround's blur moves to the input:
+with ``u_t = (G_σC L_t, G_σS G_σC L_t)`` (blurred for all frames at once, two banded-matrix products
+each), the OPL is a linear recursion on a few states per pixel — the centre cascade and undershoot on
+``u_0``, the same on ``u_1``, the surround — composed within a frame into ``z_t = A z_{t−1} + B u_t``
+and read out as ``y_t = C z_t + D u_t``: one batched matrix product ``[y_t; z_t] = W [z_{t−1}; u_t]``
+per frame. Without gain control feedback (``λ_A = 0`` and no gradient wanted for it) the bipolar
+stage (``V_t = e V_{t−1} + (1 − e) λ_in I_OPL,t / g0_A``) and the ganglion transients join the same
+recursion, which then yields the transients directly; otherwise the OPL recursion yields ``I_OPL``,
+one loop over frames steps the bipolar ODE (the ``G_σA`` blur of ``g_A`` as two banded-matrix
+products per frame) and a second recursion gives the transients. ``N``, pooling and the cells'
+read-out then act on all frames at once, and the LIF is the last loop over frames. Long inputs run in
+blocks of frames (``block_floats`` bounds a block's intermediates) with the state carried.
+
+Every op and random draw is per batch item (one ``torch.Generator`` per item), so an item alone
+equals the same item in a batch. The state (the recursions' states, ``V``, ``g_A``, membranes,
+refractory clocks) can be carried: ``run_in_chunks(x, chunk)`` equals one run — each frame goes
+through the same float operations however the frames are split — and the state is detached between
+chunks.
 
 Not modelled: the leaky-heat-equation OPL variant (read, approximated by the separable filters as
 convis does), log-polar schemes and microsaccades (ignored with a warning), spiking adaptation.
@@ -53,15 +67,14 @@ import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from .filters import (
-    blur_with,
+    NO_BLUR_SIGMA,
     exponential_cascade_coefficients,
-    run_exponential_cascade,
     sample_at,
     spatial_blur_matrices,
     spatial_gaussian_blur,
@@ -142,14 +155,93 @@ def spike_with_surrogate(u: Tensor, kind: str = "fast_sigmoid", beta: float = 5.
     return _SpikeFunction.apply(u, kind, float(beta))
 
 
+# ----------------------------------------------------------------------------- linear recursions
+# A block of states of a linear recursion: (Φ n×n, Γ n, reads). Its states step as s_t = Φ s_{t−1} + Γ r_t
+# with the input r_t = Σ weight · source, source = ("u", i): input i at frame t, or ("z", j): state j at
+# frame t (a state of an earlier block, already stepped). A read-out is a list of reads as well.
+_Read = tuple[str, int, Any]
+_Block = tuple[Tensor, Tensor, list[_Read]]
+
+
+class _Linear(NamedTuple):
+    """A linear recursion ``z_t = A z_{t−1} + B u_t`` (``k`` states, ``m`` inputs) with read-outs ``y_t =
+    C z_t + D u_t`` (``r`` of them), as the one matrix ``W = [[C A, C B + D], [A, B]]`` that maps
+    ``[z_{t−1}; u_t]`` to ``[y_t; z_t]``."""
+
+    w: Tensor
+    k: int
+    m: int
+    r: int
+
+
+def _linear_system(blocks: Sequence[_Block], reads: Sequence[Sequence[_Read]], n_inputs: int) -> _Linear:
+    """The one-step map of ``blocks`` stepped in order within a frame (a block's input may read states of
+    earlier blocks at the same frame), and the read-outs ``reads``. Differentiable in Φ, Γ and the weights."""
+    k = sum(int(gamma.shape[0]) for _, gamma, _ in blocks)
+    like = blocks[0][1]
+    unit_u, unit_z = (torch.eye(n, dtype=like.dtype, device=like.device) for n in (n_inputs, k))
+    a_rows: list[Tensor] = []  # z_t[j] = a_rows[j] · z_{t−1} + b_rows[j] · u_t for the states done
+    b_rows: list[Tensor] = []
+    for phi, gamma, block_reads in blocks:
+        n, done = int(gamma.shape[0]), len(a_rows)
+        read_a, read_b = like.new_zeros(k), like.new_zeros(n_inputs)
+        for source, index, weight in block_reads:
+            if source == "u":
+                read_b = read_b + weight * unit_u[index]
+            elif index < done:
+                read_a, read_b = read_a + weight * a_rows[index], read_b + weight * b_rows[index]
+            else:
+                raise ValueError("a block reads states of earlier blocks only")
+        own = torch.cat([like.new_zeros(n, done), phi.to(like), like.new_zeros(n, k - done - n)], 1)
+        a_rows += list((own + gamma[:, None] * read_a).unbind(0))
+        b_rows += list((gamma[:, None] * read_b).unbind(0))
+    step = torch.cat([torch.stack(a_rows), torch.stack(b_rows)], 1)  # [A, B]
+    out_rows = []
+    for read in reads:  # y_t = Σ w z_t[i] + Σ w u_t[i] = (Σ w [A, B][i]) [z_{t−1}; u_t] + Σ w u_t[i]
+        row = like.new_zeros(k + n_inputs)
+        for source, index, weight in read:
+            row = row + weight * (step[index] if source == "z" else torch.cat([like.new_zeros(k), unit_u[index]]))
+        out_rows.append(row)
+    return _Linear(torch.cat([torch.stack(out_rows), step]), k, n_inputs, len(out_rows))
+
+
+def _run_linear(system: _Linear, inputs: Sequence[Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
+    """Run ``system`` on ``inputs`` (``m`` tensors ``T×B×P``) from the states ``z`` (``B×k×P``): one batched
+    matrix product per frame, ``[y_t; z_t] = W [z_{t−1}; u_t]``. Returns the read-outs ``T×B×r×P`` and the
+    last ``z``."""
+    w, k, m, r = system
+    frames, batch, pixels = inputs[0].shape
+    w = w.to(z).expand(batch, -1, -1).contiguous()
+    if torch.is_grad_enabled():
+        u = torch.stack(list(inputs), 2)
+        outputs = []
+        for t in range(frames):
+            yz = torch.bmm(w, torch.cat([z, u[t]], 1))
+            outputs.append(yz[:, :r])
+            z = yz[:, r:]
+        return (torch.stack(outputs) if outputs else u.new_zeros(0, batch, r, pixels)), z
+    # The same products without autograd, in one buffer: frame t holds [y_t; z_t; u_{t+1}].
+    buffer = z.new_empty(frames + 1, batch, r + k + m, pixels)
+    buffer[0, :, r:r + k] = z
+    for i, u in enumerate(inputs):
+        buffer[:frames, :, r + k + i] = u
+    for t in range(frames):
+        torch.bmm(w, buffer[t, :, r:], out=buffer[t + 1, :, :r + k])
+    return buffer[1:, :, :r], buffer[frames, :, r:r + k].clone()
+
+
 class VirtualRetina(nn.Module):
     """Virtual Retina on ``H×W`` videos with ``N`` ganglion cells at ``(y, x)`` pixel positions.
 
     ``forward(x)`` maps ``B×C×T×H×W`` to ``B×T×N`` ganglion rates (Hz), or spikes per frame with
     ``spikes=True``. Continuous parameters of the OPL, the gain control and the ganglion layers are
     ``nn.Parameter``s (fit them with :func:`mei_core.models.retina.fit_parameters`); ``dt``, ``ppd``,
-    the input range, ``n_C`` and the spiking parameters are fixed.
+    the input range, ``n_C`` and the spiking parameters are fixed. ``block_floats`` (default 2²²)
+    bounds the floats a block of frames keeps per pass (batch × pixels × states × frames); blocks
+    change the speed only, never a value.
     """
+
+    block_floats = 1 << 22  # 16 MiB of float32: the fastest measured (1 and 16 items, 32 MiB L3)
 
     def __init__(
         self,
@@ -240,7 +332,8 @@ class VirtualRetina(nn.Module):
 
     def initial_state(self, x: Tensor) -> dict[str, Tensor]:
         """The steady state for a uniform screen of ``initial_luminance`` (0 by default: a blank,
-        all-zero state), as Virtual Retina starts from a uniform screen."""
+        all-zero state), as Virtual Retina starts from a uniform screen. Maps are flattened to ``P =
+        H·W`` pixels; ``opl`` holds the OPL recursion's states (see :meth:`_opl_system`)."""
         b, (h, w) = x.shape[0], self.size
         n_layers = self.sign.shape[0]
         lum = self.initial_luminance
@@ -250,96 +343,164 @@ class VirtualRetina(nn.Module):
             current = amp * (1.0 - float(self.opl_relative_weight.detach())) * centre_dc
             v_bip = self._bipolar_steady_state(current)
         full = lambda *shape, value: x.new_full(shape, value)  # noqa: E731
+        n = self.n_center + 1
+        # centre cascade, undershoot (on the centre), then the same two on the surround's input, surround
+        opl = [lum] * (n + 1) + [lum] * (n + 1) + [centre_dc]
         return {
-            "center": full(self.n_center + 1, b, 1, h, w, value=lum),
-            "undershoot": full(1, b, 1, h, w, value=lum),
-            "surround": full(1, b, 1, h, w, value=centre_dc),
-            "v_bip": full(b, h, w, value=v_bip),
-            "adaptation": full(b, h, w, value=float(self.adaptation_amplification.detach()) * v_bip * v_bip),
-            "transient": full(1, b, n_layers, h, w, value=v_bip),
+            "opl": torch.tensor(opl, dtype=x.dtype, device=x.device).view(1, -1, 1).expand(b, -1, h * w).clone(),
+            "v_bip": full(b, h * w, value=v_bip),
+            "adaptation": full(b, h * w, value=float(self.adaptation_amplification.detach()) * v_bip * v_bip),
+            "transient": full(b, n_layers, h * w, value=v_bip),
             "membrane": x.new_zeros(b, self.n_cells),
             "refractory": x.new_zeros(b, self.n_cells),
             "started": x.new_zeros(b),
         }
 
-    # ------------------------------------------------------------------------- stages
-    def _luminance(self, x: Tensor) -> Tensor:
-        if x.dim() != 5 or x.shape[1] != self.channels or tuple(x.shape[3:]) != self.size:
-            raise ValueError(f"expected a B×C×T×H×W video with C={self.channels}, H×W={self.size}, got {tuple(x.shape)}")
-        return torch.einsum("bcthw,c->bthw", x, self.channel_weights.to(x.dtype)).unsqueeze(1)  # B×1×T×H×W
-
-    def _opl(self, lum: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        new = dict(state)
-        blurred = spatial_gaussian_blur(lum, self._pixels(self.sigma_center))
-        tau_c, stages = self._center_stages()
-        phi, gamma = exponential_cascade_coefficients(tau_c, stages, self.dt)
-        centre, new["center"] = run_exponential_cascade(blurred, state["center"], phi, gamma)
-        phi, gamma = exponential_cascade_coefficients(self.undershoot_tau.clamp_min(_TINY), 1, self.dt)
-        slow, new["undershoot"] = run_exponential_cascade(centre, state["undershoot"], phi, gamma)
-        centre = centre - self.undershoot_weight * slow
-        spread = spatial_gaussian_blur(centre, self._pixels(self.sigma_surround))
-        phi, gamma = exponential_cascade_coefficients(self.tau_surround.clamp_min(_TINY), 1, self.dt)
-        surround, new["surround"] = run_exponential_cascade(spread, state["surround"], phi, gamma)
+    # ------------------------------------------------------------------------- linear recursions
+    def _opl_system(self) -> tuple[list[_Block], int, list[_Read]]:
+        """The OPL as blocks on the inputs ``u = (G_σC L, G_σS G_σC L)``, its number of states, and the
+        read-out of ``I_OPL``. States: the centre cascade ``E_C`` and the undershoot ``E_τU`` on ``u_0``,
+        the same two on ``u_1`` (the surround's input: blurs commute with temporal filters), then the
+        surround ``E_τS`` on ``T_U E_C u_1``."""
+        tau_c, n = self._center_stages()
+        centre = exponential_cascade_coefficients(tau_c, n, self.dt)
+        under = exponential_cascade_coefficients(self.undershoot_tau.clamp_min(_TINY), 1, self.dt)
+        surround = exponential_cascade_coefficients(self.tau_surround.clamp_min(_TINY), 1, self.dt)
+        w_u = self.undershoot_weight
+        last_a, under_a, last_b, under_b, surround_index = n - 1, n, 2 * n, 2 * n + 1, 2 * n + 2
+        blocks = [
+            (*centre, [("u", 0, 1.0)]),
+            (*under, [("z", last_a, 1.0)]),
+            (*centre, [("u", 1, 1.0)]),
+            (*under, [("z", last_b, 1.0)]),
+            (*surround, [("z", last_b, 1.0), ("z", under_b, -w_u)]),
+        ]
         amp = self.opl_amplification / self.input_luminosity_range
-        return amp * (centre - self.opl_relative_weight * surround), new
+        current = [("z", last_a, amp), ("z", under_a, -amp * w_u), ("z", surround_index, -amp * self.opl_relative_weight)]
+        return blocks, surround_index + 1, current
 
-    def _bipolar(self, current: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """``current``: B×1×T×H×W → V_Bip B×T×H×W."""
-        v, adaptation = state["v_bip"], state["adaptation"]
-        decay = torch.exp(-self.dt / self.adaptation_tau.clamp_min(_TINY))
-        blur_rows, blur_cols = spatial_blur_matrices(self.size, self._pixels(self.adaptation_sigma))
-        # With λ_A = 0 and no gradient wanted for it, g_A ≡ g0_A: skip the per-frame blur.
+    def _transient_blocks(self, reads: list[_Read]) -> list[_Block]:
+        """One ganglion transient low-pass ``E_τG`` per layer, each reading ``reads`` (V_Bip)."""
+        tau = self.transient_tau.clamp_min(_TINY)
+        return [(*exponential_cascade_coefficients(tau[i], 1, self.dt), reads) for i in range(tau.shape[0])]
+
+    def _transient_reads(self, v_bip: tuple[str, int], first: int) -> list[list[_Read]]:
+        """``sign · (V_Bip − w_G E_τG V_Bip)`` per layer; the low-passes are states ``first, first + 1, …``."""
+        return [[(*v_bip, self.sign[i]), ("z", first + i, -self.sign[i] * self.transient_weight[i])]
+                for i in range(self.sign.shape[0])]
+
+    def _plan(self, maps: bool = False) -> dict[str, Any]:
+        """What the loops over frames need from the parameters, computed once per call and shared by
+        its blocks: the linear systems (one without gain-control feedback, else two around the bipolar
+        ODE), the gain control's constants and blur matrices, ``N``'s parameters per layer. ``maps``:
+        the one system also reads out I_OPL and V_Bip (for :meth:`stage_outputs`)."""
+        blocks, k_opl, current = self._opl_system()
+        n_layers = self.sign.shape[0]
+        # With λ_A = 0 (and no gradient wanted for it) g_A ≡ g0_A: the bipolar stage is linear too.
         feedback = bool(self.adaptation_amplification.detach() != 0) or (
             torch.is_grad_enabled() and self.adaptation_amplification.requires_grad)
-        drive = self.bipolar_amplification * current[:, 0]
-        outputs = []
-        for frame in drive.unbind(1):
-            g = self.bipolar_leak + (blur_with(adaptation, blur_rows, blur_cols) if feedback else 0.0)
-            g = g.clamp_min(_TINY) if isinstance(g, Tensor) else g
-            target = frame / g
-            v = target + (v - target) * torch.exp(-g * self.dt)
-            adaptation = decay * adaptation + (1.0 - decay) * self.adaptation_amplification * v * v
-            outputs.append(v)
-        new = dict(state)
-        new["v_bip"], new["adaptation"] = v, adaptation
-        return torch.stack(outputs, dim=1) if outputs else drive, new
+        adaptation_decay = torch.exp(-self.dt / self.adaptation_tau.clamp_min(_TINY))
+        plan: dict[str, Any] = {"feedback": feedback, "k_opl": k_opl, "adaptation_decay": adaptation_decay}
+        if not feedback:
+            # V ← e V + (1 − e) λ_in I_OPL / g0_A with e = exp(−g0_A dt), then the transients: one recursion.
+            g = self.bipolar_leak.clamp_min(_TINY)
+            e = torch.exp(-g * self.dt)
+            blocks = blocks + [(e.view(1, 1), (1.0 - e).view(1), [(s, i, c * self.bipolar_amplification / g)
+                                                                  for s, i, c in current])]
+            reads = self._transient_reads(("z", k_opl), k_opl + 1) + ([current, [("z", k_opl, 1.0)]] if maps else [])
+            plan["linear"] = _linear_system(blocks + self._transient_blocks([("z", k_opl, 1.0)]), reads, 2)
+        else:
+            plan["opl"] = _linear_system(blocks, [current], 2)
+            plan["transient"] = _linear_system(self._transient_blocks([("u", 0, 1.0)]),
+                                               self._transient_reads(("u", 0), 0), 1)
+            plan["gain"] = (1.0 - adaptation_decay) * self.adaptation_amplification
+            plan["blur"] = spatial_blur_matrices(self.size, self._pixels(self.adaptation_sigma))
+        plan["pool"] = bool((self._pixels(self.sigma_pool.detach()) >= NO_BLUR_SIGMA).any())
+        plan["nonlinearity"] = tuple(p.view(n_layers, 1) for p in (self.value_at_threshold, self.linear_threshold,
+                                                                    self.amplification))
+        return plan
 
-    def _ganglion(self, v_bip: Tensor, state: dict[str, Tensor], maps: dict[str, Tensor] | None = None
-                  ) -> tuple[Tensor, dict[str, Tensor]]:
-        """V_Bip B×T×H×W → ganglion rates B×T×N (Hz); ``maps`` (if given) receives the pooled maps."""
-        n_layers = self.sign.shape[0]
-        per_layer = v_bip.unsqueeze(1).expand(-1, n_layers, -1, -1, -1)  # B×L×T×H×W
-        tau = self.transient_tau.clamp_min(_TINY).view(n_layers, 1, 1)
-        phi, gamma = exponential_cascade_coefficients(tau, 1, self.dt)
-        slow, transient_state = run_exponential_cascade(per_layer, state["transient"], phi, gamma)
-        view = (1, n_layers, 1, 1, 1)
-        transient = per_layer - self.transient_weight.view(view) * slow
-        rates = virtual_retina_nonlinearity(self.sign.view(view) * transient, self.value_at_threshold.view(view),
-                                            self.linear_threshold.view(view), self.amplification.view(view))
-        pooled = torch.stack([spatial_gaussian_blur(rates[:, i], self._pixels(self.sigma_pool[i]))
-                              for i in range(n_layers)], dim=1)
-        if maps is not None:
-            maps["ganglion"] = pooled
-        # Each layer's map is read at its own cells only; the columns are then put back in cell order.
-        columns, order = [], []
-        for i in range(n_layers):
-            members = torch.nonzero(self.cell_layers == i).flatten()
-            if members.numel():
-                columns.append(sample_at(pooled[:, i], self.cells[members]))  # B×T×N_i
-                order.append(members)
-        out = torch.cat(columns, dim=-1)[..., torch.argsort(torch.cat(order))]  # B×T×N
+    # ------------------------------------------------------------------------- stages
+    def _luminance(self, x: Tensor) -> Tensor:
+        """``B×C×T×H×W`` → luminance ``T×B×H×W``."""
+        if x.dim() != 5 or x.shape[1] != self.channels or tuple(x.shape[3:]) != self.size:
+            raise ValueError(f"expected a B×C×T×H×W video with C={self.channels}, H×W={self.size}, got {tuple(x.shape)}")
+        return torch.einsum("bcthw,c->tbhw", x, self.channel_weights.to(x.dtype))
+
+    def _gain_control(self, drive: Tensor, v: Tensor, adaptation: Tensor, plan: dict[str, Any]
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+        """The bipolar ODE over frames: ``drive`` (``λ_in I_OPL``, T×B×P) → V_Bip (T×B×P) and the last
+        ``V``, ``Σ = λ_A E_τA V²`` (``g_A = g0_A + G_σA Σ``)."""
+        frames, b, pixels = drive.shape
+        h, w = self.size
+        rows, cols = plan["blur"]
+        rows, cols_t = (None, None) if rows is None else (rows.to(drive), cols.t().to(drive).contiguous())
+        decay, gain, leak, minus_dt = plan["adaptation_decay"], plan["gain"], self.bipolar_leak, -self.dt
+        # g_A ≥ g0_A > 0 when λ_A ≥ 0 and Σ ≥ 0 (the blur's weights are ≥ 0): the clamp can go
+        positive = bool(leak.detach() > _TINY) and bool(self.adaptation_amplification.detach() >= 0) and bool(
+            (adaptation.detach() >= 0).all())
+        v, adaptation = v.reshape(b, h, w), adaptation.reshape(b, h, w)
+        outputs = []
+        for frame in drive.view(frames, b, h, w).unbind(0):
+            g = leak + (adaptation if rows is None else torch.matmul(rows, torch.matmul(adaptation, cols_t)))
+            if not positive:
+                g = g.clamp_min(_TINY)
+            target = frame / g
+            v = torch.addcmul(target, v - target, torch.exp(g * minus_dt))
+            adaptation = torch.addcmul(adaptation * decay, v * v, gain)
+            outputs.append(v)
+        voltages = torch.stack(outputs).view(frames, b, pixels) if outputs else drive
+        return voltages, v.reshape(b, pixels), adaptation.reshape(b, pixels)
+
+    def _run(self, x: Tensor, state: dict[str, Tensor], plan: dict[str, Any], maps: dict[str, Tensor] | None = None
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``x`` (B×C×T×H×W) → ganglion rates ``T×B×N`` (Hz) and the new state; ``maps`` (if given, and
+        the plan made for maps) receives I_OPL and V_Bip (``T×B×P``) and the pooled ganglion maps (``T×B×L×P``)."""
+        lum = self._luminance(x)
+        frames, b, h, w = lum.shape
+        n_layers, k_opl = self.sign.shape[0], plan["k_opl"]
+        centre = spatial_gaussian_blur(lum, self._pixels(self.sigma_center))
+        inputs = [centre.reshape(frames, b, h * w),
+                  spatial_gaussian_blur(centre, self._pixels(self.sigma_surround)).reshape(frames, b, h * w)]
         new = dict(state)
-        new["transient"] = transient_state
-        return out, new
+        if not plan["feedback"]:
+            z = torch.cat([state["opl"], state["v_bip"][:, None], state["transient"]], 1)
+            out, z = _run_linear(plan["linear"], inputs, z)
+            new["opl"], new["v_bip"], new["transient"] = z[:, :k_opl], z[:, k_opl], z[:, k_opl + 1:]
+            new["adaptation"] = state["adaptation"] * plan["adaptation_decay"] ** frames  # λ_A = 0: Σ only decays
+            if maps is not None:
+                maps["opl"], maps["bipolar"] = out[:, :, n_layers], out[:, :, n_layers + 1]
+            transients = out[:, :, :n_layers]
+        else:
+            current, new["opl"] = _run_linear(plan["opl"], inputs, state["opl"])
+            v_bip, new["v_bip"], new["adaptation"] = self._gain_control(
+                self.bipolar_amplification * current[:, :, 0], state["v_bip"], state["adaptation"], plan)
+            transients, new["transient"] = _run_linear(plan["transient"], [v_bip], state["transient"])
+            if maps is not None:
+                maps["opl"], maps["bipolar"] = current[:, :, 0], v_bip
+        ganglion = virtual_retina_nonlinearity(transients, *plan["nonlinearity"])
+        if plan["pool"]:
+            ganglion = torch.stack([spatial_gaussian_blur(ganglion[:, :, i].reshape(frames, b, h, w),
+                                                          self._pixels(self.sigma_pool[i])).reshape(frames, b, h * w)
+                                    for i in range(n_layers)], dim=2)
+        if maps is not None:
+            maps["ganglion"] = ganglion
+        rates = sample_at(ganglion.view(frames, b, n_layers, h, w), self.cells, planes=self.cell_layers)
+        return rates, new
 
     def _spikes(self, rates: Tensor, state: dict[str, Tensor], generators: Sequence[torch.Generator] | None
                 ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Rates B×T×N (Hz) → spikes B×T×N (0/1) from the noisy LIF, per item generators."""
-        b = rates.shape[0]
+        """Rates T×B×N (Hz) → spikes T×B×N (0/1) from the noisy LIF, per item generators.
+
+        Each item draws its noise for all frames of the call at once, ``⌈draws/16⌉·16`` normals per
+        frame: torch's CPU sampler fills blocks of 16 from uniforms taken in order, so this is the
+        stream of one draw per frame, and a chunked run sees the same noise as one run."""
+        frames, b = rates.shape[:2]
         layer = self.cell_layers
         g_leak, sigma_v = self.g_leak[layer], self.sigma_v[layer]
         refr_mean, refr_stdev = self.refr_mean[layer], self.refr_stdev[layer]
-        noisy = bool((sigma_v > 0).any() or (refr_stdev > 0).any() or (self.random_init[layer] > 0).any())
+        voltage_noise, refractory_noise = bool((sigma_v > 0).any()), bool((refr_stdev > 0).any())
+        noisy = voltage_noise or refractory_noise or bool((self.random_init[layer] > 0).any())
         if noisy and (generators is None or len(generators) != b):
             raise ValueError("noisy spiking needs one torch.Generator per batch item (generators=[...])")
         membrane, refractory, started = state["membrane"], state["refractory"], state["started"]
@@ -349,32 +510,35 @@ class VirtualRetina(nn.Module):
             membrane = torch.where(started[:, None] == 0, init, membrane)
         started = torch.ones_like(started)
         decay = torch.exp(-g_leak * self.dt)
-        spread = sigma_v * torch.sqrt(1.0 - decay * decay)
+        # V_m ← decay V_m + drive_t, drive_t = (1 − decay) I_t / g_L + σ_V √(1 − decay²) ξ_t
+        drive = rates * ((1.0 - decay) / g_leak)
+        refr_draw = refr_mean.clamp_min(0.0).expand(b, -1)
+        n_draws = self.n_cells * (int(voltage_noise) + int(refractory_noise))
+        if n_draws:
+            width = 16 * -(-n_draws // 16)
+            draws = torch.stack([torch.randn(frames, width, generator=g) for g in generators], 1).to(rates)
+            if voltage_noise:
+                drive = torch.addcmul(drive, draws[..., :self.n_cells], sigma_v * torch.sqrt(1.0 - decay * decay))
+            if refractory_noise:
+                refr_draw = (refr_mean + refr_stdev * draws[..., n_draws - self.n_cells:n_draws]).clamp_min(0.0)
+        free_below, dt, zero = 0.5 * self.dt, self.dt, rates.new_zeros(())
+        recording = torch.is_grad_enabled()
         outputs = []
-        rests = rates / g_leak  # B×T×N: the membrane's target for each frame's drive
-        for t in range(rates.shape[1]):
-            rest = rests[:, t]
-            v = rest + (membrane - rest) * decay
-            if noisy:
-                draws = torch.stack([torch.randn(2, self.n_cells, generator=g) for g in generators]).to(rates)
-                v = v + spread * draws[:, 0]
-                refr_draw = refr_mean + refr_stdev * draws[:, 1]
-            else:
-                refr_draw = refr_mean.expand(b, -1)
-            free = refractory < 0.5 * self.dt
-            v = torch.where(free, v, torch.zeros_like(v))
-            if torch.is_grad_enabled():
+        for t in range(frames):
+            free = refractory < free_below
+            v = torch.where(free, torch.addcmul(drive[t], membrane, decay), zero)
+            if recording:
                 spike = spike_with_surrogate(v - 1.0, self.surrogate, self.surrogate_beta) * free.to(v.dtype)
+                fired = spike.detach() > 0
             else:  # the same values without the autograd Function's per-call overhead
-                spike = ((v >= 1.0) & free).to(v.dtype)
-            fired = spike.detach() > 0
+                spike = fired = v >= 1.0
             # Reset and refractory clocks are not differentiated (the usual detached reset).
-            membrane = torch.where(fired, torch.zeros_like(v), v)
-            refractory = torch.where(fired, refr_draw.clamp_min(0.0), refractory - self.dt)
+            membrane = torch.where(fired, zero, v)
+            refractory = torch.where(fired, refr_draw[t] if refractory_noise else refr_draw, refractory - dt)
             outputs.append(spike)
         new = dict(state)
         new["membrane"], new["refractory"], new["started"] = membrane, refractory, started
-        return (torch.stack(outputs, dim=1) if outputs else rates), new
+        return (torch.stack(outputs).to(rates.dtype) if outputs else rates), new
 
     # ------------------------------------------------------------------------- running
     def step(
@@ -387,24 +551,33 @@ class VirtualRetina(nn.Module):
         """Run ``x`` (``B×C×T×H×W``) from ``state`` (fresh when ``None``); returns ``B×T×N`` and the
         state after ``x`` (not detached)."""
         state = self.initial_state(x) if state is None else state
-        current, state = self._opl(self._luminance(x), state)
-        v_bip, state = self._bipolar(current, state)
-        rates, state = self._ganglion(v_bip, state)
         use_spikes = self.spikes if spikes is None else spikes
-        if use_spikes:
-            return self._spikes(rates, state, generators)
-        return rates, state
+        plan = self._plan()
+        # Blocks of frames whose intermediates stay small (cache-sized); carrying the state makes this
+        # equal one pass (see run_in_chunks).
+        h, w = self.size
+        per_frame = x.shape[0] * h * w * (2 * self.n_center + 6 + self.sign.shape[0])
+        block = max(1, self.block_floats // max(per_frame, 1))
+        outputs = []
+        for start in range(0, x.shape[2], block) if x.shape[2] else [0]:
+            out, state = self._run(x[:, :, start:start + block], state, plan)
+            if use_spikes:
+                out, state = self._spikes(out, state, generators)
+            outputs.append(out.transpose(0, 1))
+        return torch.cat(outputs, 1), state
 
     def stage_outputs(self, x: Tensor) -> dict[str, Tensor]:
         """The maps of each stage for ``x`` (``B×C×T×H×W``) from a fresh state: ``opl`` (I_OPL,
         ``B×T×H×W``), ``bipolar`` (V_Bip, ``B×T×H×W``), ``ganglion`` (pooled N(sign·T_G V_Bip) per
         ganglion layer, ``B×L×T×H×W``, Hz) and ``rates`` (``B×T×N``)."""
-        state = self.initial_state(x)
-        current, state = self._opl(self._luminance(x), state)
-        v_bip, state = self._bipolar(current, state)
         maps: dict[str, Tensor] = {}
-        rates, _ = self._ganglion(v_bip, state, maps)
-        return {"opl": current[:, 0], "bipolar": v_bip, "ganglion": maps["ganglion"], "rates": rates}
+        rates, _ = self._run(x, self.initial_state(x), self._plan(maps=True), maps)
+        frames, b = rates.shape[:2]
+        h, w = self.size
+        return {"opl": maps["opl"].transpose(0, 1).reshape(b, frames, h, w),
+                "bipolar": maps["bipolar"].transpose(0, 1).reshape(b, frames, h, w),
+                "ganglion": maps["ganglion"].permute(1, 2, 0, 3).reshape(b, -1, frames, h, w),
+                "rates": rates.transpose(0, 1)}
 
     def forward(
         self,
