@@ -57,10 +57,25 @@ def with_openretina_member(config: dict, folder) -> dict:
     return config
 
 
+def with_virtual_retina(config: dict) -> dict:
+    """Add a Virtual Retina demo ensemble (OPL centre/surround, gain control, ganglion transient) of 4
+    known ON/OFF cells, validated against each cell's centre/surround and OPL temporal filter."""
+    description = "resources/demo/tinyvr/virtual_retina.json"
+    config["demo"]["tinyvr"] = {"kind": "vr", "n_cells": 4, "size": [10, 10], "channels": 2, "population_seed": 2}
+    config["ensembles"]["vr"] = {
+        "input_shape": [2, 30, 10, 10],
+        "outputs": 4,
+        "members": [{"builder": "mei_core.models.virtual_retina.load_virtual_retina", "builder_kwargs": {"description": description}, "files": [description]}],
+        "ground_truth": {"kind": "vr", "file": description},
+    }
+    config["objectives"]["vr"] = {"kind": "increase", "kwargs": {"reducer": {"slice_mean": {"start": 18, "length": 8}}}}
+    return config
+
+
 def test_video_meis_of_known_ganglion_cells_match_their_filters_in_space_and_time(tmp_path):
     folder = tmp_path / "project"
     folder.mkdir()
-    write_config(folder, with_openretina_member(retina_config(), folder))
+    write_config(folder, with_virtual_retina(with_openretina_member(retina_config(), folder)))
     snakemake(folder)
     dataset = xr.open_zarr(folder / "results" / "retina.zarr")
     assert dataset["mei"].dims == ("method", "seed", "neuron", "channel", "time", "y", "x")
@@ -71,6 +86,13 @@ def test_video_meis_of_known_ganglion_cells_match_their_filters_in_space_and_tim
     assert validation["spatial_correlation"].median() >= 0.8
     assert validation["temporal_correlation"].median() >= 0.8
     assert (folder / "results" / "figures" / "retina" / "video.png").stat().st_size > 1000
+
+    # the Virtual Retina: its video MEIs recover every cell's centre/surround and OPL temporal filter
+    virtual = pd.read_parquet(folder / "results" / "validation.parquet")
+    virtual = virtual[virtual["ensemble"] == "vr"]
+    assert len(virtual) == 4 and set(virtual["cell_type"]) <= {"ON", "OFF"}
+    assert virtual["spatial_correlation"].min() >= 0.95
+    assert virtual["temporal_correlation"].min() >= 0.9
 
     # the openretina-convention member: data_key from the objective table, responses B×T'×N with T' < T
     session = xr.open_zarr(folder / "results" / "session.zarr")
