@@ -89,6 +89,7 @@ def generate_shard(
 def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out_path: str, device: str = "auto", threads: int = 1) -> np.ndarray:
     """The same objective evaluated by the held-out (validation) ensemble on each MEI of a shard;
     NaN without held-out members."""
+    started = time.perf_counter()
     torch.set_num_threads(threads)
     manifest, spec, shard = read_json(manifest_path), read_json(shard_spec_path), read_shard(shard_path)
     validation = load_ensemble(manifest)
@@ -104,4 +105,5 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out
         with torch.no_grad():
             scores = torch.cat([objective(meis[i : i + size], items[i : i + size]) for i in range(0, len(meis), size)]).cpu().numpy()
     write_heldout(out_path, scores, {"ensemble_hash": manifest["ensemble_hash"]})
+    log.info("wrote %s: %d MEIs scored in %.1f s", out_path, len(scores), time.perf_counter() - started)
     return scores
