@@ -9,6 +9,14 @@ in shards of 250 (40 generate and 40 held-out scoring jobs), 20 SGD steps per ME
 workflow; printed: wall time, SLURM jobs submitted, generate/score jobs, jobs per minute, MEIs per
 minute, and from the job logs the start-up a job paid before its first optimisation step.
 
+Overhead (start-up and queueing): the whole run's wall time less the time the generate and scoring
+jobs spent computing (their own logged runtimes, from the job's start of work to its shard written:
+``wrote … in X s``); and the same for the shard phase alone (from the first generate job's submission
+to the last shard job's end, as Snakemake's log has them), so the fixed work around it (assembly,
+aggregation, validation, report) is left out. Scoring jobs may run beside generate jobs when
+ungrouped, so there the subtraction over-counts compute and under-states overhead (a conservative
+ratio).
+
 What grouping changes: a group job runs ``group-components`` shards' generate and scoring jobs in
 one SLURM allocation (queueing, the allocation's Snakemake start-up and the Snakefile parse paid
 once per group) and, through the worker (``mei_core.worker``), in children of one process that
@@ -102,6 +110,34 @@ def run(folder: Path, profile: Path, cluster: dict, partition: str) -> tuple[flo
     return elapsed, jobs, result.stderr
 
 
+SHARD_RULES = ("generate_meis", "score_heldout")
+
+
+def shard_phase(log: str) -> float:
+    """Seconds from the first generate job's submission to the last shard job's end (Snakemake's
+    log stamps its events to the second)."""
+    stamp, first, last = None, None, None
+    for line in log.splitlines():
+        match = re.match(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line)
+        if match:
+            stamp = time.mktime(time.strptime(match.group(1), "%a %b %d %H:%M:%S %Y"))
+        if stamp is None:
+            continue
+        if re.search(r"Group job generate_meis|^rule generate_meis:", line) and first is None:
+            first = stamp
+        if re.search(rf"Finished jobid: \d+ \(Rule: ({'|'.join(SHARD_RULES)})\)", line):
+            last = stamp
+    return (last - first) if first is not None and last is not None else float("nan")
+
+
+def compute_seconds(project: Path) -> tuple[float, float]:
+    """Seconds the generate and the scoring jobs spent computing, summed (from their logs)."""
+    logs = project / "resources" / "logs"
+    generate = sum(float(m) for p in (logs / "meis").rglob("*.log") for m in re.findall(r"items in ([0-9.]+) s", p.read_text(errors="replace")))
+    score = sum(float(m) for p in (logs / "heldout").rglob("*.log") for m in re.findall(r"MEIs scored in ([0-9.]+) s", p.read_text(errors="replace")))
+    return generate, score
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--neurons", type=int, default=1000)
@@ -137,6 +173,13 @@ def main() -> None:
                       f"{n_meis / (elapsed / 60):7.0f} MEIs/min"
                       + (f"; job start-up median {sorted(startups)[len(startups) // 2]:.2f} s (n={len(startups)})" if startups else ""),
                       flush=True)
+                generate, score = compute_seconds(project)
+                phase = shard_phase(log)
+                print(f"{'':9s}  compute {generate:.1f} s generate + {score:.1f} s scoring; overhead: whole run {elapsed - generate - score:.1f} s "
+                      f"({1000 * (elapsed - generate - score) / n_meis:.1f} ms/MEI), shard phase {phase:.0f} s of which overhead "
+                      f"{phase - generate - score:.1f} s ({1000 * (phase - generate - score) / n_meis:.1f} ms/MEI, "
+                      f"{(phase - generate - score) / (2 * n_shards):.2f} s per shard job); load average "
+                      f"{'/'.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

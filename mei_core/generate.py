@@ -90,6 +90,7 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out
     """The same objective evaluated by the held-out (validation) ensemble on each MEI of a shard, as
     the members' ensemble scored it (``scored_inputs``: e.g. a transparency MEI blended onto its
     evaluation background); NaN without held-out members."""
+    started = time.perf_counter()
     torch.set_num_threads(threads)
     manifest, spec, shard = read_json(manifest_path), read_json(shard_spec_path), read_shard(shard_path)
     validation = load_ensemble(manifest)
@@ -105,4 +106,5 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out
         with torch.no_grad():
             scores = torch.cat([objective(meis[i : i + size], items[i : i + size]) for i in range(0, len(meis), size)]).cpu().numpy()
     write_heldout(out_path, scores, {"ensemble_hash": manifest["ensemble_hash"]})
+    log.info("wrote %s: %d MEIs scored in %.1f s", out_path, len(scores), time.perf_counter() - started)
     return scores

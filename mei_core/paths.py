@@ -36,6 +36,10 @@ class Paths:
         """Members already loaded and probed at plan time (by spec, file stats and source)."""
         return f"{self.resources}/ensembles/probed_members.json"
 
+    def plan_record(self) -> str:
+        """The plan of the last main Snakemake process (read by jobs' own Snakemake processes)."""
+        return f"{self.resources}/plan.json"
+
     def demo_spec(self, demo: str) -> str:
         return f"{self.demo_folder(demo)}/spec.json"
 

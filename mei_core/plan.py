@@ -6,6 +6,13 @@ member checks in ``ensembles``, objective rows in the objective kinds, demo outp
 Spec files are written only when their content changes, so Snakemake's mtime test reruns exactly the
 jobs whose definition changed: one method's shards when that method is edited (not when its keys are
 reordered), only new shards when seeds or neurons are added, scoring only when held-out members change.
+
+The main Snakemake process plans with every check (members loaded and probed, method components
+built, objective kinds and builders imported: this needs torch) and records the plan it made
+(``resources/plan.json``, keyed by the config). Snakemake parses the Snakefile again in every job
+(a SLURM job's own Snakemake, and each job of a group job): such a parse reads that record instead
+(:func:`prepare` with ``in_job``), so it imports neither torch nor the objective kinds. This module
+imports only light modules; the checks import what they need when they run.
 """
 
 from __future__ import annotations
@@ -19,16 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import check_numbers_are_numbers, import_object
-from .demo import demo_kind
-from .ensembles import check_ensemble, group_files, probe_members
 from .errors import MEIConfigError
-from .files import write_json_if_changed
-from .hashing import method_hash, source_hashes
-from .method import validate_method
-from .method_entries import expand_grids, method_config
-from .objectives.kinds import table_rows
+from .files import atomic_path, write_json_if_changed
+from .hashing import canonical_json, method_hash, sha256_text, source_hashes
 from .paths import MEMBER_GROUPS, TABLES, Paths
+
+# Imported in the functions that use them (not here): .config, .demo, .ensembles, .method,
+# .method_entries, .objectives.kinds. A job's Snakemake imports this module to read the recorded
+# plan, and must not pay for torch (≈ 1.5 s) to do so.
 
 DEFAULT_METHOD_FN = "mei_core.methods.batched_gradient_ascent"
 
@@ -58,6 +63,33 @@ class Plan:
     #: methods expanded from a ``grid``: name → {"base": the entry's name, "values": {dotted key: value}}
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)
     files_of_group: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def planned_shards(self) -> list[Shard]:
+        """Every (ensemble, method, seed, shard) of the run, in planning order."""
+        return [Shard(e, m, seed, index) for e in self.ensembles for m in self.methods_of_ensemble[e]
+                for seed in self.seeds for index in range(self.shard_counts[e])]
+
+    def to_record(self) -> dict[str, Any]:
+        """The plan as JSON (its shards follow from the rest)."""
+        return {
+            "results": self.paths.results, "resources": self.paths.resources, "ensembles": self.ensembles,
+            "methods": self.methods, "seeds": self.seeds, "demos": self.demos, "shard_counts": self.shard_counts,
+            "methods_of_ensemble": self.methods_of_ensemble, "heldout_ensembles": self.heldout_ensembles,
+            "video_ensembles": self.video_ensembles, "grids": self.grids,
+            "files_of_group": [[e, g, files] for (e, g), files in self.files_of_group.items()],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Plan:
+        plan = cls(
+            paths=Paths(record["results"], record["resources"]), ensembles=record["ensembles"], methods=record["methods"],
+            seeds=record["seeds"], demos=record["demos"], shard_counts=record["shard_counts"],
+            methods_of_ensemble=record["methods_of_ensemble"], heldout_ensembles=record["heldout_ensembles"],
+            video_ensembles=record["video_ensembles"], grids=record["grids"],
+            files_of_group={(e, g): files for e, g, files in record["files_of_group"]},
+        )
+        plan.shards = plan.planned_shards()
+        return plan
 
     def pairs(self) -> list[tuple[str, str]]:
         """(ensemble, method) pairs that are computed."""
@@ -138,12 +170,29 @@ def check_device(device: str) -> None:
             )
 
 
-def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_run_here: bool = True) -> Plan:
+def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_run_here: bool = True, in_job: bool = False) -> Plan:
     """Check everything a run needs and write the spec files. Raises MEIConfigError naming the key.
 
     ``jobs_run_here``: the jobs run on this machine (not submitted to a cluster, not a dry run), so
-    the device they ask for must exist here."""
+    the device they ask for must exist here. ``in_job``: Snakemake parses the Snakefile for a job (not
+    ``workflow.is_main_process``); the main process has checked this config and recorded its plan, which
+    is returned without checking or writing anything (planned as usual when there is no record of this
+    config, e.g. a job started by hand)."""
     base = Path(base_dir)
+    if in_job:
+        use_pythonpath(config.get("pythonpath"), base)
+        recorded = read_plan_record(config, base)
+        if recorded is not None:
+            return recorded
+        record = Paths(config.get("results", "results"), config.get("resources", "resources")).plan_record()
+        print(f"mei_core: no plan of this config recorded in {record}: checking the whole config in this job", file=sys.stderr)
+        write = False  # the main process writes the spec files
+    from .config import import_object
+    from .demo import demo_kind
+    from .ensembles import check_ensemble, group_files, probe_members
+    from .method_entries import expand_grids
+    from .objectives.kinds import table_rows
+
     if jobs_run_here:
         check_device(config.get("device", "auto"))
     use_pythonpath(config.get("pythonpath"), base)
@@ -198,18 +247,63 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         plan.methods_of_ensemble[name] = [m for m in plan.methods if name in methods_config[m].get("ensembles", ensembles)]
         for method in plan.methods_of_ensemble[name]:
             pending.append((paths.method_spec(name, method), _method_spec(method, methods_config[method], name, ensemble, plan.grids.get(method))))
-            for seed in seeds:
-                plan.shards.extend(Shard(name, method, seed, index) for index in range(n_shards))
+    plan.shards = plan.planned_shards()
 
     pending.append((paths.probe_cache(), probes))
     if write:
         for path, payload in pending:
             write_json_if_changed(base / path, payload)
+        _write_plan_record(config, base, plan)
     return plan
+
+
+# --------------------------------------------------------------------------- the recorded plan
+
+
+def _config_key(config: dict, base: Path) -> str | None:
+    """What a record is valid for: the (validated) config, and the folder it is planned in."""
+    try:
+        return sha256_text(canonical_json({"config": config, "base": str(base.resolve())}))
+    except MEIConfigError:  # values that are not plain JSON: no record, jobs plan for themselves
+        return None
+
+
+def _write_plan_record(config: dict, base: Path, plan: Plan) -> None:
+    key = _config_key(config, base)
+    record = {"config": key, "plan": plan.to_record()}
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    path = base / plan.paths.plan_record()
+    if key is None or json.loads(text) != record:  # a value JSON would not give back as it is
+        path.unlink(missing_ok=True)
+        return
+    if path.exists() and path.read_text() == text:
+        return
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+
+
+def read_plan_record(config: dict, base: str | Path = ".") -> Plan | None:
+    """The plan the main process recorded for this config in this folder (``None`` if none)."""
+    base = Path(base)
+    paths = Paths(config.get("results", "results"), config.get("resources", "resources"))
+    try:
+        record = json.loads((base / paths.plan_record()).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("config") is None or record["config"] != _config_key(config, base):
+        return None
+    try:
+        return Plan.from_record(record["plan"])
+    except (KeyError, TypeError, ValueError):  # a record of another version of this module
+        return None
 
 
 def _method_spec(name: str, entry: dict[str, Any], ensemble_name: str, ensemble: dict[str, Any], grid: dict[str, Any] | None) -> dict[str, Any]:
     """What a (method, ensemble) pair's jobs run: the merged config and its hash."""
+    from .config import check_numbers_are_numbers, import_object
+    from .method import validate_method
+    from .method_entries import method_config
+
     method_fn = entry.get("method_fn", DEFAULT_METHOD_FN)
     config = method_config(name, entry, ensemble, ensemble_name)
     key = f"methods.{name}.config" if "preset" not in entry else f"methods.{name} (preset {entry['preset']!r} on ensemble {ensemble_name!r})"
@@ -237,4 +331,4 @@ def _read_probe_cache(path: Path) -> dict[str, Any]:
     return cache if isinstance(cache, dict) else {}
 
 
-__all__ = ["MEMBER_GROUPS", "Plan", "Shard", "prepare", "put_interpreter_on_path"]
+__all__ = ["MEMBER_GROUPS", "Plan", "Shard", "prepare", "put_interpreter_on_path", "read_plan_record"]

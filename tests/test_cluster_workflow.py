@@ -60,6 +60,7 @@ def test_the_tiny_project_runs_through_the_cluster_profile_with_a_gpu_per_genera
         jobs = subprocess.run(["scontrol", "-o", "show", "job"], env=cluster["environ"], capture_output=True, text=True).stdout
     logs = "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob(".snakemake/slurm_logs/**/*.log")))
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n{logs[-3000:]}"
+    assert "no plan of this config recorded" not in logs  # every job's Snakemake read the main process's plan
     scores = pd.read_parquet(folder / "results" / "scores.parquet")
     assert len(scores) == 4 and (scores["status"] == "ok").all()
     manifest = yaml.safe_load((folder / "resources" / "ensembles" / "tiny" / "members.manifest.json").read_text())

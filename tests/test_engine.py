@@ -279,15 +279,44 @@ class SyncCounter:
             monkeypatch.setattr(torch.Tensor, name, counted)
 
 
-def test_the_loop_reads_tensors_on_the_host_only_at_stop_checks(monkeypatch):
-    model = small_cnn(n_units=20)
+class SmallVideoModel(torch.nn.Module):
+    """``B×1×T×12×12`` → ``B×(T−2)×6``: a 3-D convolution (its layer ``conv``) and a linear readout."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv3d(1, 4, 3, padding=(0, 1, 1))
+            self.readout = torch.nn.Linear(4 * 12 * 12, 6)
+
+    def forward(self, x):
+        hidden = torch.nn.functional.elu(self.conv(x))  # B×4×T'×12×12
+        return torch.nn.functional.softplus(self.readout(hidden.transpose(1, 2).flatten(2)))
+
+
+def sync_test_objective(kind):
+    """An objective over three items, and its input shape (the video kinds: openretina's objectives)."""
+    from mei_core.objectives import ContrastiveNeuronObjective, IncreaseObjective, InnerNeuronObjective, SliceMeanReducer
+
+    if kind == "unit":
+        return UnitObjective(small_cnn(n_units=20), [1, 2, 3]), (1, 24, 24)
+    video, shape = SmallVideoModel(), (1, 6, 12, 12)
+    if kind == "increase":
+        return IncreaseObjective(video, [[0, 1], 2, 5], response_reducer=SliceMeanReducer(0, 1, 2)), shape
+    if kind == "contrastive":
+        return ContrastiveNeuronObjective(video, [[0, 1], [2], [5]], [[0, 1], [2], [3, 4], [5]]), shape
+    return InnerNeuronObjective(video, "conv", [0, 3, 1]), shape
+
+
+@pytest.mark.parametrize("kind", ["unit", "increase", "contrastive", "inner"])
+def test_the_loop_reads_tensors_on_the_host_only_at_stop_checks(monkeypatch, kind):
     config = batch_invariance_config()
     config["stopper"] = {"path": "EarlyStopper", "kwargs": {"patience": 1000, "max_iterations": 60}}
     config["stop_check_every"] = 20
-    objective = UnitObjective(model, [1, 2, 3])
-    batched_gradient_ascent(objective, config, seeds=[0, 1, 2], shape=(1, 24, 24))  # warm: the unit range check runs once
+    objective, shape = sync_test_objective(kind)
+    batched_gradient_ascent(objective, config, seeds=[0, 1, 2], shape=shape)  # warm: the unit range check runs once
     counter = SyncCounter(monkeypatch)
-    result = batched_gradient_ascent(objective, config, seeds=[0, 1, 2], shape=(1, 24, 24))
+    result = batched_gradient_ascent(objective, config, seeds=[0, 1, 2], shape=shape)
     monkeypatch.undo()
     assert result.n_iterations == [60, 60, 60]
     # 61 steps with Jitter, an early stopper and a postprocessing chain: checks at steps 19, 39 and 59

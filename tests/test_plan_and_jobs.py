@@ -152,3 +152,64 @@ def test_link_profiles_links_once_and_keeps_a_users_own_profile(tmp_path, projec
     assert linked.returncode == 0 and "Using profile cluster" in linked.stderr, linked.stderr[-2000:]
     unlinked = subprocess.run(command, cwd=project, capture_output=True, text=True, env={**env, "XDG_CONFIG_HOME": str(tmp_path / "empty")})
     assert unlinked.returncode != 0
+
+
+# ------------------------------------------------------------------------ the plan a job's Snakemake reads
+
+#: what the Snakefile and its rules import at parse time (workflow/Snakefile, workflow/rules/*.smk)
+PARSE_TIME_MODULES = ["mei_core.configfile", "mei_core.errors", "mei_core.paths", "mei_core.plan", "mei_core.worker",
+                      "mei_core.demo.v1", "mei_core.demo.retina", "mei_core.demo.vr", "mei_core.demo.connectome"]
+
+
+def test_the_modules_the_snakefile_imports_import_no_torch_numpy_or_pandas():
+    code = f"import sys\nfor m in {PARSE_TIME_MODULES!r}: __import__(m)\nprint(sorted(m for m in ('torch', 'numpy', 'pandas', 'scipy') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_demo_builder_path_still_resolves_through_the_light_demo_kind_module():
+    from mei_core.config import import_object
+    from mei_core.demo import v1
+    from mei_core.models.v1 import build_demo_cnn
+
+    assert import_object("mei_core.demo.v1.build_demo_cnn", "builder") is build_demo_cnn
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        v1.nothing_here  # noqa: B018
+
+
+def test_a_job_reads_the_plan_the_main_process_recorded_and_checks_nothing(project, monkeypatch):
+    from mei_core import plan as plan_module
+
+    config = tiny_config()
+    planned = prepare(config, project)
+    assert (project / planned.paths.plan_record()).exists()
+    monkeypatch.setattr(plan_module, "_method_spec", lambda *a, **k: pytest.fail("a job's parse checked a method"))
+    recorded = prepare(config, project, in_job=True)
+    assert recorded == planned and recorded.shards == planned.shards and recorded.outputs() == planned.outputs()
+
+
+def test_a_job_without_a_record_of_its_config_plans_for_itself(project, capsys):
+    config = tiny_config()
+    prepare(config, project)
+    config["seeds"] = [0, 1]  # not the config the record was made for
+    plan = prepare(config, project, in_job=True)
+    assert plan.seeds == [0, 1] and len(plan.shards) == 2 * 2 * 2
+    assert "no plan of this config recorded" in capsys.readouterr().err
+    with pytest.raises(MEIConfigError, match=r"methods\.fast\.config\.optimizer\.kwargs\.lr: must be >= 0"):  # checked as ever
+        config["methods"]["fast"]["config"]["optimizer"]["kwargs"]["lr"] = -1.0
+        prepare(config, project, in_job=True)
+
+
+def test_a_jobs_parse_of_the_snakefile_imports_no_torch(project):
+    """Snakemake parses the Snakefile for every job (``--mode remote``, as a SLURM job's own Snakemake
+    and each job of a group job run it): with the main process's plan recorded, torch stays unimported."""
+    snakemake_args = ["--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(project), "--configfiles", str(project / "config.yaml")]
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "snakemake", *snakemake_args, "--cores", "1", "--dry-run", "--quiet"], check=True, env=environment, capture_output=True)
+    job = ["--target-jobs", "generate_meis:ensemble=tiny,method=fast,seed=0,shard=0", "--allowed-rules", "generate_meis",
+           "--cores", "1", "--mode", "remote", "--dry-run", "--force", "--quiet"]
+    code = ("import sys\nfrom snakemake.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('exit', code, 'torch' in sys.modules, 'mei_core.objectives.kinds' in sys.modules, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, *snakemake_args, *job], env=environment, capture_output=True, text=True)
+    assert "exit 0 False False" in result.stderr, result.stderr[-3000:]
+    assert "no plan of this config recorded" not in result.stderr

@@ -4,6 +4,9 @@ A demo kind (a :class:`DemoKind` in its module) holds everything about it: its s
 defaults, the files it makes (``outputs``), the functions its rules call to make them, and, when its
 ensemble has ground truth, how MEIs are validated against it. The kind's name is also the spelling of
 ``ensembles.<name>.ground_truth.kind`` for its ground truth.
+
+The kind modules import torch, numpy and pandas only in the functions that use them: the Snakefile
+(and every job's parse of it) reads the kinds' settings and file names without them.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import importlib
 from abc import ABC
 from collections.abc import Mapping
-from typing import Any, ClassVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import MEIConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MODULES = ("v1", "retina", "vr", "connectome")
 

@@ -4,14 +4,13 @@ reachable target activations for it. Its MEIs are validated by the ``targets`` o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..files import atomic_path, read_json
 from . import DemoKind
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class ConnectomeDemo(DemoKind):
@@ -34,6 +33,10 @@ class ConnectomeDemo(DemoKind):
     def targets(self, spec: Mapping[str, Any], n_items: int = 16, per_item: int = 3, seed: int = 1) -> pd.DataFrame:
         """Reachable targets by construction: the activations a hidden random input gives to a few
         last-layer neurons (moderately active ones, 0.2–0.9). Columns ``item, layer, neuron, value``."""
+        import numpy as np
+        import pandas as pd
+        import torch
+
         from ..models.connectome import MultilayeredNetwork
 
         settings = self.settings(spec)

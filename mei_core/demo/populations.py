@@ -42,8 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import gaussian_blur
-from .v1 import (
+from ..models.v1 import (
     conv_core,
     init_conv_core,
     FactorisedReadout,
@@ -53,6 +52,7 @@ from .v1 import (
     relative_activation,
     simulate_responses,
 )
+from ..ops import gaussian_blur
 
 READOUTS = ("factorised", "gaussian", "spatial_softmax")
 
@@ -403,7 +403,7 @@ def train_member(recipe: PopulationRecipe, seed: int) -> TrainedMember:
     images, responses = recipe.dataset()
     truth = StimulusGroundTruth(recipe, population)
     if recipe.trainer == "demo":
-        from .v1 import train_demo_cnn
+        from ..models.v1 import train_demo_cnn
 
         model, metrics = train_demo_cnn(images, responses, seed=seed, epochs=recipe.epochs, population=population)
         return TrainedMember(model, metrics["model_kwargs"], metrics)

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..files import read_json, write_json
 from . import DemoKind
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class RetinaDemo(DemoKind):
@@ -40,6 +40,8 @@ class RetinaDemo(DemoKind):
         T × C·H·W) against the cell's spatial filter, and its time course against the stimulus that
         maximises the cell's linear response over the objective's frame window (the window-summed,
         time-reversed kernel). Correlations are absolute: the SVD leaves the sign to either component."""
+        import numpy as np
+
         model = self.load(truth_file)
         position_of = {int(n): i for i, n in enumerate(meis["neuron"].values)}
         frames = meis.sizes["time"]

@@ -34,17 +34,22 @@ class Objective(ABC):
             raise MEIConfigError(f"{key}: {type(self).__name__} does not pass keyword arguments to its model")
         return self
 
-    def per_item(self, table: Tensor, items: Tensor) -> Tensor:
-        """Rows of a per-item ``table`` (first dim = items) for the rows being evaluated.
+    def per_item(self, table: Tensor, items: Tensor, like: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        """Rows of a per-item ``table`` (first dim = items) for the rows being evaluated; on the
+        device of ``like`` (e.g. the model's output) and in ``dtype`` when given.
 
-        The engine keeps the same ``items`` tensor while the batch keeps its rows, so the lookup is
-        done once per batch composition, not once per step."""
+        The engine keeps the same ``items`` tensor while the batch keeps its rows, so the lookup (and
+        any move or cast) is done once per batch composition, not once per step."""
         cache = self.__dict__.setdefault("_per_item_cache", {})
-        hit = cache.get(id(table))
+        device = None if like is None else like.device
+        key = (id(table), device, dtype)
+        hit = cache.get(key)
         if hit is not None and hit[0] is items and hit[1] is table:
             return hit[2]
         selected = table[items.to(table.device)]
-        cache[id(table)] = (items, table, selected)
+        if device is not None or dtype is not None:
+            selected = selected.to(device=device, dtype=dtype)
+        cache[key] = (items, table, selected)
         return selected
 
 

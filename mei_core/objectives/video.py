@@ -118,8 +118,9 @@ def _as_time_neurons(responses: Tensor, who: str) -> Tensor:
     return responses
 
 
-def _group_table(groups: Sequence[int | Sequence[int]], who: str) -> tuple[Tensor, Tensor]:
-    """Padded index table ``G×W`` and averaging weights ``G×W`` (``1/|group|``, 0 on pads)."""
+def _group_table(groups: Sequence[int | Sequence[int]], who: str) -> tuple[Tensor, Tensor, int]:
+    """Padded index table ``G×W``, averaging weights ``G×W`` (``1/|group|``, 0 on pads) and the
+    largest neuron index (kept on the host: checking it against a response costs no device read)."""
     lists: list[list[int]] = []
     for i, group in enumerate(groups):
         scalar = isinstance(group, numbers.Integral) or (isinstance(group, Tensor) and group.dim() == 0)
@@ -134,17 +135,20 @@ def _group_table(groups: Sequence[int | Sequence[int]], who: str) -> tuple[Tenso
     width = max(len(m) for m in lists)
     index = torch.tensor([m + [m[0]] * (width - len(m)) for m in lists], dtype=torch.long)
     weight = torch.tensor([[1.0 / len(m)] * len(m) + [0.0] * (width - len(m)) for m in lists])
-    return index, weight
+    return index, weight, max(max(m) for m in lists)
 
 
-def _group_means(responses: Tensor, index: Tensor, weight: Tensor, who: str) -> Tensor:
-    """Row ``b``'s mean over its group: ``B×T'×N`` with ``B×W`` tables → ``B×T'``."""
+def _group_means(responses: Tensor, index: Tensor, weight: Tensor, largest: int, who: str) -> Tensor:
+    """Row ``b``'s mean over its group: ``B×T'×N`` with ``B×W`` tables (on the responses' device:
+    :meth:`Objective.per_item` puts them there once per batch composition) → ``B×T'``.
+
+    ``largest``: the largest neuron index of the whole table, checked against the model's width
+    without reading anything from the device (as :class:`UnitObjective` checks its units)."""
     n_neurons = responses.shape[-1]
-    if int(index.max()) >= n_neurons:
-        raise IndexError(f"{who}: neuron index {int(index.max())} out of range for a model with {n_neurons} neurons")
-    index = index.to(responses.device)
+    if largest >= n_neurons:
+        raise IndexError(f"{who}: neuron index {largest} out of range for a model with {n_neurons} neurons")
     picked = torch.gather(responses, 2, index[:, None, :].expand(-1, responses.shape[1], -1))
-    return (picked * weight.to(responses.device, responses.dtype)[:, None, :]).sum(-1)
+    return (picked * weight[:, None, :]).sum(-1)
 
 
 # ----------------------------------------------------------------------------------- objectives
@@ -170,12 +174,14 @@ class IncreaseObjective(Objective):
         self.model = model
         self.data_key = data_key
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
-        self.index, self.weight = _group_table(neuron_indices_per_item, type(self).__name__)
+        self.index, self.weight, self.largest = _group_table(neuron_indices_per_item, type(self).__name__)
 
     def row_responses(self, x: Tensor, items: Tensor) -> Tensor:
         """Each row's group-mean response over time, ``B×T'``."""
         responses = _as_time_neurons(_forward(self.model, x, self.data_key), type(self).__name__)
-        return _group_means(responses, self.per_item(self.index, items), self.per_item(self.weight, items), type(self).__name__)
+        index = self.per_item(self.index, items, like=responses)
+        weight = self.per_item(self.weight, items, like=responses, dtype=responses.dtype)
+        return _group_means(responses, index, weight, self.largest, type(self).__name__)
 
     def __call__(self, x: Tensor, items: Tensor) -> Tensor:
         return self.sign * self.response_reducer(self.row_responses(x, items))
@@ -183,6 +189,7 @@ class IncreaseObjective(Objective):
     def to(self, device):
         move_model(self.model, device)
         self.index, self.weight = self.index.to(device), self.weight.to(device)
+        self.__dict__.pop("_per_item_cache", None)
         return self
 
 
@@ -225,6 +232,7 @@ class InnerNeuronObjective(Objective):
         self.data_key = data_key
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
         self.channels = torch.tensor(channels, dtype=torch.long)
+        self.largest = max(channels)  # on the host: checked against the layer without a device read
         #: the layer's width the items were planned for (a sweep over all channels): checked once
         self.layer_channels = layer_channels
 
@@ -253,9 +261,9 @@ class InnerNeuronObjective(Objective):
                     f"channels was planned for n_channels = {self.layer_channels} (kwargs.n_channels)"
                 )
             self.layer_channels = None
-        channels = self.per_item(self.channels, items).to(output.device)
-        if int(channels.max()) >= output.shape[1]:
-            raise IndexError(f"InnerNeuronObjective: channel {int(channels.max())} out of range for layer {self.layer_name!r} with {output.shape[1]} channels")
+        if self.largest >= output.shape[1]:
+            raise IndexError(f"InnerNeuronObjective: channel {self.largest} out of range for layer {self.layer_name!r} with {output.shape[1]} channels")
+        channels = self.per_item(self.channels, items, like=output)
         height, width = output.shape[-2:]
         centre = output[..., height // 2, width // 2]  # B×C(×T)
         trace = centre[torch.arange(len(centre), device=centre.device), channels]  # B(×T)
@@ -266,6 +274,7 @@ class InnerNeuronObjective(Objective):
     def to(self, device):
         self.model.to(device)
         self.channels = self.channels.to(device)
+        self.__dict__.pop("_per_item_cache", None)
         return self
 
 
@@ -301,9 +310,9 @@ class ContrastiveNeuronObjective(Objective):
         self.data_key = data_key
         self.temperature = float(temperature)
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
-        self.on_index, self.on_weight = _group_table(on_clusters_per_item, "ContrastiveNeuronObjective (on clusters)")
+        self.on_index, self.on_weight, self.largest = _group_table(on_clusters_per_item, "ContrastiveNeuronObjective (on clusters)")
         if off_sets:
-            off_index, off_weight = _group_table(off_clusters, "ContrastiveNeuronObjective (off clusters)")
+            off_index, off_weight, _ = _group_table(off_clusters, "ContrastiveNeuronObjective (off clusters)")
             n_neurons = int(max(off_index.max(), self.on_index.max())) + 1
             # N×n_off averaging matrix: responses @ matrix gives every off cluster's mean
             self.off_matrix = torch.zeros(n_neurons, len(off_sets))
@@ -317,13 +326,15 @@ class ContrastiveNeuronObjective(Objective):
     def cluster_scores(self, x: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """``(scores B×(1+n_off), mask B×(1+n_off))``: column 0 the on-cluster, then the off clusters."""
         responses = _as_time_neurons(_forward(self.model, x, self.data_key), "ContrastiveNeuronObjective")
-        on = _group_means(responses, self.per_item(self.on_index, items), self.per_item(self.on_weight, items), "ContrastiveNeuronObjective")
+        on_index = self.per_item(self.on_index, items, like=responses)
+        on_weight = self.per_item(self.on_weight, items, like=responses, dtype=responses.dtype)
+        on = _group_means(responses, on_index, on_weight, self.largest, "ContrastiveNeuronObjective")
         if self.off_matrix.shape[0] > responses.shape[-1]:
             raise IndexError(f"ContrastiveNeuronObjective: neuron index {self.off_matrix.shape[0] - 1} out of range for a model with {responses.shape[-1]} neurons")
-        matrix = self.off_matrix.to(responses.device, responses.dtype)
-        off = responses[..., : matrix.shape[0]] @ matrix  # B×T'×n_off
+        matrix = self.off_matrix if self.off_matrix.dtype == responses.dtype else self.off_matrix.to(responses.dtype)
+        off = responses[..., : matrix.shape[0]] @ matrix.to(responses.device)  # B×T'×n_off
         scores = self.response_reducer(torch.cat([on[..., None], off], dim=-1))  # B×K
-        off_mask = self.per_item(self.off_mask, items).to(scores.device)
+        off_mask = self.per_item(self.off_mask, items, like=scores)
         mask = torch.cat([torch.ones(len(off_mask), 1, dtype=torch.bool, device=off_mask.device), off_mask], dim=1)
         return scores, mask
 
@@ -337,6 +348,7 @@ class ContrastiveNeuronObjective(Objective):
         move_model(self.model, device)
         for name in ("on_index", "on_weight", "off_matrix", "off_mask"):
             setattr(self, name, getattr(self, name).to(device))
+        self.__dict__.pop("_per_item_cache", None)
         return self
 
 
