@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from mei_core import MEIConfigError
 from mei_core.configfile import check_config_file, validate_config

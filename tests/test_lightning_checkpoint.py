@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mei_core import MEIConfigError
 from mei_core.demo.v1 import build_demo_cnn

@@ -4,7 +4,6 @@ the objective-kind registry, and what a change of code or held-out members rerun
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pandas as pd
