@@ -7,6 +7,7 @@ never mix rows, channels or frames.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -166,7 +167,9 @@ def temporal_gaussian_blur(x: Tensor, sigma: float, kernel_size: int | None = No
 
 
 class ScheduledGaussianBlur:
-    """A Gaussian blur whose sigma follows a schedule over steps (shared by the gradient and input blurs).
+    """A Gaussian blur whose sigma follows a schedule over steps: the base of the gradient blur
+    (``preconditioners.GaussianBlur``) and the input blur (``postprocessors.GaussianBlurInput``), which
+    share its constructor, i.e. its config keys, and call :meth:`blur` with their step.
 
     ``sigma`` (one value or ``(y, x)``) at step ``i`` is :func:`scheduled` ``(sigma, decay_factor, i,
     decay)``; when every axis is at or below ``min_sigma`` nothing is blurred. ``exclude_last_channel``
@@ -175,7 +178,7 @@ class ScheduledGaussianBlur:
 
     def __init__(
         self,
-        sigma: float | tuple[float, float] = 1.0,
+        sigma: float | Sequence[float] = 1.0,
         decay_factor: float | None = 1.0,
         min_sigma: float = 0.0,
         truncate: float = 4.0,
@@ -207,7 +210,7 @@ class ScheduledGaussianBlur:
     def sigma_at(self, i_iter: int) -> tuple[float, float]:
         return tuple(scheduled(s, self.decay_factor, i_iter, self.decay) for s in self.sigma)  # type: ignore[return-value]
 
-    def __call__(self, x: Tensor, i_iter: int) -> Tensor:
+    def blur(self, x: Tensor, i_iter: int) -> Tensor:
         sigma = self.sigma_at(i_iter)
         if max(sigma) <= self.min_sigma:
             return x

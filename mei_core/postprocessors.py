@@ -95,23 +95,10 @@ class ChangeStd(Postprocessor):
         return (x - mean) * scale + mean
 
 
-class GaussianBlurInput(Postprocessor):
+class GaussianBlurInput(ScheduledGaussianBlur, Postprocessor):
     """Blur the input itself after each step, with the sigma schedule and options of
     :class:`mei_core.preconditioners.GaussianBlur` (``decay: multiplicative | additive | linear``, ``pad_mode``,
     ``kernel_radius``, ``exclude_last_channel``)."""
-
-    def __init__(
-        self,
-        sigma: float | Sequence[float] = 1.0,
-        decay_factor: float | None = 1.0,
-        min_sigma: float = 0.0,
-        truncate: float = 4.0,
-        decay: str = "multiplicative",
-        pad_mode: str = "reflect",
-        kernel_radius: str = "ceil",
-        exclude_last_channel: bool = False,
-    ):
-        self.blur = ScheduledGaussianBlur(sigma, decay_factor, min_sigma, truncate, decay, pad_mode, kernel_radius, exclude_last_channel)
 
     def __call__(self, x: Tensor, step: Step) -> Tensor:
         return self.blur(x, step.i_iter)

@@ -13,7 +13,7 @@ from .ops import DECAYS, ScheduledGaussianBlur, check_spatial, per_row, schedule
 __all__ = ["GaussianBlur", "FourierSmoothing", "DivideByMeanOfAbsolute", "DivideByNorm", "MultiplyBy"]
 
 
-class GaussianBlur(Preconditioner):
+class GaussianBlur(ScheduledGaussianBlur, Preconditioner):
     """Blur the gradient spatially with a sigma schedule: ``sigma · decay_factor**i`` (``decay:
     multiplicative``, the default), ``sigma + decay_factor·(i − 1)`` (``decay: additive``,
     sinzlab/mei's meaning of ``decay_factor``) or ``sigma + decay_factor·i`` (``decay: linear``);
@@ -25,22 +25,6 @@ class GaussianBlur(Preconditioner):
     ``kernel_radius``: ``ceil`` (ours) or ``round`` (sinzlab's) of ``truncate·sigma``;
     ``exclude_last_channel``: leave a transparency MEI's alpha channel unblurred (sinzlab's ``mei_only``).
     """
-
-    def __init__(
-        self,
-        sigma: float | Sequence[float] = 1.0,
-        decay_factor: float | None = 1.0,
-        min_sigma: float = 0.0,
-        truncate: float = 4.0,
-        decay: str = "multiplicative",
-        pad_mode: str = "reflect",
-        kernel_radius: str = "ceil",
-        exclude_last_channel: bool = False,
-    ):
-        self.blur = ScheduledGaussianBlur(sigma, decay_factor, min_sigma, truncate, decay, pad_mode, kernel_radius, exclude_last_channel)
-
-    def sigma_at(self, i_iter: int) -> tuple[float, float]:
-        return self.blur.sigma_at(i_iter)
 
     def __call__(self, grad: Tensor, step: Step) -> Tensor:
         return self.blur(grad, step.i_iter)

@@ -60,7 +60,7 @@ def test_blur_ends_at_final_sigma_and_never_switches_off() -> None:
         # sigma per axis (y, x), the same on both
         assert blur.sigma_at(0) == pytest.approx((presets.BLUR_SIGMA,) * 2)
         assert blur.sigma_at(iterations) == pytest.approx((presets.FINAL_BLUR_SIGMA,) * 2)
-        assert min(blur.sigma_at(iterations)) > blur.blur.min_sigma
+        assert min(blur.sigma_at(iterations)) > blur.min_sigma
     with pytest.raises(MEIConfigError, match="final_sigma"):
         presets.default([1, 24, 24], UNIT_STATS, final_sigma=2.0)
 

@@ -131,7 +131,7 @@ def test_walker2019_without_a_range_clips_at_the_default_presets_bounds():
     assert (clip["x_min"], clip["x_max"]) == (0.5 - presets.CLIP_STDS * 2.0, 0.5 + presets.CLIP_STDS * 2.0)
     assert config["optimizer"]["kwargs"]["lr"] == 0.1 / 255 * 2.0  # step_gain/255 per z-unit of their model
     assert config["stopper"]["kwargs"]["num_iterations"] == 1000
-    sigma_end = build_method(config).postprocessors[1].blur.sigma_at(999)
+    sigma_end = build_method(config).postprocessors[1].sigma_at(999)
     assert sigma_end == pytest.approx((1.5 + (0.01 - 1.5) * 999 / 1000,) * 2)
     with pytest.raises(MEIConfigError, match=r"^iterations: must be a positive integer, got 0"):
         presets.walker2019([1, 8, 8], {"mean": [0.5], "std": [2.0]}, iterations=0)
