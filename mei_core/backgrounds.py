@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .components import Background, Step
+from .ops import float_array
 
 __all__ = ["ConstantBackground", "NaturalImageBackground", "WhiteNoiseBackground"]
 
@@ -36,22 +37,13 @@ def _fit(image: Tensor, shape: tuple[int, ...], who: str, rows: int | None = Non
         raise ValueError(f"{who}: a background of shape {tuple(single.shape)} does not fit rows of shape {shape}") from error
 
 
-def _load(array: str | Sequence | np.ndarray | Tensor, who: str) -> Tensor:
-    if isinstance(array, str):
-        try:
-            array = np.load(array)
-        except OSError as error:
-            raise ValueError(f"{who}: cannot read {array!r}: {error}") from error
-    return torch.as_tensor(np.asarray(array, dtype=np.float32))
-
-
 class ConstantBackground(Background):
     """The same background for every row and step: a number or an array broadcast to the row."""
 
     random = False
 
     def __init__(self, value: float | Sequence | np.ndarray | str = 0.0):
-        self.value = _load(value, "ConstantBackground")
+        self.value = float_array(value, "ConstantBackground")
 
     def __call__(self, shape: tuple[int, ...], step: Step, stream: int) -> Tensor:
         return self.at_evaluation(shape).expand(len(step.rows), *shape)
@@ -77,7 +69,7 @@ class NaturalImageBackground(Background):
         x_max: float | None = None,
         scale: float = 1.0,
     ):
-        stack = _load(images, "NaturalImageBackground")
+        stack = float_array(images, "NaturalImageBackground")
         if stack.dim() < 3 or len(stack) == 0:
             raise ValueError(f"NaturalImageBackground: images must be N×H×W or N×C×H×W, got shape {tuple(stack.shape)}")
         if norm is not None:

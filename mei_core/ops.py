@@ -9,9 +9,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def float_array(value: str | Sequence | np.ndarray | Tensor, what: str) -> Tensor:
+    """A float32 tensor from values or from the path of a ``.npy`` file; ``what`` names the argument
+    in the error when the file cannot be read."""
+    if isinstance(value, str):
+        try:
+            value = np.load(value)
+        except OSError as error:
+            raise ValueError(f"{what}: cannot read {value!r}: {error}") from error
+    return torch.as_tensor(np.asarray(value, dtype=np.float32))
 
 
 def per_row(values: Tensor, like: Tensor) -> Tensor:

@@ -27,13 +27,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .components import Parameterisation
 from .config import build_components, import_object
 from .errors import MEIConfigError
+from .ops import float_array
 
 __all__ = ["Pixels", "Spectral", "ColourDecorrelated", "Sigmoid", "Tanh", "Gabor", "DoG", "LinearBasis", "Decoder", "Chain"]
 
@@ -270,8 +270,8 @@ class LinearBasis(Parameterisation):
     (or ``K×D``); the variable is the ``K`` coefficients. :func:`pca_basis` makes one from images."""
 
     def __init__(self, basis: Any, mean: Any = None):
-        self.basis = _array(basis, "basis")
-        self.mean = None if mean is None else _array(mean, "mean")
+        self.basis = float_array(basis, "LinearBasis basis")
+        self.mean = None if mean is None else float_array(mean, "LinearBasis mean")
 
     def initial_shape(self, stimulus_shape: tuple[int, ...]) -> tuple[int, ...]:
         size = math.prod(stimulus_shape)
@@ -291,15 +291,6 @@ class LinearBasis(Parameterisation):
 
     def __repr__(self) -> str:
         return f"LinearBasis(basis={tuple(self.basis.shape)}, mean={None if self.mean is None else tuple(self.mean.shape)})"
-
-
-def _array(value: Any, name: str) -> Tensor:
-    if isinstance(value, str):
-        try:
-            value = np.load(value)
-        except OSError as error:
-            raise ValueError(f"cannot read {name} file {value!r}: {error}") from error
-    return torch.as_tensor(np.asarray(value, dtype=np.float32))
 
 
 def pca_basis(images: Tensor, n_components: int) -> tuple[Tensor, Tensor]:
