@@ -22,7 +22,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,25 +69,22 @@ class Plan:
         return [Shard(e, m, seed, index) for e in self.ensembles for m in self.methods_of_ensemble[e]
                 for seed in self.seeds for index in range(self.shard_counts[e])]
 
+    #: fields not stored as they are: ``paths`` (stored as its two folders), ``shards`` (they follow
+    #: from the rest), ``files_of_group`` (tuple keys: stored as [ensemble, group, files] rows)
+    _DERIVED = ("paths", "shards", "files_of_group")
+
     def to_record(self) -> dict[str, Any]:
-        """The plan as JSON (its shards follow from the rest)."""
-        return {
-            "results": self.paths.results, "resources": self.paths.resources, "ensembles": self.ensembles,
-            "methods": self.methods, "seeds": self.seeds, "demos": self.demos, "shard_counts": self.shard_counts,
-            "methods_of_ensemble": self.methods_of_ensemble, "heldout_ensembles": self.heldout_ensembles,
-            "video_ensembles": self.video_ensembles, "grids": self.grids,
-            "files_of_group": [[e, g, files] for (e, g), files in self.files_of_group.items()],
-        }
+        """The plan as JSON: every field, so that a field added to Plan is recorded too."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._DERIVED}
+        record["results"], record["resources"] = self.paths.results, self.paths.resources
+        record["files_of_group"] = [[e, g, files] for (e, g), files in self.files_of_group.items()]
+        return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Plan:
-        plan = cls(
-            paths=Paths(record["results"], record["resources"]), ensembles=record["ensembles"], methods=record["methods"],
-            seeds=record["seeds"], demos=record["demos"], shard_counts=record["shard_counts"],
-            methods_of_ensemble=record["methods_of_ensemble"], heldout_ensembles=record["heldout_ensembles"],
-            video_ensembles=record["video_ensembles"], grids=record["grids"],
-            files_of_group={(e, g): files for e, g, files in record["files_of_group"]},
-        )
+        stored = {f.name: record[f.name] for f in fields(cls) if f.name not in cls._DERIVED}
+        plan = cls(paths=Paths(record["results"], record["resources"]), **stored,
+                   files_of_group={(e, g): files for e, g, files in record["files_of_group"]})
         plan.shards = plan.planned_shards()
         return plan
 
