@@ -4,7 +4,8 @@ grouped (the profile as shipped) against ungrouped (the same profile without its
 
 Run from the repository root: ``.venv/bin/python benchmarks/cluster.py`` (``--help``). Defaults: 10k
 MEIs = 1,000 neurons × 10 seeds of a tiny CNN (``build_demo_cnn``: 1×12×12, 3 channels, 3×3 kernels)
-in shards of 250 (40 generate and 40 held-out scoring jobs), 20 SGD steps per MEI, on one node
+in shards of 250 (4 generate and 4 held-out scoring jobs, each over the 10 seeds of its shard; 40 + 40
+with ``--per-seed-jobs`` on a checkout from before one job covered every seed), 20 SGD steps per MEI, on one node
 (this machine's cores, one fake GPU). Each mode starts from an empty results folder and runs the whole
 workflow; printed: wall time, SLURM jobs submitted, generate/score jobs, jobs per minute, MEIs per
 minute, and from the job logs the start-up a job paid before its first optimisation step.
@@ -134,7 +135,8 @@ def compute_seconds(project: Path) -> tuple[float, float]:
     """Seconds the generate and the scoring jobs spent computing, summed (from their logs)."""
     logs = project / "resources" / "logs"
     generate = sum(float(m) for p in (logs / "meis").rglob("*.log") for m in re.findall(r"items in ([0-9.]+) s", p.read_text(errors="replace")))
-    score = sum(float(m) for p in (logs / "heldout").rglob("*.log") for m in re.findall(r"MEIs scored in ([0-9.]+) s", p.read_text(errors="replace")))
+    score = sum(float(m) for p in (logs / "heldout").rglob("*.log")
+                for m in re.findall(r"(?:MEIs scored|held-out score file\(s\)) in ([0-9.]+) s", p.read_text(errors="replace")))
     return generate, score
 
 
@@ -146,6 +148,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["grouped", "ungrouped"], choices=["grouped", "ungrouped"])
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--per-seed-jobs", action="store_true",
+                        help="count jobs as the workflow made them before one job covered a shard's seeds (to run on an older checkout)")
     args = parser.parse_args()
     reason = slurm_unavailable_reason()
     if reason:
@@ -153,7 +157,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mei-cluster-bench-"))
     project = make_project(workdir / "project", args.neurons, args.seeds, args.shard_size, args.iterations)
     n_meis = args.neurons * args.seeds
-    n_shards = -(-args.neurons // args.shard_size) * args.seeds
+    n_shards = -(-args.neurons // args.shard_size) * (args.seeds if args.per_seed_jobs else 1)  # generate jobs
     group = yaml.safe_load((PROFILE / "config.yaml").read_text()).get("group-components", {})
     print(f"{n_meis} MEIs: {args.neurons} neurons x {args.seeds} seeds, shards of {args.shard_size} ({n_shards} generate + "
           f"{n_shards} scoring jobs), {args.iterations} steps; {os.cpu_count()} cores, 1 (fake) GPU; group-components {group}; "

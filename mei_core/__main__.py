@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     command("objective-table", spec=required, out=required)
     # --worker: run in a worker that keeps torch imported (mei_core.worker): auto | off | a socket path
     worker = {"default": "off"}
-    command("generate", manifest=required, method=required, shard=required, seed={"type": int, **required}, out=required, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
-    command("score", manifest=required, shard_spec=required, shard=required, out=required, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
+    # one job per shard: every seed in one batch, one file per seed (--out in the order of --seeds)
+    command("generate", manifest=required, method=required, shard=required, seeds={"type": int, **many}, out=many, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
+    command("score", manifest=required, shard_spec=required, shards=many, out=many, device={"default": "auto"}, threads={"type": int, "default": 1}, worker=worker)
     command("worker", socket=required, idle={"type": float, "default": 60.0})
     command("aggregate", manifest=required, table=required, shards=many, heldout={"nargs": "*", "default": []}, methods=many, seeds={"type": int, **many}, zarr=required, scores=required, traces=required)
     command("concat", inputs=many, out=required)
@@ -130,10 +131,10 @@ def run_command(command: str, arguments: dict) -> int:
             write_objective_table(args.spec, args.out)
         elif args.command == "generate":
             from .generate import generate_shard
-            generate_shard(args.manifest, args.method, args.shard, args.seed, args.out, args.device, args.threads, getattr(args, "started", None))
+            generate_shard(args.manifest, args.method, args.shard, args.seeds, args.out, args.device, args.threads, getattr(args, "started", None))
         elif args.command == "score":
             from .generate import score_heldout
-            score_heldout(args.manifest, args.shard_spec, args.shard, args.out, args.device, args.threads)
+            score_heldout(args.manifest, args.shard_spec, args.shards, args.out, args.device, args.threads)
         elif args.command == "aggregate":
             from .results import aggregate_ensemble
             aggregate_ensemble(args.manifest, args.table, args.shards, args.heldout, args.methods, args.seeds, args.zarr, args.scores, args.traces)

@@ -17,13 +17,14 @@ checks stopped items ride along, frozen. A plain-bool stop (``NumIterations``) e
 from __future__ import annotations
 
 import contextlib
+import copy
 import contextvars
 import math
 import itertools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -99,6 +100,17 @@ class BatchResult:
     device: str = "cpu"
     n_meis: int = 1
     transform: Transform = field(default_factory=Identity)
+
+    def items(self, start: int, stop: int) -> BatchResult:
+        """The result of items ``start``–``stop - 1`` alone, as if they had been the whole batch
+        (items never interact, so this is what a batch of just them returns)."""
+        rows = slice(start * self.n_meis, stop * self.n_meis)
+        traces = {}
+        for name, tracker in self.traces.items():
+            traces[name] = copy.copy(tracker)
+            traces[name].values = [value[rows] for value in tracker.values]
+        return replace(self, meis=self.meis[rows], scores=self.scores[rows], row_items=self.row_items[rows] - start,
+                       n_iterations=self.n_iterations[start:stop], stop_reasons=self.stop_reasons[start:stop], traces=traces)
 
 
 @dataclass

@@ -1,15 +1,22 @@
-"""The jobs of one shard: optimise its items in a single batch (``generate_shard``), and score the
-result with the held-out ensemble (``score_heldout``, its own rule, so a change of held-out members
-never reruns generation)."""
+"""The jobs of one shard: optimise its items for every seed in a single batch (``generate_shard``),
+and score the result with the held-out ensemble (``score_heldout``, its own rule, so a change of
+held-out members never reruns generation).
+
+One job covers a shard's rows × all seeds, so a run pays a job's start-up (and on a cluster its
+Snakemake and its queueing) once per shard instead of once per shard and seed. Each seed still has
+its own file, and a rerun keeps every file that already holds its result (``shard_key``): adding a
+seed computes only that seed."""
 
 from __future__ import annotations
 
 import logging
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -17,8 +24,9 @@ from .config import import_object
 from .engine import BatchResult, step_callback
 from .ensembles import load_ensemble
 from .files import read_json
+from .hashing import canonical_json, sha256_file, sha256_text
 from .objectives.kinds import as_table, build_objective
-from .shards import read_shard, write_heldout, write_shard
+from .shards import ShardFileError, read_metadata, read_shard, write_heldout, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +47,64 @@ def with_max_batch(config: dict, max_batch: int | None) -> dict:
     return {**config, "max_batch": min(int(max_batch), config.get("max_batch") or int(max_batch))}
 
 
+def shard_key(manifest: dict, method: dict, shard: dict, seed: int, device: str) -> str:
+    """What a shard file's content follows from: the ensemble, the method, the shard's rows, the seed
+    and the requested device. A file that records the same key is kept when its job reruns."""
+    return sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "method_hash": method["method_hash"],
+                                       "shard": shard, "seed": int(seed), "device": device}))
+
+
+def _current(path: str, key_name: str, key: str) -> bool:
+    """Whether ``path`` exists and was written for ``key`` (an unreadable file is made again)."""
+    if not Path(path).exists():
+        return False
+    try:
+        return read_metadata(path).get(key_name) == key
+    except ShardFileError:
+        return False
+
+
 def generate_shard(
     manifest_path: str,
     method_path: str,
     shard_spec_path: str,
-    seed: int,
-    out_path: str,
+    seeds: Sequence[int],
+    out_paths: Sequence[str],
     device: str = "auto",
     threads: int = 1,
     command_started: float | None = None,
-) -> Path:
-    """Optimise the shard's items and write its shard file atomically. ``command_started``: when the
-    job's command started (``time.time()``), to log the start-up it paid before the first step."""
+) -> list[Path]:
+    """Optimise the shard's items for every seed in one batch and write one shard file per seed
+    (``out_paths[k]`` for ``seeds[k]``), each atomically. A file that already holds this shard's
+    result for its seed (its ``shard_key``) is kept, so a job that reruns because a seed was added
+    computes only that seed. ``command_started``: when the job's command started (``time.time()``),
+    to log the start-up it paid before the first step."""
+    if len(seeds) != len(out_paths):
+        raise ValueError(f"{len(seeds)} seeds but {len(out_paths)} output files")
     torch.set_num_threads(threads)
     started = time.perf_counter()
     manifest, method, shard = read_json(manifest_path), read_json(method_path), read_json(shard_spec_path)
-    # the shard's spec holds its slice of the objective table: its content alone decides reruns
+    keys = [shard_key(manifest, method, shard, seed, device) for seed in seeds]
+    todo = [k for k, (out, key) in enumerate(zip(out_paths, keys)) if not _current(out, "shard_key", key)]
+    for k in sorted(set(range(len(seeds))) - set(todo)):
+        log.info("kept %s: it holds this shard for seed %d", out_paths[k], seeds[k])
+    if not todo:
+        return [Path(out) for out in out_paths]
+
+    # the shard's spec holds its slice of the objective table: its content alone decides reruns.
+    # Every seed's copy of the rows is one item of the batch (seed-major): items never interact, so
+    # each equals the MEI computed for that seed alone
     rows = as_table(shard["rows"])
+    batch_rows = pd.concat([rows] * len(todo), ignore_index=True)
+    batch_seeds = [int(seeds[k]) for k in todo for _ in range(len(rows))]
     target = resolve_device(device)
     model = load_ensemble(manifest).to(target)
-    objective = build_objective(model, rows)
+    objective = build_objective(model, batch_rows)
     method_fn = import_object(method["method_fn"], f"methods.{method['name']}.method_fn")
     config = with_max_batch(method["config"], manifest.get("max_batch"))
 
-    bar = tqdm(desc=f"{manifest['name']}/{method['name']}/seed{seed}/shard{shard['index']}", unit="step", mininterval=2.0)
+    seed_names = ",".join(str(seeds[k]) for k in todo)
+    bar = tqdm(desc=f"{manifest['name']}/{method['name']}/shard{shard['index']}/seeds {seed_names}", unit="step", mininterval=2.0)
     def progress(state) -> None:
         if state.i_iter:
             bar.update(1)
@@ -71,40 +113,53 @@ def generate_shard(
 
     token = step_callback.set(progress)
     try:
-        result: BatchResult = method_fn(objective, config, [seed] * len(rows), tuple(manifest["input_shape"]), target)
+        result: BatchResult = method_fn(objective, config, batch_seeds, tuple(manifest["input_shape"]), target)
     finally:
         step_callback.reset(token)
         bar.close()
 
     runtime = time.perf_counter() - started
-    write_shard(out_path, rows, result, {
-        "ensemble": manifest["name"], "method": method["name"], "method_hash": method["method_hash"],
-        "seed": int(seed), "shard": int(shard["index"]), "host": platform.node(), "runtime_s": runtime,
-        "torch": torch.__version__, "ensemble_hash": manifest["ensemble_hash"],
-    })
-    log.info("wrote %s: %d items in %.1f s", out_path, len(rows), runtime)
-    return Path(out_path)
+    for position, k in enumerate(todo):
+        write_shard(out_paths[k], rows, result.items(position * len(rows), (position + 1) * len(rows)), {
+            "ensemble": manifest["name"], "method": method["name"], "method_hash": method["method_hash"],
+            "seed": int(seeds[k]), "shard": int(shard["index"]), "host": platform.node(),
+            "runtime_s": runtime / len(todo), "seeds_in_batch": len(todo),  # this file's share of the job "torch": torch.__version__, "ensemble_hash": manifest["ensemble_hash"],
+            "shard_key": keys[k],
+        })
+    log.info("wrote %d shard file(s) (seeds %s): %d items in %.1f s", len(todo), seed_names, len(batch_rows), runtime)
+    return [Path(out) for out in out_paths]
 
 
-def score_heldout(manifest_path: str, shard_spec_path: str, shard_path: str, out_path: str, device: str = "auto", threads: int = 1) -> np.ndarray:
-    """The same objective evaluated by the held-out (validation) ensemble on each MEI of a shard, as
-    the members' ensemble scored it (``scored_inputs``: e.g. a transparency MEI blended onto its
-    evaluation background); NaN without held-out members."""
+def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequence[str], out_paths: Sequence[str], device: str = "auto", threads: int = 1) -> list[np.ndarray]:
+    """The same objective evaluated by the held-out (validation) ensemble on each MEI of the shard
+    files of one shard (one per seed), as the members' ensemble scored it (``scored_inputs``: e.g. a
+    transparency MEI blended onto its evaluation background); NaN without held-out members. A score
+    file that already holds the scores of its shard file's content (same key) is kept."""
+    if len(shard_paths) != len(out_paths):
+        raise ValueError(f"{len(shard_paths)} shard files but {len(out_paths)} output files")
     started = time.perf_counter()
     torch.set_num_threads(threads)
-    manifest, spec, shard = read_json(manifest_path), read_json(shard_spec_path), read_shard(shard_path)
+    manifest, spec = read_json(manifest_path), read_json(shard_spec_path)
+    keys = [sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "shard": read_metadata(path).get("shard_key") or sha256_file(path),
+                                        "device": device})) for path in shard_paths]
+    todo = [k for k, (out, key) in enumerate(zip(out_paths, keys)) if not _current(out, "heldout_key", key)]
+    if not todo:
+        return []
     validation = load_ensemble(manifest)
-    if validation is None:
-        scores = np.full(len(shard), np.nan, dtype=np.float32)
-    else:
-        target = resolve_device(device)
-        rows = as_table(spec["rows"])
-        objective = build_objective(validation.to(target), rows).to(target)
-        items = torch.arange(len(rows), device=target).repeat_interleave(shard.n_meis)
-        meis = torch.from_numpy(shard.scored_inputs).to(target)  # what the members' objective scored
-        size = int(manifest.get("max_batch") or len(meis)) // shard.n_meis * shard.n_meis or shard.n_meis
-        with torch.no_grad():
-            scores = torch.cat([objective(meis[i : i + size], items[i : i + size]) for i in range(0, len(meis), size)]).cpu().numpy()
-    write_heldout(out_path, scores, {"ensemble_hash": manifest["ensemble_hash"]})
-    log.info("wrote %s: %d MEIs scored in %.1f s", out_path, len(scores), time.perf_counter() - started)
-    return scores
+    target = resolve_device(device)
+    objective = None if validation is None else build_objective(validation.to(target), as_table(spec["rows"])).to(target)
+    written = []
+    for k in todo:
+        shard = read_shard(shard_paths[k])
+        if objective is None:
+            scores = np.full(len(shard), np.nan, dtype=np.float32)
+        else:
+            items = torch.arange(len(spec["rows"]), device=target).repeat_interleave(shard.n_meis)
+            meis = torch.from_numpy(shard.scored_inputs).to(target)  # what the members' objective scored
+            size = int(manifest.get("max_batch") or len(meis)) // shard.n_meis * shard.n_meis or shard.n_meis
+            with torch.no_grad():
+                scores = torch.cat([objective(meis[i : i + size], items[i : i + size]) for i in range(0, len(meis), size)]).cpu().numpy()
+        write_heldout(out_paths[k], scores, {"ensemble_hash": manifest["ensemble_hash"], "heldout_key": keys[k]})
+        written.append(scores)
+    log.info("wrote %d held-out score file(s) in %.1f s", len(todo), time.perf_counter() - started)
+    return written

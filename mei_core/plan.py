@@ -5,7 +5,8 @@ The pieces live where their concept does: config reading in ``configfile``, path
 member checks in ``ensembles``, objective rows in the objective kinds, demo outputs in the demo kinds.
 Spec files are written only when their content changes, so Snakemake's mtime test reruns exactly the
 jobs whose definition changed: one method's shards when that method is edited (not when its keys are
-reordered), only new shards when seeds or neurons are added, scoring only when held-out members change.
+reordered), only new shards when neurons are added (and only the new seed's results when a seed is
+added: mei_core.generate keeps the files that hold theirs), scoring only when held-out members change.
 
 The main Snakemake process plans with every check (members loaded and probed, method components
 built, objective kinds and builders imported: this needs torch) and records the plan it made

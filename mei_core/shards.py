@@ -1,16 +1,18 @@
-"""The shard file: what one ``generate_meis`` job wrote (one ``.npz`` per ensemble × method × seed ×
-shard), and the held-out score file that ``score_heldout`` writes beside it. This module alone
-writes and reads both formats.
+"""The shard file: what one ``generate_meis`` job wrote for one seed (one ``.npz`` per ensemble ×
+method × seed × shard; a job writes one per seed), and the held-out score file that ``score_heldout``
+writes beside it. This module alone writes and reads both formats.
 
 Arrays of a shard file, one entry per row (``n_meis`` consecutive rows per item): ``meis``
 (rows × input shape: a transparency MEI's image channels), ``scores``, ``neuron_id``, ``output_unit``,
 ``mei_index``, ``n_iterations``, ``stop_reason``; traces in long form (``trace_step``, ``trace_row``,
 ``trace_name``, ``trace_value``); ``metadata`` (JSON: ensemble, method, method_hash, seed, shard,
-n_items, n_meis, device, host, runtime_s, torch, ensemble_hash, transparency). Only where they apply:
-``opacity`` (rows × spatial dims: a transparency MEI's opacity, 1 opaque, as its ``AlphaBlend`` reads
-the alpha channel) and ``scored_inputs`` (what the objective scored when that is not ``meis``: the
-method transform's ``at_evaluation`` view, e.g. a transparency MEI blended onto its evaluation
-background, or a centre crop; the held-out ensemble scores the same inputs).
+n_items, n_meis, device, host, runtime_s (this file's share of its job's runtime), seeds_in_batch,
+torch, ensemble_hash, shard_key: what its content follows from, so a rerun keeps a file whose key is
+current; transparency). Only where they apply: ``opacity`` (rows × spatial dims: a transparency
+MEI's opacity, 1 opaque, as its ``AlphaBlend`` reads the alpha channel) and ``scored_inputs`` (what
+the objective scored when that is not ``meis``: the method transform's ``at_evaluation`` view, e.g. a
+transparency MEI blended onto its evaluation background, or a centre crop; the held-out ensemble
+scores the same inputs).
 """
 
 from __future__ import annotations

@@ -66,7 +66,20 @@ def test_a_project_copied_without_snakemake_metadata_notices_a_new_seed(finished
     config["seeds"] = [0, 5]
     write_config(project, config)
     planned = planned_outputs(project)
-    assert sorted(planned["generate_meis"]) == sorted(f"resources/meis/tiny/{m}/seed5/shard{k}.npz" for m in ("fast", "slow") for k in (0, 1))
+    # one job per shard covers every seed; it keeps the seed-0 files, which already hold their results
+    assert sorted(planned["generate_meis"]) == sorted(f"resources/meis/tiny/{m}/seed{s}/shard{k}.npz" for m in ("fast", "slow") for k in (0, 1) for s in (0, 5))
+    seed0 = {path: path.read_bytes() for path in (project / "resources" / "meis").glob("tiny/*/seed0/*.npz")}
+    heldout0 = {path: path.read_bytes() for path in (project / "resources" / "heldout").glob("tiny/*/seed0/*.npz")}
+    snakemake(project)
+    assert len(seed0) == 4 and all(path.read_bytes() == content for path, content in seed0.items())
+    assert all(path.read_bytes() == content for path, content in heldout0.items())
+    log = (project / "resources" / "logs" / "meis" / "tiny" / "fast" / "shard0.log").read_text()
+    assert "kept resources/meis/tiny/fast/seed0/shard0.npz" in log and "wrote 1 shard file(s) (seeds 5)" in log
+    scores = pd.read_parquet(project / "results" / "scores.parquet")
+    assert sorted(scores["seed"].unique()) == [0, 5]
+    original = pd.read_parquet(finished / "results" / "scores.parquet")
+    kept = scores[scores["seed"] == 0].sort_values(["method", "neuron_id"])["score"].to_numpy()
+    np.testing.assert_array_equal(kept, original.sort_values(["method", "neuron_id"])["score"].to_numpy())
 
 
 def verify(project):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_a_failing_job_leaves_no_file_a_rerun_could_trust(project, tmp_path):
         out = project / "out" / "shard0.npz"
         result = subprocess.run(
             [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.paths.manifest("tiny", "members"), "--method", "broken.json",
-             "--shard", plan.paths.shard_spec("tiny", 0), "--seed", "0", "--out", str(out), "--device", "cpu"],
+             "--shard", plan.paths.shard_spec("tiny", 0), "--seeds", "0", "--out", str(out), "--device", "cpu"],
             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
     finally:
@@ -83,7 +84,7 @@ def test_a_job_writes_its_shard_atomically_with_every_column(project):
     os.chdir(project)
     try:
         assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
-        path = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("tiny", "slow"), plan.paths.shard_spec("tiny", 0), 3, "out/s.npz", "cpu", 1)
+        [path] = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("tiny", "slow"), plan.paths.shard_spec("tiny", 0), [3], ["out/s.npz"], "cpu", 1)
     finally:
         os.chdir(REPO)
     with np.load(project / path) as shard:
@@ -92,6 +93,51 @@ def test_a_job_writes_its_shard_atomically_with_every_column(project):
         metadata = json.loads(str(shard["metadata"]))
     assert metadata["seed"] == 3 and metadata["method"] == "slow" and len(metadata["method_hash"]) == 64
     assert [p.name for p in (project / "out").iterdir()] == ["s.npz"]
+
+
+def test_a_job_over_two_seeds_writes_for_each_the_shard_a_job_of_that_seed_alone_writes_and_keeps_current_files(project, caplog):
+    from mei_core.ensembles import assemble_ensemble
+    from mei_core.generate import generate_shard, score_heldout
+
+    config = tiny_config()
+    config["seeds"] = [0, 7]
+    plan = prepare(config, project)
+    shard_spec, slow = plan.paths.shard_spec("tiny", 0), plan.paths.method_spec("tiny", "slow")
+    os.chdir(project)
+    try:
+        for group in ("members", "validation_members"):
+            assemble_ensemble(plan.paths.member_spec("tiny", group), plan.paths.manifest("tiny", group))
+        members, validation = plan.paths.manifest("tiny", "members"), plan.paths.manifest("tiny", "validation_members")
+        generate_shard(members, slow, shard_spec, [0, 7], ["out/both0.npz", "out/both7.npz"], "cpu", 1)
+        generate_shard(members, slow, shard_spec, [7], ["out/alone7.npz"], "cpu", 1)
+        generate_shard(members, slow, shard_spec, [0], ["out/alone0.npz"], "cpu", 1)
+        score_heldout(validation, shard_spec, ["out/both0.npz", "out/both7.npz"], ["out/h0.npz", "out/h7.npz"], "cpu", 1)
+        score_heldout(validation, shard_spec, ["out/alone7.npz"], ["out/h7alone.npz"], "cpu", 1)
+        shards = {name: np.load(f"out/{name}.npz") for name in ("both0", "both7", "alone0", "alone7")}
+        for seed in (0, 7):
+            together, alone = shards[f"both{seed}"], shards[f"alone{seed}"]
+            assert json.loads(str(together["metadata"]))["seed"] == seed and together["neuron_id"].tolist() == [0, 1, 2]
+            # the same MEIs up to the CNN's own rounding, which depends on the batch size (not on the neighbours)
+            np.testing.assert_allclose(together["meis"], alone["meis"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(together["scores"], alone["scores"], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(shards["both0"]["meis"], shards["both7"]["meis"])  # the seeds' starts differ
+        np.testing.assert_allclose(np.load("out/h7.npz")["heldout_scores"], np.load("out/h7alone.npz")["heldout_scores"], rtol=1e-5)
+
+        # rerun with a seed added: the two current files are kept byte for byte, only seed 3 is computed
+        before = {name: Path(f"out/{name}.npz").read_bytes() for name in ("both0", "both7", "h0", "h7")}
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="mei_core.generate")
+        generate_shard(members, slow, shard_spec, [0, 3, 7], ["out/both0.npz", "out/both3.npz", "out/both7.npz"], "cpu", 1)
+        score_heldout(validation, shard_spec, ["out/both0.npz", "out/both3.npz", "out/both7.npz"], ["out/h0.npz", "out/h3.npz", "out/h7.npz"], "cpu", 1)
+        assert all(Path(f"out/{name}.npz").read_bytes() == content for name, content in before.items())
+        assert "wrote 1 shard file(s) (seeds 3): 3 items" in caplog.text and "wrote 1 held-out score file(s)" in caplog.text
+        # a file written for other inputs (here: another method) is not kept
+        fast_before = Path("out/both0.npz").read_bytes()
+        generate_shard(members, plan.paths.method_spec("tiny", "fast"), shard_spec, [0], ["out/both0.npz"], "cpu", 1)
+        assert Path("out/both0.npz").read_bytes() != fast_before
+        assert json.loads(str(np.load("out/both0.npz")["metadata"]))["method"] == "fast"
+    finally:
+        os.chdir(REPO)
 
 
 def test_an_ensembles_max_batch_reaches_its_jobs_and_changes_no_result(project, caplog):
@@ -110,7 +156,7 @@ def test_an_ensembles_max_batch_reaches_its_jobs_and_changes_no_result(project, 
             manifest = assemble_ensemble(plan.paths.member_spec("tiny", "members"), plan.paths.manifest("tiny", "members"))
             token = simulated_memory_rows.set(2 if max_batch else None)  # a "GPU" that fits 2 rows at a time
             try:
-                path = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("tiny", "slow"), plan.paths.shard_spec("tiny", 0), 0, f"out/{max_batch}.npz", "cpu", 1)
+                [path] = generate_shard(plan.paths.manifest("tiny", "members"), plan.paths.method_spec("tiny", "slow"), plan.paths.shard_spec("tiny", 0), [0], [f"out/{max_batch}.npz"], "cpu", 1)
             finally:
                 simulated_memory_rows.reset(token)
             with np.load(project / path) as shard:
@@ -206,7 +252,7 @@ def test_a_jobs_parse_of_the_snakefile_imports_no_torch(project):
     snakemake_args = ["--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(project), "--configfiles", str(project / "config.yaml")]
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-m", "snakemake", *snakemake_args, "--cores", "1", "--dry-run", "--quiet"], check=True, env=environment, capture_output=True)
-    job = ["--target-jobs", "generate_meis:ensemble=tiny,method=fast,seed=0,shard=0", "--allowed-rules", "generate_meis",
+    job = ["--target-jobs", "generate_meis:ensemble=tiny,method=fast,shard=0", "--allowed-rules", "generate_meis",
            "--cores", "1", "--mode", "remote", "--dry-run", "--force", "--quiet"]
     code = ("import sys\nfrom snakemake.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
             "print('exit', code, 'torch' in sys.modules, 'mei_core.objectives.kinds' in sys.modules, file=sys.stderr)")

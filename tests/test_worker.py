@@ -32,10 +32,11 @@ def project(tmp_path):
     return folder, plan
 
 
-def generate(folder, plan, out, *extra, method="slow"):
+def generate(folder, plan, out, *extra, method="slow", seeds=(0,)):
+    outs = [out] if isinstance(out, str) else list(out)
     command = [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.paths.manifest("tiny", "members"),
-               "--method", plan.paths.method_spec("tiny", method), "--shard", plan.paths.shard_spec("tiny", 0), "--seed", "0",
-               "--out", out, "--device", "cpu", *extra]
+               "--method", plan.paths.method_spec("tiny", method), "--shard", plan.paths.shard_spec("tiny", 0),
+               "--seeds", *map(str, seeds), "--out", *outs, "--device", "cpu", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("SLURM_JOB_ID", None)
     return subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env, timeout=300)
@@ -56,7 +57,7 @@ def test_jobs_through_one_worker_write_the_shards_a_direct_run_writes(project, t
         log = (tmp_path / "w.sock.log").read_text()
         assert len(worker_pids(log)) == 1  # the second job found the worker the first one started
         # the job's own output reaches the client's stderr (the rule's log file)
-        assert "wrote out/second.npz: 3 items" in second.stderr
+        assert "wrote 1 shard file(s) (seeds 0): 3 items" in second.stderr
         shards = {name: np.load(folder / "out" / f"{name}.npz") for name in ("direct", "first", "second")}
         for name in ("first", "second"):
             assert np.array_equal(shards[name]["meis"], shards["direct"]["meis"])
@@ -76,7 +77,7 @@ def test_a_failing_job_in_the_worker_fails_its_command_with_the_key_named(projec
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         result = subprocess.run(
             [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.paths.manifest("tiny", "members"), "--method", "broken.json",
-             "--shard", plan.paths.shard_spec("tiny", 0), "--seed", "0", "--out", "out/s.npz", "--device", "cpu", "--worker", socket],
+             "--shard", plan.paths.shard_spec("tiny", 0), "--seeds", "0", "--out", "out/s.npz", "--device", "cpu", "--worker", socket],
             cwd=folder, capture_output=True, text=True, env=env, timeout=300,
         )
         assert result.returncode == 2
@@ -111,7 +112,7 @@ def test_a_cancelled_client_ends_its_job_in_the_worker(project, tmp_path):
         assert generate(folder, plan, "out/warm.npz", "--worker", socket).returncode == 0  # worker up
         client = subprocess.Popen(
             [sys.executable, "-m", "mei_core", "generate", "--manifest", plan.paths.manifest("tiny", "members"), "--method", "long.json",
-             "--shard", plan.paths.shard_spec("tiny", 0), "--seed", "0", "--out", "out/long.npz", "--device", "cpu", "--worker", socket],
+             "--shard", plan.paths.shard_spec("tiny", 0), "--seeds", "0", "--out", "out/long.npz", "--device", "cpu", "--worker", socket],
             cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         worker = worker_pids((tmp_path / "w.sock.log").read_text())[0]

@@ -113,13 +113,17 @@ def test_reordering_a_methods_keys_or_respelling_its_numbers_reruns_nothing(proj
     assert planned_outputs(project) == {}
 
 
-def test_adding_a_seed_runs_only_that_seeds_shards(project):
+def test_adding_a_seed_reruns_each_shards_job_which_keeps_the_old_seeds_files(project):
     config = edited(read_config(project))
     config["seeds"] = [0, 7]
     write_config(project, config)
+    # one job per shard covers every seed; its outputs are updated, not deleted first, so the job keeps
+    # the seed-0 files and computes seed 7 alone (run for real in test_faults: the seed-0 bytes stay)
     assert generated(planned_outputs(project)) == sorted(
-        f"resources/meis/tiny/{m}/seed7/shard{k}.npz" for m in ("fast", "slow") for k in (0, 1)
+        f"resources/meis/tiny/{m}/seed{s}/shard{k}.npz" for m in ("fast", "slow") for k in (0, 1) for s in (0, 7)
     )
+    dry_run = snakemake(project, "--dry-run")
+    assert "resources/meis/tiny/fast/seed0/shard0.npz (update)" in dry_run.stdout + dry_run.stderr
 
 
 def test_adding_neurons_runs_only_the_changed_last_shard(project):

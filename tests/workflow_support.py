@@ -132,7 +132,8 @@ def planned_outputs(folder: Path) -> dict[str, list[str]]:
             rule = match.group(1)
             planned.setdefault(rule, [])
         elif rule and line.strip().startswith("output:"):
-            planned[rule].extend(p.strip() for p in line.strip()[len("output:"):].split(","))
+            # an `update` output (kept by its job when it already holds its result) is listed with a flag
+            planned[rule].extend(p.strip().removesuffix(" (update)") for p in line.strip()[len("output:"):].split(","))
             rule = None
     return planned
 

@@ -1,8 +1,11 @@
-# One GPU job per (ensemble, method, seed, shard of neurons): the batched engine over the shard, then
-# the held-out ensemble's scores of its MEIs (its own job, so changing held-out members reruns only
-# scoring). A shard's spec file holds its slice of the objective table and is rewritten only when that
-# slice changes, so adding neurons reruns only the new or changed shards. (Depending on the whole
-# table, even as `ancient`, would rerun every shard: Snakemake masks jobs downstream of a rerun job.)
+# One GPU job per (ensemble, method, shard of neurons): the batched engine over the shard's rows for
+# every seed at once (one file per seed), then the held-out ensemble's scores of its MEIs (its own job,
+# so changing held-out members reruns only scoring). A shard's spec file holds its slice of the objective
+# table and is rewritten only when that slice changes, so adding neurons reruns only the new or changed
+# shards. (Depending on the whole table, even as `ancient`, would rerun every shard: Snakemake masks jobs
+# downstream of a rerun job.) Adding a seed reruns every shard's job, but its outputs are `update`d, not
+# deleted first: the job keeps each file that already holds its seed's result (mei_core.generate), so
+# only the new seed is computed.
 #
 # `--worker {config[worker]}` (default auto): inside a SLURM allocation the jobs are thin clients of one
 # worker process per allocation that imported torch once (mei_core.worker), so the jobs of a group job
@@ -15,23 +18,23 @@ rule generate_meis:
         method=PATHS.method_spec("{ensemble}", "{method}"),
         shard=PATHS.shard_spec("{ensemble}", "{shard}"),
     output:
-        PATHS.shard_file("{ensemble}", "{method}", "{seed}", "{shard}"),
+        [update(PATHS.shard_file("{ensemble}", "{method}", seed, "{shard}")) for seed in PLAN.seeds],
     conda:
         "../envs/mei_core.yaml"
     log:
-        PATHS.log("meis", "{ensemble}", "{method}", "seed{seed}", "shard{shard}"),
+        PATHS.log("meis", "{ensemble}", "{method}", "shard{shard}"),
     wildcard_constraints:
-        seed=r"\d+",
         shard=r"\d+",
     params:
         device=config["device"],
         worker=config["worker"],
+        seeds=PLAN.seeds,
     threads: THREADS
     resources:
         mem_mb=4000,
     shell:
         "python -m mei_core generate --manifest {input.manifest:q}"
-        " --method {input.method:q} --shard {input.shard:q} --seed {wildcards.seed} --out {output:q}"
+        " --method {input.method:q} --shard {input.shard:q} --seeds {params.seeds} --out {output:q}"
         " --device {params.device} --threads {threads} --worker {params.worker:q} > {log:q} 2>&1"
 
 
@@ -39,15 +42,14 @@ rule score_heldout:
     input:
         manifest=PATHS.manifest("{ensemble}", "validation_members"),
         shard_spec=PATHS.shard_spec("{ensemble}", "{shard}"),
-        shard=PATHS.shard_file("{ensemble}", "{method}", "{seed}", "{shard}"),
+        shards=[PATHS.shard_file("{ensemble}", "{method}", seed, "{shard}") for seed in PLAN.seeds],
     output:
-        PATHS.heldout_file("{ensemble}", "{method}", "{seed}", "{shard}"),
+        [update(PATHS.heldout_file("{ensemble}", "{method}", seed, "{shard}")) for seed in PLAN.seeds],
     conda:
         "../envs/mei_core.yaml"
     log:
-        PATHS.log("heldout", "{ensemble}", "{method}", "seed{seed}", "shard{shard}"),
+        PATHS.log("heldout", "{ensemble}", "{method}", "shard{shard}"),
     wildcard_constraints:
-        seed=r"\d+",
         shard=r"\d+",
     params:
         device=config["device"],
@@ -55,5 +57,5 @@ rule score_heldout:
     threads: THREADS
     shell:
         "python -m mei_core score --manifest {input.manifest:q} --shard-spec {input.shard_spec:q}"
-        " --shard {input.shard:q} --out {output:q} --device {params.device} --threads {threads}"
+        " --shards {input.shards:q} --out {output:q} --device {params.device} --threads {threads}"
         " --worker {params.worker:q} > {log:q} 2>&1"
