@@ -168,6 +168,7 @@ def main() -> None:
             for mode in args.modes:
                 profile = profile_copy(workdir / f"profile-{mode}", mode == "grouped", cluster["cpus"])
                 elapsed, _, log = run(project, profile, cluster, partition)
+                (workdir / f"snakemake-{mode}.log").write_text(log)  # kept with --keep: the run's timeline
                 # the submissions Snakemake reports (scontrol forgets finished jobs after MinJobAge)
                 lines = set(re.findall(r"SLURM jobid (\d+)", log)) or list(project.glob(".snakemake/slurm_logs/**/*.log"))
                 startups = [float(m) for m in re.findall(r"start-up ([0-9.]+) s", "\n".join(

@@ -67,5 +67,9 @@ def test_the_tiny_project_runs_through_the_cluster_profile_with_a_gpu_per_genera
     assert manifest["members"][0]["builder"] == "lab_models.build" and "lab_models.build" in manifest["sources"]
     generate_jobs = [line for line in jobs.splitlines() if "generate_meis" in line]
     assert len(generate_jobs) == 1 and "gres:gpu:1" in generate_jobs[0]
-    assert re.search(r"JobName=\S+ .*", jobs) and len(jobs.splitlines()) >= 4  # assemble, generate, aggregate, validate
+    # the profile's three stages, one SLURM job each: assembly, the shards (generate + held-out scoring),
+    # aggregation followed by validation
+    stages = sorted(re.search(r"slurm_logs/(\w+)/", line).group(1) for line in jobs.splitlines())
+    assert stages == ["group_assemble_assemble_ensemble", "group_finish_aggregate_validate", "group_generate_meis_generate_meis_score_heldout"]
+    assert (folder / "results" / "tiny.zarr").exists() and len(pd.read_parquet(folder / "results" / "validation.parquet")) > 0
     print(f"\ntiny workflow on local SLURM took {elapsed:.1f}s")

@@ -213,6 +213,21 @@ def test_the_modules_the_snakefile_imports_import_no_torch_numpy_or_pandas():
     assert result.stdout.strip() == "[]"
 
 
+def test_the_light_table_commands_concatenate_and_checksum_without_importing_torch(tmp_path):
+    """``concat`` and ``checksums`` run once per table at the end of every run: they read shard-free
+    Parquet with pandas and must not pay torch's import."""
+    pd.DataFrame({"neuron_id": [1, 2], "score": [0.5, 1.5]}).to_parquet(tmp_path / "a.parquet")
+    pd.DataFrame({"neuron_id": [3], "score": [2.5]}).to_parquet(tmp_path / "b.parquet")
+    code = ("import sys\nfrom mei_core.__main__ import main\n"
+            f"main(['concat', '--inputs', {str(tmp_path / 'a.parquet')!r}, {str(tmp_path / 'b.parquet')!r}, '--out', {str(tmp_path / 'all.parquet')!r}])\n"
+            f"main(['checksums', '--tables', {str(tmp_path / 'all.parquet')!r}, '--out', {str(tmp_path / 'sums.json')!r}])\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
+    assert pd.read_parquet(tmp_path / "all.parquet")["neuron_id"].tolist() == [1, 2, 3]
+    assert "all.parquet" in (tmp_path / "sums.json").read_text()
+
+
 def test_the_demo_builder_path_still_resolves_through_the_light_demo_kind_module():
     from mei_core.config import import_object
     from mei_core.demo import v1
