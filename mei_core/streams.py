@@ -7,9 +7,10 @@ device. So
 - an item gets the same numbers alone, in any batch, in any sub-batch after a split, and on any
   device (integer arithmetic is exact everywhere);
 - all rows are drawn in a few tensor ops, with no generator object per row and no host sync;
-- draws are made up to ``CHUNK`` steps at a time (one hash over ``rows × steps × n``) and sliced per
-  step, so a step pays one slice, not a dozen small kernel launches; wide draws (a white-noise image
-  per row) are made a step at a time, so the table stays at most ``CHUNK_VALUES`` numbers per row.
+- draws are made many steps at a time (one hash over ``rows × steps × n``: at least ``CHUNK`` steps,
+  more for small batches, up to ``TABLE_VALUES`` numbers in all) and sliced per step, so a step pays
+  one slice, not a dozen small kernel launches; wide draws (a white-noise image per row) are made a
+  step at a time, so the table stays at most ``CHUNK_VALUES`` numbers per row.
 
 Components draw through their :class:`~mei_core.components.Step` (``step.uniform(stream, n)``,
 ``step.normal(stream, n)``, ``step.integers(stream, n, high)``); ``stream`` tells the components of
@@ -27,12 +28,18 @@ from torch import Tensor
 __all__ = ["RowStreams", "stream_id", "hash32"]
 
 _MASK = 0xFFFFFFFF
-#: steps drawn per hash evaluation; any value gives the same numbers (draws are counter-based)
+#: steps drawn per hash evaluation, at least; any value gives the same numbers (draws are counter-based)
 CHUNK = 32
+#: numbers drawn per hash evaluation for the whole batch, at least: a small batch draws more steps at
+#: once. A draw is ~50 small tensor ops, ~170 µs on the CPU whatever its size up to a few thousand
+#: numbers: with 32 steps a draw, that was ~5 µs a step at batch 1 (2 % of a tiny model's step)
+TABLE_VALUES = 16384
 #: most numbers per row in one hash evaluation: a draw of ``n`` numbers per step is made
-#: ``max(1, min(CHUNK, CHUNK_VALUES // n))`` steps at a time (a 64×64 white-noise background per row
-#: would otherwise hold 32 steps of it: 32·4096 int64 per row)
+#: ``max(1, min(CHUNK_VALUES // n, max(CHUNK, TABLE_VALUES // (rows·n))))`` steps at a time (a 64×64
+#: white-noise background per row would otherwise hold 32 steps of it: 32·4096 int64 per row)
 CHUNK_VALUES = 4096
+#: a stream not drawn yet: an empty range of steps
+_NO_CHUNK = (0, 0, None)
 
 
 def stream_id(name: str) -> int:
@@ -117,7 +124,7 @@ class RowStreams:
     def _start(self, keys: Tensor) -> None:
         self.keys = keys
         self.n_rows = len(keys)
-        self._chunks: dict[tuple, tuple[int, Tensor]] = {}
+        self._chunks: dict[tuple, tuple[int, int, Tensor]] = {}  # spec → (first step, end step, draws)
         self._specs: dict[tuple, tuple] = {}  # integers() arguments → checked draw spec
 
     def repeated(self, rows: Tensor) -> "RowStreams":
@@ -155,20 +162,22 @@ class RowStreams:
         return self._take(self._specs[spec], i_iter, rows)
 
     def _take(self, spec: tuple, i_iter: int, rows: Tensor | None) -> Tensor:
-        start, table = self._chunks.get(spec, (-1, None))
-        if table is None or not start <= i_iter < start + table.shape[1]:
-            start, table = i_iter, self._draw(*spec, start=i_iter)
-            self._chunks[spec] = (start, table)
+        start, end, table = self._chunks.get(spec, _NO_CHUNK)
+        if not start <= i_iter < end:
+            table = self._draw(*spec, start=i_iter)
+            start, end = i_iter, i_iter + table.shape[1]
+            self._chunks[spec] = (start, end, table)
         values = table[:, i_iter - start]
-        if rows is None or len(rows) == self.n_rows:  # rows are distinct: as many as the batch = all
+        if rows is None or rows.shape[0] == self.n_rows:  # rows are distinct: as many as the batch = all
             return values
         return values[rows]
 
     def _draw(self, stream: int, n: int, bounds: tuple[tuple[int, ...], tuple[int, ...]] | None, start: int) -> Tensor:
-        """Draws of steps ``start … start + s − 1``: ``rows × s × n``, converted (``s`` steps: up to
-        ``CHUNK``, fewer for wide draws)."""
+        """Draws of steps ``start … start + s − 1``: ``rows × s × n``, converted (``s`` steps: ``CHUNK``
+        or more for small batches, fewer for wide draws)."""
         device = self.keys.device
-        steps = torch.arange(start, start + max(1, min(CHUNK, CHUNK_VALUES // n)), device=device, dtype=torch.long)
+        count = max(1, min(CHUNK_VALUES // n, max(CHUNK, TABLE_VALUES // max(1, self.n_rows * n))))
+        steps = torch.arange(start, start + count, device=device, dtype=torch.long)
         # the counter of draw j at step i is the same for every row: i·n + j, mixed with the stream
         counters = _as_int32(hash32(((steps[:, None] * n + torch.arange(n, device=device)) & _MASK) ^ _hash_int(stream)))
         keys = _as_int32(self.keys)[:, None, None]

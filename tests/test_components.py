@@ -121,7 +121,7 @@ def test_random_draws_of_a_row_depend_on_its_seed_row_and_step_alone():
     # item 7 (seed 30) has rows 1 and 2; alone, in a batch, and as a processed subset it draws the same
     batch = RowStreams([10, 30, 20], torch.tensor([0, 1, 1, 2]))
     alone = RowStreams([30], torch.tensor([0, 0]))
-    for i_iter in (0, 31, 32, 100):  # across the steps drawn together (CHUNK = 32)
+    for i_iter in (0, 31, 32, 100):  # across steps drawn by one hash evaluation and by the next
         whole = batch.integers(4, 3, 1000, i_iter)
         assert torch.equal(whole[1:3], alone.integers(4, 3, 1000, i_iter))
         assert torch.equal(batch.integers(4, 3, 1000, i_iter, rows=torch.tensor([2, 3])), whole[2:4])
@@ -136,6 +136,19 @@ def test_random_draws_of_a_row_depend_on_its_seed_row_and_step_alone():
     first = batch.integers(4, 1, 2**30, 0)[:, 0].tolist()
     assert len(set(first)) == 4  # rows of one item differ too
     assert batch.integers(4, 1, 2**30, 1)[:, 0].tolist() != first and batch.integers(5, 1, 2**30, 0)[:, 0].tolist() != first
+
+
+def test_a_row_draws_the_same_numbers_however_many_steps_its_batch_draws_at_once():
+    # a lone row draws thousands of steps in one hash evaluation, a row among 1024 only 32
+    alone = RowStreams([30], torch.tensor([0]))
+    crowd = RowStreams(list(range(1000, 1005)) + [30] + list(range(2000, 2018)), torch.arange(24).repeat_interleave(43)[:1024])
+    row = 5 * 43  # the first row of the item with seed 30
+    for i_iter in (0, 31, 32, 33, 100, 2047, 2048, 2049, 5000):
+        assert torch.equal(crowd.integers(4, 2, 1000, i_iter)[row], alone.integers(4, 2, 1000, i_iter)[0])
+        assert torch.equal(crowd.uniform(4, 3, i_iter)[row], alone.uniform(4, 3, i_iter)[0])
+    (start, end, _), *_ = alone._chunks.values()
+    (crowd_start, crowd_end, _), *_ = crowd._chunks.values()
+    assert end - start == 2048 and crowd_end - crowd_start == 32
 
 
 def test_the_fast_int32_hash_gives_the_bits_of_the_reference_hash():
