@@ -46,13 +46,13 @@ class Jitter(Transform):
         if max(self.max_jitter) == 0:
             return x
         # a roll by s reads at offset −s; −s is as uniform on [−j, j] as s is, so the draw is the offset
-        offsets = _shifts(step, self.stream, self.max_jitter)
+        top, left = _shifts(step, self.stream, self.max_jitter).unbind(1)  # one op, not two column slices
         if self.pad_mode == "circular":
-            return gather_windows(x, offsets[:, 0], offsets[:, 1], x.shape[-2], x.shape[-1], circular=True)
+            return gather_windows(x, top, left, x.shape[-2], x.shape[-1], circular=True)
         jy, jx = self.max_jitter
         planes = x.flatten(1, -3)  # B×(C·T)×H×W: reflection pads 2-D planes
         padded = F.pad(planes, (jx, jx, jy, jy), mode="reflect")
-        window = gather_windows(padded, offsets[:, 0] + jy, offsets[:, 1] + jx, x.shape[-2], x.shape[-1])
+        window = gather_windows(padded, top + jy, left + jx, x.shape[-2], x.shape[-1])
         return window.view(x.shape)
 
     def shift(self, row: Tensor, dy: int, dx: int) -> Tensor:
@@ -91,8 +91,8 @@ class PadJitter(Transform):
         padded = F.pad(planes, (self.pad,) * 4, mode=self.mode, value=self.value if self.mode == "constant" else None)
         # the window of the image shifted by s starts at pad − s: uniform on [pad − j, pad + j]
         jy, jx = self.max_jitter
-        offsets = step.integers(self.stream, 2, (2 * jy + 1, 2 * jx + 1), low=(self.pad - jy, self.pad - jx))
-        window = gather_windows(padded, offsets[:, 0], offsets[:, 1], height, width, circular=True)
+        top, left = step.integers(self.stream, 2, (2 * jy + 1, 2 * jx + 1), low=(self.pad - jy, self.pad - jx)).unbind(1)
+        window = gather_windows(padded, top, left, height, width, circular=True)
         return window.view(x.shape)
 
 
@@ -113,8 +113,8 @@ class RandomCrop(Transform):
     def __call__(self, x: Tensor, step: Step) -> Tensor:
         self._check(x)
         free = (x.shape[-2] - self.height + 1, x.shape[-1] - self.width + 1)
-        offsets = step.integers(self.stream, 2, free)
-        return gather_windows(x, offsets[:, 0], offsets[:, 1], self.height, self.width)
+        top, left = step.integers(self.stream, 2, free).unbind(1)
+        return gather_windows(x, top, left, self.height, self.width)
 
     def at_evaluation(self, x: Tensor) -> Tensor:
         self._check(x)
