@@ -375,6 +375,14 @@ def test_ensembles_average_or_stack_and_constrained_models_select_units():
         BatchedConstrainedOutputModel(a, units=[9])(x[:1])
 
 
+def test_the_unit_selector_reuses_its_gather_index_only_for_outputs_of_the_same_shape():
+    select = BatchedConstrainedOutputModel(torch.nn.Identity(), units=[0, 1, 2]).select
+    row_units = torch.tensor([3, 0])  # the same tensor every call, as the engine passes it
+    for shape in [(2, 4), (2, 4), (2, 3, 4), (2, 5, 4), (2, 5, 6)]:  # B×N, then videos B×T×N
+        output = torch.randn(shape)
+        assert torch.equal(select(output, row_units), torch.stack([output[0, ..., 3], output[1, ..., 0]]))
+
+
 # ------------------------------------------------------------------ videos (B×C×T×H×W)
 
 VIDEO_COMPONENTS = [

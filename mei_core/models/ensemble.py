@@ -71,16 +71,30 @@ class BatchedConstrainedOutputModel(nn.Module):
         self.target_fn = target_fn or (lambda r: r)
         self.forward_kwargs = dict(forward_kwargs or {})
         self._checked = False
+        self._index: tuple[Tensor, torch.Size, torch.device, Tensor] | None = None
 
     def forward(self, x: Tensor, row_units: Tensor | None = None) -> Tensor:
-        output = self.model(x, **self.forward_kwargs)
+        return self.select(self.model(x, **self.forward_kwargs), row_units)
+
+    def select(self, output: Tensor, row_units: Tensor | None = None) -> Tensor:
+        """Unit ``row_units[b]`` (default ``units[b]``) of row ``b`` of the model's ``output``, through
+        ``target_fn``."""
         if not self._checked:  # once: the output size is only known after a forward pass
             if output.shape[-1] <= int(self.units.max()):
                 raise IndexError(f"unit {int(self.units.max())} out of range for a model with {output.shape[-1]} outputs")
             self._checked = True
-        units = self.units if row_units is None else row_units.to(output.device)
-        if output.dim() == 2:
-            selected = output.gather(1, units.unsqueeze(1)).squeeze(1)
-        else:  # B×T×N (video models): select the unit at every time step
-            selected = output.gather(-1, units.view(-1, *([1] * (output.dim() - 1))).expand(*output.shape[:-1], 1)).squeeze(-1)
+        selected = output.gather(-1, self.gather_index(self.units if row_units is None else row_units, output)).squeeze(-1)
         return self.target_fn(selected)
+
+    def gather_index(self, units: Tensor, output: Tensor) -> Tensor:
+        """The index that picks ``units[b]`` out of row ``b`` of ``output`` (``B×N``; ``B×T×N``, video
+        models: at every time step). Kept while ``units`` is the same tensor and the output keeps its
+        shape and device: the engine passes the same row units at every step of a batch, so the
+        index is built once per batch composition, not once per step."""
+        cached = self._index
+        shape, device = output.shape, output.device
+        if cached is not None and cached[0] is units and cached[1] == shape and cached[2] == device:
+            return cached[3]
+        index = units.to(device).view(-1, *([1] * (output.dim() - 1))).expand(*shape[:-1], 1)
+        self._index = (units, shape, device, index)
+        return index
