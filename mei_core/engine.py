@@ -115,7 +115,8 @@ class BatchResult:
 
 @dataclass
 class _Evaluated:
-    """One step's forward and backward over the processed rows."""
+    """One step's forward and backward over the processed rows (the values may keep their autograd
+    history: the State and the records detach what they keep)."""
 
     transformed: Tensor
     evaluation: Tensor
@@ -161,6 +162,7 @@ class _Batch:
         self._no_transform = type(method.transform) is Identity
         self._no_penalty = torch.zeros(len(self.row_items), device=device)
         self._kept: Tensor | None = None
+        self._memory_rows = simulated_memory_rows.get()  # read once: a test sets it around the whole call
 
     # ---------------------------------------------------------------- forward and backward
 
@@ -185,7 +187,7 @@ class _Batch:
                     torch.cuda.empty_cache()
 
     def _forward(self, objective: Objective, x: Tensor, step: Step) -> tuple[Tensor, Tensor, Tensor | None, Tensor, dict]:
-        limit = simulated_memory_rows.get()
+        limit = self._memory_rows
         if limit is not None and len(x) > limit:
             raise torch.OutOfMemoryError(f"simulated: {len(x)} rows in one forward pass, at most {limit} fit")
         method = self.method
@@ -209,7 +211,7 @@ class _Batch:
         transformed, evaluation, penalty, progress, terms = self._forward(objective, x_in, step)
         # gradients of the input only: a user's model keeps no .grad and pays for no weight gradients
         (grad,) = torch.autograd.grad(-progress.sum(), self.x)
-        return _Evaluated(transformed.detach(), evaluation, penalty, progress, grad, terms)
+        return _Evaluated(transformed, evaluation, penalty, progress, grad, terms)
 
     def _evaluate_chunks(self, objective: Objective, step: Step) -> _Evaluated:
         grad = torch.zeros_like(self.x)
@@ -238,20 +240,29 @@ class _Batch:
     # ---------------------------------------------------------------- records and stopping
 
     def keep(self, evaluated: _Evaluated) -> None:
-        """Whole-batch records; rows of items that stopped before this step keep the values of their
-        returned input."""
+        """Whole-batch records, detached; rows of items that stopped before this step keep the values
+        of their returned input."""
+        evaluation = evaluated.evaluation.detach()
+        # maximised without a penalty, the progress is the evaluation itself: one detached tensor for both
+        progress = evaluation if evaluated.progress is evaluated.evaluation else evaluated.progress.detach()
         penalty = evaluated.penalty
         if penalty is None:
-            penalty = self._no_penalty if self.full else torch.zeros_like(evaluated.evaluation)
-        self.evaluation = self._record(self.evaluation, evaluated.evaluation)
+            penalty = self._no_penalty if self.full else torch.zeros_like(evaluation)
+        else:
+            penalty = penalty.detach()
+        if self.full and not self.may_have_stopped:  # nothing frozen: the records are this step's values
+            self.evaluation, self.penalty, self.progress = evaluation, penalty, progress
+            for name, value in evaluated.terms.items():
+                self.terms[name] = value.detach()
+            return
+        self.evaluation = self._record(self.evaluation, evaluation)
         self.penalty = self._record(self.penalty, penalty)
-        self.progress = self._record(self.progress, evaluated.progress)
+        self.progress = self._record(self.progress, progress)
         for name, value in evaluated.terms.items():
-            self.terms[name] = self._record(self.terms.get(name), value)
+            self.terms[name] = self._record(self.terms.get(name), value.detach())
 
     def _record(self, old: Tensor | None, new: Tensor) -> Tensor:
-        new = new.detach()
-        if old is None or (self.full and not self.may_have_stopped):
+        if old is None:
             return new
         if self.may_have_stopped:  # no sync: a select by the device-side mask
             mask = self.row_active if self.full else self.row_active[self.rows]
@@ -324,19 +335,29 @@ class _Batch:
             return rows_values
         return torch.zeros_like(self.x).index_copy_(0, self.rows, rows_values)
 
-    def hold_frozen(self) -> None:
-        """Before an update: remember the input, so that frozen rows can be put back after it."""
-        if self.may_have_stopped:
+    def update(self, optimizer: torch.optim.Optimizer, step: Step) -> None:
+        """The optimiser step, then the postprocessors on the processed rows (``step``'s, or fewer
+        after a check). Rows of stopped items get their frozen values back afterwards (the
+        optimiser's state, e.g. Adam's moments, and the postprocessors would otherwise move them)."""
+        x, frozen = self.x, self.may_have_stopped
+        if frozen:
             if self._kept is None:
-                self._kept = torch.empty_like(self.x)
-            self._kept.copy_(self.x.detach())
-
-    def restore_frozen(self) -> None:
-        """After an update: rows of stopped items get their frozen values back (the optimiser's
-        state, e.g. Adam's moments, and the postprocessors would otherwise move them)."""
-        if self.may_have_stopped:
-            mask = self.row_active.view(-1, *[1] * (self.x.dim() - 1))
-            self.x.copy_(torch.where(mask, self.x, self._kept))
+                self._kept = torch.empty_like(x)
+            self._kept.copy_(x.detach())
+        optimizer.step()
+        if self.method.postprocessors:
+            if not self.full and self.rows is not step.rows:
+                step = Step(step.i_iter, self.rows, step.row_items, step.streams, self.items)
+            updated = x if self.full else x[self.rows]
+            for postprocessor in self.method.postprocessors:
+                updated = postprocessor(updated, step)
+            if self.full:
+                x.data = updated  # the postprocessors' new tensor becomes x: no copy (x stays the optimiser's parameter)
+            else:
+                x[self.rows] = updated
+        if frozen:
+            mask = self.row_active.view(-1, *[1] * (x.dim() - 1))
+            x.copy_(torch.where(mask, x, self._kept))
 
     def per_item(self, values: Tensor) -> Tensor:
         return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).mean(1)
@@ -431,7 +452,7 @@ def _after_gradient(
         i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
         progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
         progress=batch.per_item(batch.progress), input_=x.detach().clone() if copy_input else x.detach(),
-        transformed_input=evaluated.transformed, active_items=batch.active, grad=evaluated.grad,
+        transformed_input=evaluated.transformed.detach(), active_items=batch.active, grad=evaluated.grad,
         preconditioned_grad=batch.whole_batch(rows_grad), objective_terms=batch.terms,
     )
     stop, state.stopper_output = method.stopper(state)
@@ -448,18 +469,7 @@ def _after_gradient(
             elif (i_iter + 1) % max(check_every, NON_FINITE_CHECK_EVERY) == 0 and not math.isfinite(float(state.progress.sum())):
                 finished, stopped_now = batch.check(i_iter, batch.active & ~torch.isfinite(state.progress))
     if not finished:
-        batch.hold_frozen()
-        optimizer.step()
-        if method.postprocessors:
-            step = step_for(step, batch)
-            updated = x if batch.full else x[batch.rows]
-            for postprocessor in method.postprocessors:
-                updated = postprocessor(updated, step)
-            if batch.full:
-                x.data = updated  # the postprocessors' new tensor becomes x: no copy (x stays the optimiser's parameter)
-            else:
-                x[batch.rows] = updated
-        batch.restore_frozen()
+        batch.update(optimizer, step)
     state.post_processed_input = x.detach()
     if not finished or stopped_now:  # steps after the last item stopped are not recorded
         for tracker in method.trackers.values():
@@ -467,10 +477,3 @@ def _after_gradient(
     if callback is not None:
         callback(state)
     return finished
-
-
-def step_for(step: Step, batch: _Batch) -> Step:
-    """The Step describing the rows the optimiser step left active (fewer after a check)."""
-    if batch.full or batch.rows is step.rows:
-        return step
-    return Step(step.i_iter, batch.rows, step.row_items, step.streams, batch.items)
