@@ -6,7 +6,9 @@ the stimulus; returned MEIs are decoded stimuli) → transform → objective (on
 regularisation → gradient → precondition → stopper → optimiser step → postprocess (outside
 autograd) → trackers. An item that stops is frozen: its rows keep their values (restored after every
 update) and its records keep the values of exactly the input that is returned; its score is the
-objective of that input.
+objective of that input. The State that the stopper, the trackers and a step callback read is built
+only on steps where one of them reads it: a stopper that declares its ``earliest_stop``
+(``NumIterations``) is not called before that step unless trackers or a callback are there.
 
 The loop makes no host sync of its own except at *checks*: every ``stop_check_every`` steps (default:
 every step on the CPU, where a sync waits for nothing; every 10 on a GPU), and on steps where a tracker records (it copies to the host anyway). A check reads the stop mask, drops
@@ -393,6 +395,33 @@ class _Batch:
 NON_FINITE_CHECK_EVERY = 10
 
 
+@dataclass(frozen=True)
+class _Loop:
+    """What every step of one ``optimize`` call needs to know, fixed before the first step."""
+
+    check_every: int  # steps between stop checks
+    finite_every: int  # steps between reads of "are all objectives finite?" without per-item stops
+    intervals: tuple[int, ...]  # the trackers' intervals: a check on a tracker's step costs no extra sync
+    callback: Any
+    #: only trackers and callbacks read ``input_`` after the in-place optimiser step: copied for them alone
+    copy_input: bool
+    #: the first step that builds a State and calls the stopper: 0, or, when no tracker or callback
+    #: reads the State, the stopper's ``earliest_stop`` (``NumIterations``: its last step alone)
+    state_from: int
+
+    @classmethod
+    def of(cls, method: Method, device: torch.device) -> "_Loop":
+        callback = step_callback.get()
+        readers = bool(method.trackers) or callback is not None
+        check_every = method.stop_check_every or DEFAULT_STOP_CHECK_EVERY["cpu" if device.type == "cpu" else "gpu"]
+        earliest_stop = getattr(method.stopper, "earliest_stop", None)  # a stopper may be any callable
+        return cls(
+            check_every=check_every, finite_every=max(check_every, NON_FINITE_CHECK_EVERY),
+            intervals=tuple(tracker.interval for tracker in method.trackers.values()), callback=callback,
+            copy_input=readers, state_from=0 if readers or earliest_stop is None else earliest_stop,
+        )
+
+
 def optimize(
     objective: Objective,
     method: Method,
@@ -407,18 +436,14 @@ def optimize(
     """
     started = time.perf_counter()
     batch = _Batch(method, seeds, shape, torch.device(device))
-    x, optimizer = batch.x, method.make_optimizer([batch.x])
-    callback = step_callback.get()
-    # only trackers and callbacks read input_ after the in-place optimiser step: copy it for them alone
-    copy_input = bool(method.trackers) or callback is not None
-    intervals = [tracker.interval for tracker in method.trackers.values()]
-    check_every = method.stop_check_every or DEFAULT_STOP_CHECK_EVERY["cpu" if x.device.type == "cpu" else "gpu"]
+    optimizer = method.make_optimizer([batch.x])
+    loop = _Loop.of(method, batch.x.device)
     no_grad = torch.no_grad()  # one instance, entered once per step: everything after the gradient
     for i_iter in itertools.count():
         step = batch.step(i_iter)
         evaluated = batch.evaluate(objective, step)
         with no_grad:
-            finished = _after_gradient(batch, method, optimizer, evaluated, step, i_iter, check_every, intervals, copy_input, callback)
+            finished = _after_gradient(batch, method, optimizer, evaluated, step, i_iter, loop)
         if finished:
             break
 
@@ -438,8 +463,7 @@ def optimize(
 
 
 def _after_gradient(
-    batch: _Batch, method: Method, optimizer: torch.optim.Optimizer, evaluated: _Evaluated, step: Step,
-    i_iter: int, check_every: int, intervals: list[int], copy_input: bool, callback: Any,
+    batch: _Batch, method: Method, optimizer: torch.optim.Optimizer, evaluated: _Evaluated, step: Step, i_iter: int, loop: _Loop,
 ) -> bool:
     """One step after its gradient, outside autograd: records, preconditioning, the stopper, the
     checks, the optimiser step and postprocessing, trackers. True when every item has stopped."""
@@ -448,32 +472,38 @@ def _after_gradient(
     rows_grad = evaluated.grad if batch.full else evaluated.grad[batch.rows]
     for preconditioner in method.preconditioners:
         rows_grad = preconditioner(rows_grad, step)
-    state = State(
-        i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
-        progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
-        progress=batch.per_item(batch.progress), input_=x.detach().clone() if copy_input else x.detach(),
-        transformed_input=evaluated.transformed.detach(), active_items=batch.active, grad=evaluated.grad,
-        preconditioned_grad=batch.whole_batch(rows_grad), objective_terms=batch.terms,
-    )
-    stop, state.stopper_output = method.stopper(state)
-    finished = stopped_now = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
+    grad = batch.whole_batch(rows_grad)
+    state, finished, stopped_now = None, False, False
+    if i_iter >= loop.state_from:  # before it nothing reads a State: no stopper call, no State
+        state = State(
+            i_iter=i_iter, sign=method.sign, evaluation=batch.evaluation, reg_term=batch.penalty,
+            progress_per_row=batch.progress, evaluation_per_item=batch.per_item(batch.evaluation),
+            progress=batch.per_item(batch.progress), input_=x.detach().clone() if loop.copy_input else x.detach(),
+            transformed_input=evaluated.transformed.detach(), active_items=batch.active, grad=evaluated.grad,
+            preconditioned_grad=grad, objective_terms=batch.terms,
+        )
+        stop, state.stopper_output = method.stopper(state)
+        finished = stopped_now = batch.stop(stop, state.stopper_output, i_iter, method.stopper)
     if not finished:
-        x.grad = state.preconditioned_grad
+        x.grad = grad
         # a check on a tracker's step costs nothing extra: the tracker syncs anyway. It also stops
         # items whose objective or gradient is not finite, where their input still is; without
         # per-item stops, a check reads one number (all objectives finite?) and nothing more
-        if (i_iter + 1) % check_every == 0 or any(i_iter % n == 0 for n in intervals):
+        if (i_iter + 1) % loop.check_every == 0 or any(i_iter % n == 0 for n in loop.intervals):
             if batch.may_have_stopped:
-                broken = batch.active & ~(torch.isfinite(state.progress) & batch.per_item_all(torch.isfinite(evaluated.grad.flatten(1)).all(1)))
+                broken = batch.active & ~(torch.isfinite(batch.per_item(batch.progress)) & batch.per_item_all(torch.isfinite(evaluated.grad.flatten(1)).all(1)))
                 finished, stopped_now = batch.check(i_iter, broken)
-            elif (i_iter + 1) % max(check_every, NON_FINITE_CHECK_EVERY) == 0 and not math.isfinite(float(state.progress.sum())):
-                finished, stopped_now = batch.check(i_iter, batch.active & ~torch.isfinite(state.progress))
+            elif (i_iter + 1) % loop.finite_every == 0:
+                progress = batch.per_item(batch.progress)
+                if not math.isfinite(float(progress.sum())):
+                    finished, stopped_now = batch.check(i_iter, batch.active & ~torch.isfinite(progress))
     if not finished:
         batch.update(optimizer, step)
-    state.post_processed_input = x.detach()
-    if not finished or stopped_now:  # steps after the last item stopped are not recorded
-        for tracker in method.trackers.values():
-            tracker(state)
-    if callback is not None:
-        callback(state)
+    if state is not None:
+        state.post_processed_input = x.detach()
+        if not finished or stopped_now:  # steps after the last item stopped are not recorded
+            for tracker in method.trackers.values():
+                tracker(state)
+        if loop.callback is not None:
+            loop.callback(state)
     return finished

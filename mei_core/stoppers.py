@@ -25,6 +25,10 @@ class NumIterations(Stopper):
             raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
         self.num_iterations = int(num_iterations)
 
+    @property
+    def earliest_stop(self) -> int:
+        return self.num_iterations
+
     def __call__(self, state: Any) -> tuple[bool, str]:
         return state.i_iter >= self.num_iterations, "num_iterations"
 

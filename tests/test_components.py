@@ -67,6 +67,9 @@ class FakeState:
 def test_num_iterations_stops_at_n():
     stopper = NumIterations(3)
     assert [stopper(FakeState(i, [0.0]))[0] for i in range(5)] == [False, False, False, True, True]
+    # it declares that step, so the engine need not call it before (stoppers that watch progress cannot)
+    assert stopper.earliest_stop == 3
+    assert EarlyStopper().earliest_stop is None and LossRange().earliest_stop is None
 
 
 def test_early_stopper_stops_each_item_after_its_own_patience():

@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from mei_core import MEIConfigError, batched_gradient_ascent, default_preset, gradient_ascent
+from mei_core.components import Stopper
+from mei_core.engine import optimize, step_callback
+from mei_core.method import build_method
 from mei_core.models.ensemble import ConstrainedOutputModel
 from mei_core.objectives import UnitObjective
 
@@ -55,6 +58,44 @@ def test_num_iterations_takes_exactly_that_many_optimizer_steps():
     assert len(steps) == 7
     assert result.n_iterations == [7]
     assert result.stop_reasons == ["num_iterations"]
+
+
+class FifthStepStopper(Stopper):
+    """Stops every item at step 5, declares so, and notes the steps it is asked at."""
+
+    earliest_stop = 5
+
+    def __init__(self):
+        self.asked_at = []
+
+    def __call__(self, state):
+        self.asked_at.append(state.i_iter)
+        return state.i_iter >= 5, "fifth step"
+
+
+def fifth_step_run(model, callback=None):
+    method = build_method(quick_method(transform={"path": "Jitter", "kwargs": {"max_jitter": 2}}))
+    method.stopper = FifthStepStopper()
+    token = step_callback.set(callback)
+    try:
+        return optimize(UnitObjective(model, [1, 2]), method, [0, 1], (1, 24, 24)), method.stopper
+    finally:
+        step_callback.reset(token)
+
+
+def test_a_stopper_that_declares_its_first_stop_is_asked_only_from_then_unless_the_state_is_read():
+    model = small_cnn()
+    unread, stopper = fifth_step_run(model)
+    assert stopper.asked_at == [5]  # no State was built for steps 0-4
+    assert unread.n_iterations == [5, 5] and unread.stop_reasons == ["fifth step", "fifth step"]
+    # a callback reads a State every step: the stopper is asked every step and its answer is in the State
+    seen = []
+    read, stopper = fifth_step_run(model, lambda state: seen.append((state.i_iter, state.stopper_output)))
+    assert stopper.asked_at == [0, 1, 2, 3, 4, 5]
+    assert seen == [(i, "fifth step") for i in range(6)]
+    # building the State or not changes no result
+    assert torch.equal(read.meis, unread.meis) and torch.equal(read.scores, unread.scores)
+    assert read.n_iterations == unread.n_iterations and read.stop_reasons == unread.stop_reasons
 
 
 def test_score_is_the_objective_of_the_returned_mei():
