@@ -54,14 +54,27 @@ def shard_key(manifest: dict, method: dict, shard: dict, seed: int, device: str)
                                        "shard": shard, "seed": int(seed), "device": device}))
 
 
-def _current(path: str, key_name: str, key: str) -> bool:
-    """Whether ``path`` exists and was written for ``key`` (an unreadable file is made again)."""
-    if not Path(path).exists():
-        return False
-    try:
-        return read_metadata(path).get(key_name) == key
-    except ShardFileError:
-        return False
+def heldout_key(manifest: dict, shard_path: str, device: str) -> str:
+    """What a held-out score file follows from: the held-out ensemble, the shard file it scores (by
+    that file's ``shard_key``, or its bytes for a file written before keys) and the requested device."""
+    shard = read_metadata(shard_path).get("shard_key") or sha256_file(shard_path)
+    return sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "shard": shard, "device": device}))
+
+
+def _to_write(out_paths: Sequence[str], key_name: str, keys: Sequence[str]) -> list[int]:
+    """Positions of the outputs to (re)write: missing, unreadable, or written for another key. The
+    others are kept as they are (Snakemake's ``update`` outputs are not deleted before a rerun)."""
+    todo = []
+    for position, (path, key) in enumerate(zip(out_paths, keys)):
+        try:
+            current = Path(path).exists() and read_metadata(path).get(key_name) == key
+        except ShardFileError:
+            current = False
+        if current:
+            log.info("kept %s: it holds the result of its current inputs", path)
+        else:
+            todo.append(position)
+    return todo
 
 
 def generate_shard(
@@ -85,9 +98,7 @@ def generate_shard(
     started = time.perf_counter()
     manifest, method, shard = read_json(manifest_path), read_json(method_path), read_json(shard_spec_path)
     keys = [shard_key(manifest, method, shard, seed, device) for seed in seeds]
-    todo = [k for k, (out, key) in enumerate(zip(out_paths, keys)) if not _current(out, "shard_key", key)]
-    for k in sorted(set(range(len(seeds))) - set(todo)):
-        log.info("kept %s: it holds this shard for seed %d", out_paths[k], seeds[k])
+    todo = _to_write(out_paths, "shard_key", keys)
     if not todo:
         return [Path(out) for out in out_paths]
 
@@ -123,7 +134,8 @@ def generate_shard(
         write_shard(out_paths[k], rows, result.items(position * len(rows), (position + 1) * len(rows)), {
             "ensemble": manifest["name"], "method": method["name"], "method_hash": method["method_hash"],
             "seed": int(seeds[k]), "shard": int(shard["index"]), "host": platform.node(),
-            "runtime_s": runtime / len(todo), "seeds_in_batch": len(todo),  # this file's share of the job "torch": torch.__version__, "ensemble_hash": manifest["ensemble_hash"],
+            "runtime_s": runtime / len(todo), "seeds_in_batch": len(todo),  # runtime_s: this file's share of the job
+            "torch": torch.__version__, "ensemble_hash": manifest["ensemble_hash"],
             "shard_key": keys[k],
         })
     log.info("wrote %d shard file(s) (seeds %s): %d items in %.1f s", len(todo), seed_names, len(batch_rows), runtime)
@@ -140,9 +152,8 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequenc
     started = time.perf_counter()
     torch.set_num_threads(threads)
     manifest, spec = read_json(manifest_path), read_json(shard_spec_path)
-    keys = [sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "shard": read_metadata(path).get("shard_key") or sha256_file(path),
-                                        "device": device})) for path in shard_paths]
-    todo = [k for k, (out, key) in enumerate(zip(out_paths, keys)) if not _current(out, "heldout_key", key)]
+    keys = [heldout_key(manifest, path, device) for path in shard_paths]
+    todo = _to_write(out_paths, "heldout_key", keys)
     if not todo:
         return []
     validation = load_ensemble(manifest)

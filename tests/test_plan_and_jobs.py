@@ -92,6 +92,9 @@ def test_a_job_writes_its_shard_atomically_with_every_column(project):
         assert shard["neuron_id"].tolist() == [0, 1, 2] and shard["n_iterations"].tolist() == [10, 10, 10]
         metadata = json.loads(str(shard["metadata"]))
     assert metadata["seed"] == 3 and metadata["method"] == "slow" and len(metadata["method_hash"]) == 64
+    manifest = read_json(project / plan.paths.manifest("tiny", "members"))
+    assert metadata["ensemble_hash"] == manifest["ensemble_hash"] and metadata["torch"].startswith("2.")
+    assert metadata["seeds_in_batch"] == 1 and len(metadata["shard_key"]) == 64
     assert [p.name for p in (project / "out").iterdir()] == ["s.npz"]
 
 
