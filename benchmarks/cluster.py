@@ -20,7 +20,7 @@ ratio).
 
 What grouping changes: a group job runs ``group-components`` shards' generate and scoring jobs in
 one SLURM allocation (queueing, the allocation's Snakemake start-up and the Snakefile parse paid
-once per group) and, through the worker (``mei_core.worker``), in children of one process that
+once per group) and, through the worker (``mei_core.pipeline.worker``), in children of one process that
 imported torch once.
 """
 

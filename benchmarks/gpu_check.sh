@@ -43,9 +43,9 @@ trap 'rm -rf "$work"' EXIT
 import json, sys, torch
 from pathlib import Path
 from mei_core.demo.v1 import build_demo_cnn
-from mei_core.ensembles import assemble_ensemble
+from mei_core.pipeline.ensembles import assemble_ensemble
 from mei_core.methods import default_preset
-from mei_core.plan import prepare
+from mei_core.pipeline.plan import prepare
 import os
 folder = Path(sys.argv[1])
 os.chdir(folder)

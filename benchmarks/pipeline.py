@@ -100,7 +100,7 @@ def main() -> None:
         print("== aggregation of 50k MEIs (1×16×16) from 500 shards ==")
         paths, manifest, table = make_shards(scratch / "agg", n_shards=500, per_shard=100, seeds=5)
         script = (
-            "import sys, json, resource, time; from mei_core.results import aggregate_ensemble; a = json.loads(sys.argv[1]);"
+            "import sys, json, resource, time; from mei_core.pipeline.results import aggregate_ensemble; a = json.loads(sys.argv[1]);"
             "t = time.perf_counter(); aggregate_ensemble(**a); print(json.dumps({'seconds': time.perf_counter() - t,"
             "'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
         )

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from mei_core import MEIConfigError
-from mei_core.configfile import check_config_file, validate_config
-from mei_core.plan import prepare
+from mei_core.pipeline.configfile import check_config_file, validate_config
+from mei_core.pipeline.plan import prepare
 
 from workflow_support import make_project, tiny_config
 

@@ -251,8 +251,8 @@ def test_a_bad_config_names_its_key(change, message):
 
 
 def test_the_pipeline_plan_checks_a_cma_es_method_with_its_own_keys(tmp_path):
-    from mei_core.configfile import validate_config
-    from mei_core.plan import prepare
+    from mei_core.pipeline.configfile import validate_config
+    from mei_core.pipeline.plan import prepare
     from workflow_support import make_project, tiny_config
 
     config = tiny_config()
@@ -296,7 +296,7 @@ def test_a_cma_es_method_and_a_transparency_method_run_through_the_pipeline(tmp_
     import pandas as pd
     import xarray as xr
 
-    from mei_core.ensembles import load_ensemble
+    from mei_core.pipeline.ensembles import load_ensemble
     from mei_core.files import read_json
     from workflow_support import make_project, snakemake, tiny_config
 

@@ -269,7 +269,7 @@ def test_temporal_low_pass_with_zero_padding_is_openretinas_same_convolution():
 
 
 def test_the_config_schema_takes_project_initial_as_a_flag_or_postprocessor_specs():
-    from mei_core.configfile import validate_config
+    from mei_core.pipeline.configfile import validate_config
 
     def config(project_initial):
         return {"seeds": [0], "ensembles": {"e": {"input_shape": [1, 8, 8], "outputs": 1, "members": [{"torchscript": "m.ts"}]}},

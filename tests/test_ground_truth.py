@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from mei_core import MEIConfigError
-from mei_core.ground_truth import ground_truth_kind
+from mei_core.pipeline.ground_truth import ground_truth_kind
 
 from helpers import gabor
 

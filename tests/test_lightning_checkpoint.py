@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mei_core import MEIConfigError
 from mei_core.demo.v1 import build_demo_cnn
-from mei_core.ensembles import load_member
+from mei_core.pipeline.ensembles import load_member
 
 KWARGS = {"n_neurons": 4, "in_shape": [1, 12, 12], "channels": 3, "kernel_sizes": [3, 3]}
 

@@ -15,8 +15,8 @@ from mei_core import MEIConfigError
 from mei_core.methods import batched_gradient_ascent
 from mei_core.objectives import build_objective
 from mei_core.objectives.kinds import as_table, table_rows
-from mei_core.report import video_gifs
-from mei_core.video_export import export_video, video_frames
+from mei_core.pipeline.report import video_gifs
+from mei_core.pipeline.video_export import export_video, video_frames
 from openretina_like import SessionModel
 
 

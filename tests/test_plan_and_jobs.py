@@ -15,7 +15,7 @@ import pytest
 
 from mei_core import MEIConfigError
 from mei_core.files import read_json
-from mei_core.plan import prepare
+from mei_core.pipeline.plan import prepare
 from workflow_support import REPO, make_project, tiny_config
 
 
@@ -55,7 +55,7 @@ def test_shards_are_stable_slices_so_appending_neurons_changes_only_the_last(pro
 
 def test_a_failing_job_leaves_no_file_a_rerun_could_trust(project, tmp_path):
     plan = prepare(tiny_config(), project)
-    from mei_core.ensembles import assemble_ensemble
+    from mei_core.pipeline.ensembles import assemble_ensemble
 
     os.chdir(project)
     try:
@@ -78,8 +78,8 @@ def test_a_failing_job_leaves_no_file_a_rerun_could_trust(project, tmp_path):
 
 def test_a_job_writes_its_shard_atomically_with_every_column(project):
     plan = prepare(tiny_config(), project)
-    from mei_core.ensembles import assemble_ensemble
-    from mei_core.generate import generate_shard
+    from mei_core.pipeline.ensembles import assemble_ensemble
+    from mei_core.pipeline.generate import generate_shard
 
     os.chdir(project)
     try:
@@ -99,8 +99,8 @@ def test_a_job_writes_its_shard_atomically_with_every_column(project):
 
 
 def test_a_job_over_two_seeds_writes_for_each_the_shard_a_job_of_that_seed_alone_writes_and_keeps_current_files(project, caplog):
-    from mei_core.ensembles import assemble_ensemble
-    from mei_core.generate import generate_shard, score_heldout
+    from mei_core.pipeline.ensembles import assemble_ensemble
+    from mei_core.pipeline.generate import generate_shard, score_heldout
 
     config = tiny_config()
     config["seeds"] = [0, 7]
@@ -129,7 +129,7 @@ def test_a_job_over_two_seeds_writes_for_each_the_shard_a_job_of_that_seed_alone
         # rerun with a seed added: the two current files are kept byte for byte, only seed 3 is computed
         before = {name: Path(f"out/{name}.npz").read_bytes() for name in ("both0", "both7", "h0", "h7")}
         caplog.clear()
-        caplog.set_level(logging.INFO, logger="mei_core.generate")
+        caplog.set_level(logging.INFO, logger="mei_core.pipeline.generate")
         generate_shard(members, slow, shard_spec, [0, 3, 7], ["out/both0.npz", "out/both3.npz", "out/both7.npz"], "cpu", 1)
         score_heldout(validation, shard_spec, ["out/both0.npz", "out/both3.npz", "out/both7.npz"], ["out/h0.npz", "out/h3.npz", "out/h7.npz"], "cpu", 1)
         assert all(Path(f"out/{name}.npz").read_bytes() == content for name, content in before.items())
@@ -145,8 +145,8 @@ def test_a_job_over_two_seeds_writes_for_each_the_shard_a_job_of_that_seed_alone
 
 def test_an_ensembles_max_batch_reaches_its_jobs_and_changes_no_result(project, caplog):
     from mei_core.engine import simulated_memory_rows
-    from mei_core.ensembles import assemble_ensemble
-    from mei_core.generate import generate_shard
+    from mei_core.pipeline.ensembles import assemble_ensemble
+    from mei_core.pipeline.generate import generate_shard
 
     config = tiny_config()
     outputs = {}
@@ -206,7 +206,7 @@ def test_link_profiles_links_once_and_keeps_a_users_own_profile(tmp_path, projec
 # ------------------------------------------------------------------------ the plan a job's Snakemake reads
 
 #: what the Snakefile and its rules import at parse time (workflow/Snakefile, workflow/rules/*.smk)
-PARSE_TIME_MODULES = ["mei_core.configfile", "mei_core.errors", "mei_core.paths", "mei_core.plan", "mei_core.worker",
+PARSE_TIME_MODULES = ["mei_core.pipeline.configfile", "mei_core.errors", "mei_core.pipeline.paths", "mei_core.pipeline.plan", "mei_core.pipeline.worker",
                       "mei_core.demo.v1", "mei_core.demo.retina", "mei_core.demo.vr", "mei_core.demo.connectome"]
 
 
@@ -242,7 +242,7 @@ def test_the_demo_builder_path_still_resolves_through_the_light_demo_kind_module
 
 
 def test_a_job_reads_the_plan_the_main_process_recorded_and_checks_nothing(project, monkeypatch):
-    from mei_core import plan as plan_module
+    from mei_core.pipeline import plan as plan_module
 
     config = tiny_config()
     planned = prepare(config, project)

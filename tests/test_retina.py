@@ -179,7 +179,7 @@ def test_describe_round_trip(tmp_path) -> None:
 
 
 def test_builder_only_pipeline_member(tmp_path) -> None:
-    from mei_core.ensembles import load_member
+    from mei_core.pipeline.ensembles import load_member
 
     path = tmp_path / "retina.json"
     save_description(_model(), path)

@@ -359,7 +359,7 @@ def test_xml_and_json_round_trips_give_identical_outputs(tmp_path) -> None:
 
 
 def test_builder_only_pipeline_member(tmp_path) -> None:
-    from mei_core.ensembles import load_member
+    from mei_core.pipeline.ensembles import load_member
 
     path = tmp_path / "vr.json"
     save_virtual_retina(demo_virtual_retina(4, (12, 12), seed=0), path)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mei_core.files import read_json
-from mei_core.plan import prepare
+from mei_core.pipeline.plan import prepare
 from workflow_support import REPO, make_project, tiny_config
 
 
@@ -22,7 +22,7 @@ from workflow_support import REPO, make_project, tiny_config
 def project(tmp_path):
     folder = make_project(tmp_path / "project")
     plan = prepare(tiny_config(), folder)
-    from mei_core.ensembles import assemble_ensemble
+    from mei_core.pipeline.ensembles import assemble_ensemble
 
     os.chdir(folder)
     try:
@@ -92,7 +92,7 @@ def test_a_failing_job_in_the_worker_fails_its_command_with_the_key_named(projec
 
 
 def test_worker_auto_outside_a_slurm_job_runs_directly(project):
-    from mei_core.worker import socket_path
+    from mei_core.pipeline.worker import socket_path
 
     folder, plan = project
     result = generate(folder, plan, "out/auto.npz", "--worker", "auto")
@@ -148,7 +148,7 @@ def children_of(pid):
 
 
 def test_the_rules_of_a_slurm_jobs_snakemake_are_read_from_its_command_line():
-    from mei_core.worker import target_job_rules
+    from mei_core.pipeline.worker import target_job_rules
 
     argv = ["snakemake", "--snakefile", "S", "--target-jobs", "generate_meis:seed=0,shard=1", "score_heldout:seed=0,shard=1", "--cores", "2"]
     assert target_job_rules(argv) == {"generate_meis", "score_heldout"}

@@ -66,7 +66,7 @@ def test_a_run_writes_zarr_and_parquet_that_pandas_and_xarray_read(finished):
 
 
 def test_the_score_is_the_ensembles_response_to_the_stored_mei(finished):
-    from mei_core.ensembles import load_ensemble
+    from mei_core.pipeline.ensembles import load_ensemble
     from mei_core.files import read_json
 
     manifests = {g: read_json(finished / "resources" / "ensembles" / "tiny" / f"{g}.manifest.json") for g in ("members", "validation_members")}

@@ -4,11 +4,11 @@
 # table and is rewritten only when that slice changes, so adding neurons reruns only the new or changed
 # shards. (Depending on the whole table, even as `ancient`, would rerun every shard: Snakemake masks jobs
 # downstream of a rerun job.) Adding a seed reruns every shard's job, but its outputs are `update`d, not
-# deleted first: the job keeps each file that already holds its seed's result (mei_core.generate), so
+# deleted first: the job keeps each file that already holds its seed's result (mei_core.pipeline.generate), so
 # only the new seed is computed.
 #
 # `--worker {config[worker]}` (default auto): inside a SLURM allocation the jobs are thin clients of one
-# worker process per allocation that imported torch once (mei_core.worker), so the jobs of a group job
+# worker process per allocation that imported torch once (mei_core.pipeline.worker), so the jobs of a group job
 # (profiles/cluster groups them) pay Python/torch start-up once; elsewhere they run directly.
 
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import xarray as xr
 import zarr
 
-from .files import atomic_path, read_json, remove_stale_temporaries
+from ..files import atomic_path, read_json, remove_stale_temporaries
 from .shards import ShardData, ShardFileError, read_heldout, read_metadata, read_shard
 
 SCORE_SCHEMA = pa.schema([

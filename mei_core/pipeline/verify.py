@@ -9,8 +9,8 @@ from pathlib import Path
 
 import zarr
 
-from .files import read_json, write_json
-from .hashing import sha256_file
+from ..files import read_json, write_json
+from ..hashing import sha256_file
 
 
 def write_checksums(tables: Sequence[str], out_path: str) -> dict[str, str]:

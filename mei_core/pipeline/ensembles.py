@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import check_arguments, check_numbers_are_numbers, import_object
-from .errors import MEIConfigError
-from .files import read_json, write_json
+from ..config import check_arguments, check_numbers_are_numbers, import_object
+from ..errors import MEIConfigError
+from ..files import read_json, write_json
 from .ground_truth import ground_truth_kind
-from .hashing import canonical_json, sha256_files, sha256_text, source_hashes
-from .models.ensemble import EnsembleModel
+from ..hashing import canonical_json, sha256_files, sha256_text, source_hashes
+from ..models.ensemble import EnsembleModel
 from .paths import MEMBER_GROUPS
 
 #: what a member may be loaded from; exactly the files a rule must wait for

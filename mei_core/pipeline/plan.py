@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import MEIConfigError
-from .files import atomic_path, write_json_if_changed
-from .hashing import canonical_json, method_hash, sha256_text, source_hashes
+from ..errors import MEIConfigError
+from ..files import atomic_path, write_json_if_changed
+from ..hashing import canonical_json, method_hash, sha256_text, source_hashes
 from .paths import MEMBER_GROUPS, TABLES, Paths
 
 # Imported in the functions that use them (not here): .config, .demo, .ensembles, .method,
@@ -185,11 +185,11 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         record = Paths(config.get("results", "results"), config.get("resources", "resources")).plan_record()
         print(f"mei_core: no plan of this config recorded in {record}: checking the whole config in this job", file=sys.stderr)
         write = False  # the main process writes the spec files
-    from .config import import_object
-    from .demo import demo_kind
+    from ..config import import_object
+    from ..demo import demo_kind
     from .ensembles import check_ensemble, group_files, probe_members
     from .method_entries import expand_grids
-    from .objectives.kinds import table_rows
+    from ..objectives.kinds import table_rows
 
     if jobs_run_here:
         check_device(config.get("device", "auto"))
@@ -225,7 +225,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     plan.video_ensembles = [name for name, ensemble in config["ensembles"].items() if len(ensemble["input_shape"]) == 4]
     for name, ensemble in config["ensembles"].items():
         if "input_stats" in ensemble:
-            from .presets import check_input_stats
+            from ..presets import check_input_stats
 
             check_input_stats(ensemble["input_stats"], ensemble["input_shape"][0], f"ensembles.{name}.input_stats")
         specs = check_ensemble(name, ensemble, base, produced)
@@ -298,8 +298,8 @@ def read_plan_record(config: dict, base: str | Path = ".") -> Plan | None:
 
 def _method_spec(name: str, entry: dict[str, Any], ensemble_name: str, ensemble: dict[str, Any], grid: dict[str, Any] | None) -> dict[str, Any]:
     """What a (method, ensemble) pair's jobs run: the merged config and its hash."""
-    from .config import check_numbers_are_numbers, import_object
-    from .method import validate_method
+    from ..config import check_numbers_are_numbers, import_object
+    from ..method import validate_method
     from .method_entries import method_config
 
     method_fn = entry.get("method_fn", DEFAULT_METHOD_FN)

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .errors import MEIConfigError
-from .files import atomic_path
+from ..errors import MEIConfigError
+from ..files import atomic_path
 
 if TYPE_CHECKING:
-    from .engine import BatchResult
+    from ..engine import BatchResult
 
 # torch and the engine are imported by the writers alone: aggregation, table concatenation and the
 # checksums read shard files with numpy, and do not pay torch's import (≈ 1.2 s a job)
@@ -62,7 +62,7 @@ class ShardData:
 
 def _traces(result: BatchResult) -> dict[str, np.ndarray]:
     """Scalar trackers in long form (snapshots of whole inputs do not belong in a long table)."""
-    from .trackers import PostProcessedInputObjective
+    from ..trackers import PostProcessedInputObjective
 
     steps, rows, names, values = [], [], [], []
     for name, tracker in result.traces.items():
@@ -89,7 +89,7 @@ def _stimulus_arrays(result: BatchResult) -> dict[str, np.ndarray]:
     ``scored_inputs`` where the objective scored something else than the stored MEIs."""
     import torch
 
-    from .transforms import alpha_blend_of
+    from ..transforms import alpha_blend_of
 
     blend = alpha_blend_of(result.transform)
     meis = result.meis[:, :-1] if blend is not None else result.meis

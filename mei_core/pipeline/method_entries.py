@@ -25,7 +25,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import MEIConfigError
+from ..errors import MEIConfigError
 
 
 def _format(value: Any) -> str:
@@ -89,7 +89,7 @@ def method_config(name: str, entry: Mapping[str, Any], ensemble: Mapping[str, An
         if entry.get("params"):
             raise MEIConfigError(f"methods.{name}.params: preset parameters need a 'preset'")
         return copy.deepcopy(dict(overrides))
-    from .presets import PRESETS, preset
+    from ..presets import PRESETS, preset
 
     preset_name = entry["preset"]
     if preset_name not in PRESETS:

@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .config import import_object
-from .engine import BatchResult, step_callback
+from ..config import import_object
+from ..engine import BatchResult, step_callback
 from .ensembles import load_ensemble
-from .files import read_json
-from .hashing import canonical_json, sha256_file, sha256_text
-from .objectives.kinds import as_table, build_objective
+from ..files import read_json
+from ..hashing import canonical_json, sha256_file, sha256_text
+from ..objectives.kinds import as_table, build_objective
 from .shards import ShardFileError, read_metadata, read_shard, write_heldout, write_shard
 
 log = logging.getLogger(__name__)

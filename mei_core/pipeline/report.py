@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .files import atomic_path
+from ..files import atomic_path
 
 
 def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | None = None, max_neurons: int = 48) -> None:

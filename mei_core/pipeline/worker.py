@@ -36,8 +36,12 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+#: runs one command with its parsed arguments, returns its exit code (commands.run_command)
+Runner = Callable[[str, dict[str, Any]], int]
 
 #: seconds a worker waits for its next job before it exits (jobs of a group follow each other within
 #: seconds; a worker that outlives its allocation on a cluster without cgroup tracking goes soon)
@@ -143,16 +147,18 @@ def _warm_imports() -> None:
     import torch._dynamo  # noqa: F401  (torch.optim imports it at its first step: ≈ 1 s)
     import torch.optim  # noqa: F401
 
-    from . import generate, methods  # noqa: F401
-    from .config import builtin_aliases
-    from .objectives.kinds import kind_names
+    from .. import methods  # noqa: F401
+    from ..config import builtin_aliases
+    from ..objectives.kinds import kind_names
+    from . import generate  # noqa: F401
 
     builtin_aliases()
     kind_names()
 
 
-def serve(path: str, idle_s: float = IDLE_S) -> None:
-    """Listen at ``path``; fork a child per job; exit after ``idle_s`` s without jobs or children."""
+def serve(path: str, run: Runner, idle_s: float = IDLE_S) -> None:
+    """Listen at ``path``; fork a child per job, which calls ``run(command, arguments)``; exit after
+    ``idle_s`` s without jobs or children."""
     _warm_imports()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
@@ -176,7 +182,7 @@ def serve(path: str, idle_s: float = IDLE_S) -> None:
             pid = os.fork()
             if pid == 0:  # the child: run one job, never return to the loop
                 server.close()
-                os._exit(_child(connection))
+                os._exit(_child(connection, run))
             children.add(pid)
             connection.close()
     finally:
@@ -186,7 +192,7 @@ def serve(path: str, idle_s: float = IDLE_S) -> None:
     print(f"worker {os.getpid()} idle for {idle_s:.0f} s: exiting", flush=True)
 
 
-def _child(connection: socket.socket) -> int:
+def _child(connection: socket.socket, run: Runner) -> int:
     code = 1
     try:
         message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
@@ -202,7 +208,7 @@ def _child(connection: socket.socket) -> int:
         _take_over(request)
         # a job whose client is gone (cancelled, killed) is not worth finishing
         threading.Thread(target=_exit_when_closed, args=(connection,), daemon=True).start()
-        code = _run(request["command"], request["arguments"])
+        code = run(request["command"], request["arguments"])
     except BaseException:  # noqa: BLE001 - whatever happens, the client gets an answer
         traceback.print_exc()
     finally:
@@ -229,12 +235,6 @@ def _exit_when_closed(connection: socket.socket) -> None:
     os._exit(143)
 
 
-def _run(command: str, arguments: dict[str, Any]) -> int:
-    from .__main__ import run_command
-
-    return run_command(command, arguments)
-
-
-def main(path: str, idle_s: float) -> None:
+def main(path: str, run: Runner, idle_s: float) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    serve(path, idle_s)
+    serve(path, run, idle_s)

@@ -13,10 +13,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .config import check_numbers_are_numbers
-from .errors import MEIConfigError
+from ..config import check_numbers_are_numbers
+from ..errors import MEIConfigError
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import MEIConfigError
+from ..errors import MEIConfigError
 
 KINDS = ("filters", "v1", "retina", "vr")
 
@@ -84,7 +84,7 @@ def _orthonormal_partner(filters: np.ndarray, quadrature: np.ndarray) -> np.ndar
 def ground_truth_kind(name: str, key: str = "ground_truth.kind") -> Any:
     if name == "filters":
         return FiltersGroundTruth()
-    from .demo import demo_kind
+    from ..demo import demo_kind
 
     if name not in KINDS:
         hint = " (the V1 demo's ground truth is now spelt 'v1')" if name == "demo_v1" else ""
