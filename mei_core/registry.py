@@ -1,0 +1,106 @@
+"""One idiom for every named kind of thing (objective kinds, demo kinds, ground-truth kinds, presets,
+components): a :class:`Registry` that modules add to with ``@REGISTRY.register(...)``.
+
+A registry knows the modules that define its entries and imports them on first lookup, so reading
+the names costs no import at module load; a lookup of an unknown name raises :class:`MEIConfigError`
+naming the config key and the known names. ``rows()`` feeds the doc tables, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .errors import MEIConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    value: T
+    description: str = ""
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The keyword parameters of a callable entry (a class: its constructor's), from its signature."""
+        target = self.value.__init__ if inspect.isclass(self.value) else self.value
+        if not callable(target):
+            return ()
+        names = []
+        for p in inspect.signature(target).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                names.append(p.name)
+        return tuple(names)
+
+
+@dataclass
+class Registry(Generic[T]):
+    """Named entries of one kind. ``what`` names the kind in messages ("objective kind")."""
+
+    what: str
+    #: modules that register entries when imported (imported on first lookup)
+    modules: Sequence[str] = ()
+    _entries: dict[str, Entry[T]] = field(default_factory=dict, repr=False)
+    _loaded: bool = field(default=False, repr=False)
+
+    def register(self, name: str | None = None, description: str = "") -> Callable[[T], T]:
+        """Decorator: add the decorated object under ``name`` (default: its ``name`` attribute or
+        ``__name__``); a second, different object under a known name is an error."""
+
+        def add(value: T) -> T:
+            self.add(name or getattr(value, "name", None) or value.__name__, value, description)
+            return value
+
+        return add
+
+    def add(self, name: str, value: T, description: str = "") -> None:
+        known = self._entries.get(name)
+        if known is not None and known.value is not value:
+            raise RuntimeError(f"two {self.what}s are named {name!r}: {known.value!r} and {value!r}")
+        self._entries[name] = Entry(name, value, description or _first_line(value))
+
+    def _load(self) -> dict[str, Entry[T]]:
+        if not self._loaded:
+            self._loaded = True
+            for module in self.modules:
+                importlib.import_module(module)
+        return self._entries
+
+    def names(self) -> list[str]:
+        return list(self._load())
+
+    def entry(self, name: str, key: str) -> Entry[T]:
+        entries = self._load()
+        if name not in entries:
+            raise MEIConfigError(f"{key}: unknown {self.what} {name!r}; known: {', '.join(entries)}")
+        return entries[name]
+
+    def get(self, name: str, key: str) -> T:
+        return self.entry(name, key).value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._load()
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(list(self._load().values()))
+
+    def markdown_table(self, columns: Sequence[str] = ("name", "parameters", "description")) -> str:
+        """The entries as a Markdown table (for the doc tables generated from the registry)."""
+        cells = {
+            "name": lambda e: f"`{e.name}`",
+            "parameters": lambda e: ", ".join(f"`{p}`" for p in e.parameters),
+            "description": lambda e: e.description.replace("|", "\\|"),
+        }
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(cells[c](e) for c in columns) + " |" for e in self]
+        return "\n".join(lines)
+
+
+def _first_line(value: Any) -> str:
+    doc = inspect.getdoc(value) or ""
+    return doc.strip().split("\n\n")[0].replace("\n", " ")
