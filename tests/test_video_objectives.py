@@ -68,11 +68,33 @@ def test_mean_and_slice_mean_reducers():
     assert torch.allclose(MeanReducer()(stacked), torch.tensor([[2.5, 5.0], [3.0, 6.0]]))
 
 
-def test_slice_mean_refuses_too_short_response():
-    with pytest.raises(ValueError, match="needs at least 5 time steps.*only 4"):
-        SliceMeanReducer(axis=0, start=2, length=3)(torch.zeros(2, 4))
-    with pytest.raises(ValueError):
+def openretina_slice_mean(response: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """openretina 1.1.1's SliceMeanReducer.forward on one unbatched response T'(×K), written out."""
+    available = response.shape[0]
+    cut = min(available - start, length)
+    if cut <= 0:
+        return response[: min(length, available)].mean(0)
+    return response[start : start + cut].mean(0)
+
+
+@pytest.mark.parametrize("start, length", [(1, 2), (2, 5), (3, 10), (4, 2), (9, 3)])
+def test_a_slice_past_the_response_is_cut_or_falls_back_to_the_start_like_openretina(start, length):
+    responses = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3) ** 1.5  # B×T'×K
+    reducer = SliceMeanReducer(axis=0, start=start, length=length)
+    expected = torch.stack([openretina_slice_mean(row, start, length) for row in responses])
+    if start >= 4:
+        with pytest.warns(RuntimeWarning, match="has only 4 frames"):
+            reduced = reducer(responses)
+    else:
+        reduced = reducer(responses)
+    assert torch.equal(reduced, expected)
+
+
+def test_slice_mean_refuses_an_empty_or_negative_slice():
+    with pytest.raises(ValueError, match="length must be >= 1"):
         SliceMeanReducer(axis=0, start=0, length=0)
+    with pytest.raises(ValueError, match="start must be >= 0"):
+        SliceMeanReducer(axis=0, start=-1, length=2)
 
 
 # ------------------------------------------------------------------------------ increase/decrease

@@ -19,6 +19,7 @@ acts on dimension ``axis + 1`` (negative axes count from the end as usual).
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,9 @@ class MeanReducer(ResponseReducer):
 
 
 class SliceMeanReducer(ResponseReducer):
-    """Mean over the frames ``start … start + length − 1`` of the time axis."""
+    """Mean over the frames ``start … start + length − 1`` of the time axis, as openretina's reducer:
+    a slice that runs past the response is cut at its end, and one that starts past it falls back to
+    the first ``length`` frames with a warning (openretina 1.1.1, ``SliceMeanReducer.forward``)."""
 
     def __init__(self, axis: int, start: int, length: int):
         super().__init__(axis)
@@ -90,16 +93,23 @@ class SliceMeanReducer(ResponseReducer):
         self.start = int(start)
         self.length = int(length)
 
+    def span(self, available: int) -> tuple[int, int]:
+        """``(start, length)`` of the frames averaged in a response of ``available`` frames."""
+        length = min(available - self.start, self.length)
+        if length > 0:
+            return self.start, length
+        length = min(self.length, available)
+        warnings.warn(
+            f"SliceMeanReducer(start={self.start}, length={self.length}): the response has only {available} "
+            f"frames; averaging frames 0…{length - 1} instead (openretina's fallback)",
+            RuntimeWarning, stacklevel=3,
+        )
+        return 0, length
+
     def forward(self, responses: Tensor) -> Tensor:
         dim = self._dim(responses)
-        available = responses.shape[dim]
-        if self.start + self.length > available:
-            raise ValueError(
-                f"SliceMeanReducer(start={self.start}, length={self.length}) needs at least "
-                f"{self.start + self.length} time steps, but the response has only {available} "
-                f"(shape {tuple(responses.shape)}); use a longer stimulus or a shorter slice"
-            )
-        return responses.narrow(dim, self.start, self.length).mean(dim=dim)
+        start, length = self.span(responses.shape[dim])
+        return responses.narrow(dim, start, length).mean(dim=dim)
 
 
 # ------------------------------------------------------------------------------------- helpers
