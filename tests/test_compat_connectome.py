@@ -3,6 +3,7 @@ regularisers by import path, and ``activation_maximisation`` against its loop wr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,11 +108,44 @@ def test_the_targets_kind_takes_activation_regularizers_and_names_a_bad_one(tmp_
         check_spec(wrong, "objectives.fly")
 
 
+@dataclass
+class TheirTargetActivation:
+    """connectome_interpreter 2.9.5's TargetActivation, its fields and __post_init__ written out."""
+
+    targets: dict | pd.DataFrame
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.targets, dict):
+            self.batch_size = self.batch_size or 1
+            self.targets_df = pd.DataFrame([{"batch": b, "layer": layer, "neuron": n, "value": v}
+                                            for layer, neurons in self.targets.items() for n, v in neurons.items()
+                                            for b in range(self.batch_size)])
+        else:
+            self.batch_size = self.batch_size or (self.targets["batch"].max() + 1)
+            self.targets_df = self.targets.copy()
+
+
+def test_the_objective_takes_connectome_interpreters_target_object_as_its_own_targets():
+    model = network()
+    targets = reachable_targets(model)
+    theirs = TheirTargetActivation(targets, batch_size=3)
+    frame = pd.DataFrame({"batch": [0, 1, 1], "layer": [2, 1, 2], "neuron": [40, 50, 41], "value": [0.5, 0.4, 0.2]})
+    for given, rows in ((theirs, 3), (TheirTargetActivation(frame), 2)):
+        objective = TargetActivationObjective(model, given, reduction="mean")
+        assert objective.targets.batch_size == rows
+        x = torch.rand(rows, model.n_sensory, LAYERS, generator=torch.Generator().manual_seed(1))
+        same = TargetActivationObjective(model, given.targets_df, reduction="mean")
+        assert torch.equal(objective(x, torch.arange(rows)), same(x, torch.arange(rows)))
+    result = batched_gradient_ascent(TargetActivationObjective(model, theirs), adam_method(20), seeds=[0, 1, 2], shape=(model.n_sensory, LAYERS))
+    assert result.meis.shape == (3, model.n_sensory, LAYERS)
+
+
 # ------------------------------------------------------------- connectome_interpreter's loop, written out
 
 def ci_activation_maximisation(model, targets, num_iterations, learning_rate, in_reg_lambda, out_reg_lambda,
                                custom=None, early_stopping=True, stopping_threshold=1e-5, n_runs=10, seed=0):
-    """connectome_interpreter 2.10's activation_maximisation for one row, from its code."""
+    """The released connectome_interpreter 2.9.5's activation_maximisation for one row, from its code."""
     def default_reg(x):
         return torch.norm(x, p=1) + torch.norm(x, p=2)
 
@@ -139,7 +173,7 @@ def ci_activation_maximisation(model, targets, num_iterations, learning_rate, in
         in_reg.append(in_loss.item())
         loss.backward()
         optimizer.step()
-    x = torch.clamp(x, -1.0, 1.0)
+    x = torch.tanh(torch.where(x >= model.threshold, x, 0))
     output = model(x).detach().numpy()
     return x.detach().numpy()[0], output[0], act_loss, out_reg, in_reg, [s[0] for s in snapshots]
 

@@ -1,13 +1,13 @@
 """connectome_interpreter's ``activation_maximisation`` call, run on the batched engine.
 
-:func:`activation_maximisation` takes the arguments of connectome_interpreter 2.10's function of that
-name and returns its tuple ``(input, output, activation_losses, output_reg_losses, input_reg_losses,
-input_snapshots)``. Per row it optimises what connectome_interpreter optimises (checked against its
+:func:`activation_maximisation` takes the arguments of the released connectome_interpreter 2.9.5's
+function of that name (``seed``, ``normalize_gradients`` and ``quiet`` are additions) and returns its
+tuple ``(input, output, activation_losses, output_reg_losses, input_reg_losses, input_snapshots)``. Per row it optimises what connectome_interpreter optimises (checked against its
 code): Adam on ``mean_targets (a − value)² + λ_in·(‖x‖₁ + ‖x‖₂) + λ_out·(‖a‖₁ + ‖a‖₂)`` (or the ``in`` /
 ``out`` functions of ``custom_reg_functions``), early stopping when the last ``n_runs`` losses span
-less than ``stopping_threshold`` (looked at from iteration ``n_runs + 1`` on), then the input clamped
-to ``[−1, 1]`` and the model's activations for it. Snapshots of the input are taken every 5 iterations
-(thresholded at the model's threshold, then ``tanh``, as there).
+less than ``stopping_threshold`` (looked at from iteration ``n_runs + 1`` on), then the input
+thresholded at the model's threshold and passed through ``tanh``, and the model's activations for
+it. Snapshots of the input are taken every 5 iterations (thresholded and ``tanh``-ed likewise).
 
 Differences: every row (target set) is optimised and stopped on its own; connectome_interpreter
 averages the target loss over the batch and takes the norms over the whole batch, so with more than
@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -37,13 +36,7 @@ def targets_of(target_activations: Any) -> TargetActivation:
     """Our :class:`TargetActivation` from connectome_interpreter's (its ``targets_df`` and
     ``batch_size``), ours, a ``{layer: {neuron: value}}`` dict or a DataFrame (``batch``, ``layer``,
     ``neuron`` or ``neuron_idx``, ``value``)."""
-    if isinstance(target_activations, TargetActivation):
-        return target_activations
-    if hasattr(target_activations, "targets_df"):  # connectome_interpreter's dataclass
-        return TargetActivation(target_activations.targets_df, batch_size=int(target_activations.batch_size))
-    if isinstance(target_activations, (pd.DataFrame, Mapping)):
-        return TargetActivation(target_activations)
-    raise TypeError(f"target_activations: expected a TargetActivation, a dict or a DataFrame, got {type(target_activations).__name__}")
+    return TargetActivation.of(target_activations)
 
 
 class _PerRow:
@@ -102,7 +95,8 @@ def activation_maximisation(
 ) -> tuple[np.ndarray, np.ndarray, list[float], list[float], list[float], list[np.ndarray]]:
     """Inputs ``B×S×L`` that drive ``model`` (a ``MultilayeredNetwork``) to ``target_activations``.
 
-    Returns, as connectome_interpreter: the optimised input clamped to ``[−1, 1]`` (``B×S×L``; ``S×L``
+    Returns, as connectome_interpreter 2.9.5: the optimised input thresholded at ``model.threshold`` and
+    passed through ``tanh`` (``B×S×L``; ``S×L``
     when ``B = 1``), the model's activations for it (``B×N×L`` / ``N×L``), the per-iteration target
     losses, output-regularisation losses and input-regularisation losses (lists of floats, one per
     optimiser step), and the input snapshots every 5 iterations (arrays like the input).
@@ -160,7 +154,8 @@ def activation_maximisation(
     snapshots = [np.tanh(np.where(v.numpy() >= threshold, v.numpy(), 0))
                  for step, v in zip(traces["snapshots"].steps, traces["snapshots"].values) if step < num_iterations]
 
-    final = result.meis.clamp(-1.0, 1.0)
+    # 2.9.5's final processing: the input thresholded at the model's threshold, then tanh
+    final = torch.tanh(torch.where(result.meis >= threshold, result.meis, 0))
     with torch.no_grad():
         output = model(final.to(device)).cpu().numpy()
     final = final.numpy()

@@ -421,6 +421,18 @@ class TargetActivation:
         self.counts = torch.bincount(self.batch, minlength=lookup_size)
         self.starts = torch.cumsum(self.counts, 0) - self.counts
 
+    @classmethod
+    def of(cls, targets: Any) -> "TargetActivation":
+        """Ours from ours, connectome_interpreter's ``TargetActivation`` (its ``targets_df`` and
+        ``batch_size``), a ``{layer: {neuron: value}}`` dict or a DataFrame."""
+        if isinstance(targets, cls):
+            return targets
+        if hasattr(targets, "targets_df") and hasattr(targets, "batch_size"):  # connectome_interpreter's dataclass
+            return cls(targets.targets_df, batch_size=int(targets.batch_size))
+        if isinstance(targets, (pd.DataFrame, Mapping)):
+            return cls(targets)
+        raise TypeError(f"targets: expected a TargetActivation (ours or connectome_interpreter's), a dict or a DataFrame, got {type(targets).__name__}")
+
     def to(self, device: torch.device | str) -> "TargetActivation":
         for name in ("batch", "layer", "neuron", "value", "counts", "starts"):
             setattr(self, name, getattr(self, name).to(device))

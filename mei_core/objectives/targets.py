@@ -85,10 +85,8 @@ class TargetActivationObjective(Objective):
         activation_regularizers: Sequence[ActivationRegularizer | Mapping[str, Any]] = (),
         reduction: str = "sum",
     ):
-        if isinstance(targets, TargetActivation):
-            self.targets = targets
-        elif isinstance(targets, (pd.DataFrame, Mapping)):
-            self.targets = TargetActivation(targets)
+        if isinstance(targets, (TargetActivation, pd.DataFrame, Mapping)) or hasattr(targets, "targets_df"):
+            self.targets = TargetActivation.of(targets)
         else:
             if not targets or any(len(item) == 0 for item in targets):
                 raise ValueError("every item needs at least one (layer, neuron, value) target")
