@@ -68,6 +68,9 @@ KERNEL_RADII = ("ceil", "round")
 #: ``reflect`` mirrors about the edge pixel (torch's; d c b | a b c d → c b | a b c); ``symmetric``
 #: repeats the edge pixel (b a | a b c: scipy.ndimage's ``reflect``)
 PAD_MODES = ("reflect", "symmetric", "replicate", "constant", "circular")
+#: what a blur pass computes in: the input's dtype, or float64 rounded back after each axis
+#: (scipy.ndimage.gaussian_filter's arithmetic on a float32 image: Walker et al.'s blur)
+BLUR_PRECISIONS = ("input", "float64")
 DECAYS = ("multiplicative", "additive", "linear")
 
 
@@ -99,13 +102,22 @@ def gaussian_kernel_1d(sigma: float, truncate: float = 4.0, dtype=torch.float32,
     return (kernel / kernel.sum()).to(dtype=dtype, device=device)
 
 
-def _blur_axis(planes: Tensor, sigma: float, truncate: float, pad_mode: str, radius: str, axis: int) -> Tensor:
+def _blur_axis(planes: Tensor, sigma: float, truncate: float, pad_mode: str, radius: str, axis: int, precision: str = "input") -> Tensor:
     """Blur ``planes`` (N×1×H×W) along ``axis`` (-2: y, -1: x); a kernel longer than the axis is
     clipped (and renormalised) for the padding modes that need it (reflect, circular)."""
     if sigma <= 0:
         return planes
+    if precision == "float64" and planes.dtype != torch.float64:
+        return _blur_axis(planes.double(), sigma, truncate, pad_mode, radius, axis, "scipy").to(planes.dtype)
     length = planes.shape[axis]
-    kernel = gaussian_kernel_1d(sigma, truncate, dtype=planes.dtype, device=planes.device, radius=radius)
+    if precision == "scipy":  # scipy's _gaussian_kernel1d: exp(−0.5/σ² · x²), normalised, in float64
+        reach = truncate * sigma
+        size = max(1, int(math.ceil(reach)) if radius == "ceil" else int(round(reach)))
+        positions = torch.arange(-size, size + 1, dtype=torch.float64)
+        kernel = torch.exp(-0.5 / sigma**2 * positions**2)
+        kernel = (kernel / kernel.sum()).to(device=planes.device)
+    else:
+        kernel = gaussian_kernel_1d(sigma, truncate, dtype=planes.dtype, device=planes.device, radius=radius)
     half = kernel.numel() // 2
     if pad_mode in ("reflect", "symmetric", "circular"):
         keep = min(half, length if pad_mode == "symmetric" else length - 1)
@@ -125,7 +137,8 @@ def _blur_axis(planes: Tensor, sigma: float, truncate: float, pad_mode: str, rad
 
 
 def gaussian_blur(
-    x: Tensor, sigma: float | tuple[float, float], truncate: float = 4.0, pad_mode: str = "reflect", radius: str = "ceil"
+    x: Tensor, sigma: float | tuple[float, float], truncate: float = 4.0, pad_mode: str = "reflect", radius: str = "ceil",
+    precision: str = "input",
 ) -> Tensor:
     """Separable Gaussian blur of the last two (spatial) dims, per row and channel (and frame).
 
@@ -134,18 +147,20 @@ def gaussian_blur(
     ``constant`` (zeros) or ``circular``.
     ``radius``: how the kernel radius is rounded from ``truncate·sigma`` (``ceil`` or ``round``).
     With reflect or circular padding the kernel is clipped to the image size (renormalised), so
-    small images with a large sigma still work.
+    small images with a large sigma still work. ``precision``: :data:`BLUR_PRECISIONS`.
     """
     check_spatial(x, "gaussian_blur")
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    if precision not in BLUR_PRECISIONS:
+        raise ValueError(f"precision must be one of {BLUR_PRECISIONS}, got {precision!r}")
     sigma_y, sigma_x = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else (float(sigma[0]), float(sigma[1]))
     if sigma_y <= 0 and sigma_x <= 0:
         return x
     shape = x.shape
     planes = x.reshape(-1, 1, shape[-2], shape[-1])
-    planes = _blur_axis(planes, sigma_y, truncate, pad_mode, radius, -2)
-    planes = _blur_axis(planes, sigma_x, truncate, pad_mode, radius, -1)
+    planes = _blur_axis(planes, sigma_y, truncate, pad_mode, radius, -2, precision)
+    planes = _blur_axis(planes, sigma_x, truncate, pad_mode, radius, -1, precision)
     return planes.reshape(shape)
 
 
@@ -185,7 +200,8 @@ class ScheduledGaussianBlur:
 
     ``sigma`` (one value or ``(y, x)``) at step ``i`` is :func:`scheduled` ``(sigma, decay_factor, i,
     decay)``; when every axis is at or below ``min_sigma`` nothing is blurred. ``exclude_last_channel``
-    leaves the last channel (a transparency MEI's alpha) untouched.
+    leaves the last channel (a transparency MEI's alpha) untouched. ``precision``: ``input`` or
+    ``float64`` (each axis pass in float64, rounded back: scipy's ``gaussian_filter`` on float32).
     """
 
     def __init__(
@@ -198,6 +214,7 @@ class ScheduledGaussianBlur:
         pad_mode: str = "reflect",
         kernel_radius: str = "ceil",
         exclude_last_channel: bool = False,
+        precision: str = "input",
     ):
         pair = (sigma, sigma) if isinstance(sigma, (int, float)) else tuple(sigma)
         if len(pair) != 2 or min(pair) < 0:
@@ -210,6 +227,8 @@ class ScheduledGaussianBlur:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
         if kernel_radius not in KERNEL_RADII:
             raise ValueError(f"kernel_radius must be one of {KERNEL_RADII}, got {kernel_radius!r}")
+        if precision not in BLUR_PRECISIONS:
+            raise ValueError(f"precision must be one of {BLUR_PRECISIONS}, got {precision!r}")
         self.sigma = (float(pair[0]), float(pair[1]))
         self.decay_factor = None if decay_factor is None else float(decay_factor)
         self.min_sigma = float(min_sigma)
@@ -218,6 +237,7 @@ class ScheduledGaussianBlur:
         self.pad_mode = pad_mode
         self.kernel_radius = kernel_radius
         self.exclude_last_channel = bool(exclude_last_channel)
+        self.precision = precision
 
     def sigma_at(self, i_iter: int) -> tuple[float, float]:
         return tuple(scheduled(s, self.decay_factor, i_iter, self.decay) for s in self.sigma)  # type: ignore[return-value]
@@ -228,8 +248,8 @@ class ScheduledGaussianBlur:
             return x
         sigma = tuple(s if s > self.min_sigma else 0.0 for s in sigma)
         if not self.exclude_last_channel:
-            return gaussian_blur(x, sigma, self.truncate, self.pad_mode, self.kernel_radius)
-        blurred = gaussian_blur(x[:, :-1], sigma, self.truncate, self.pad_mode, self.kernel_radius)
+            return gaussian_blur(x, sigma, self.truncate, self.pad_mode, self.kernel_radius, self.precision)
+        blurred = gaussian_blur(x[:, :-1], sigma, self.truncate, self.pad_mode, self.kernel_radius, self.precision)
         return torch.cat([blurred, x[:, -1:]], dim=1)
 
     def __repr__(self) -> str:

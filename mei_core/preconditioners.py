@@ -37,10 +37,14 @@ class FourierSmoothing(Preconditioner):
     - ``mask: inverse_power`` (default): ``1/max(f, min_frequency)**exponent``, normalised to peak 1
       (``min_frequency`` defaults to ``1/max(H, W)``);
     - ``mask: linear_falloff``: ``(1 − √2·f)**exponent`` (1 at f = 0, 0 at the corner frequency
-      ``f = √2/2``): sinzlab/mei's ``FourierSmoothing(freq_exp)``.
+      ``f = √2/2``): sinzlab/mei's ``FourierSmoothing(freq_exp)``;
+    - ``mask: index_power``: Walker et al. 2019's ``fft_smooth``: ``1/max(1, k)**exponent`` with ``k``
+      the frequency index radius ``√(k_y² + k_x²)`` (per-axis indices, so non-square images weigh x
+      and y apart), each index counted as theirs, ``min(i, N − 1 − i)`` (one off for negative
+      frequencies), normalised to mean 1, applied to the full complex spectrum (the real part is kept).
     """
 
-    MASKS = ("inverse_power", "linear_falloff")
+    MASKS = ("inverse_power", "linear_falloff", "index_power")
 
     def __init__(self, exponent: float = 1.0, min_frequency: float | None = None, mask: str = "inverse_power"):
         if mask not in self.MASKS:
@@ -52,6 +56,8 @@ class FourierSmoothing(Preconditioner):
     def __call__(self, grad: Tensor, step: Step) -> Tensor:
         check_spatial(grad, "FourierSmoothing")
         height, width = grad.shape[-2:]
+        if self.mask == "index_power":
+            return self._index_power(grad, height, width)
         fy = torch.fft.fftfreq(height, device=grad.device)
         fx = torch.fft.rfftfreq(width, device=grad.device)
         frequency = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
@@ -63,6 +69,16 @@ class FourierSmoothing(Preconditioner):
             scale = scale / scale.max()
         spectrum = torch.fft.rfft2(grad) * scale.to(grad.dtype)
         return torch.fft.irfft2(spectrum, s=(height, width))
+
+    def _index_power(self, grad: Tensor, height: int, width: int) -> Tensor:
+        def indices(n: int) -> Tensor:
+            i = torch.arange(n, dtype=torch.float32, device=grad.device)
+            return torch.minimum(i, n - 1 - i)
+
+        squared = indices(height)[:, None] ** 2 + indices(width)[None, :] ** 2
+        scale = 1.0 / (squared ** (self.exponent / 2)).clamp_min(1.0)
+        scale = (scale / scale.mean()).to(grad.dtype)
+        return torch.fft.ifft2(torch.fft.fft2(grad) * scale).real
 
 
 class DivideByMeanOfAbsolute(Preconditioner):

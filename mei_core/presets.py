@@ -274,8 +274,8 @@ def walker2019(input_shape: Sequence[int], input_stats: Mapping[str, Any], *, it
     scaled by ``1/max(1, f)**0.2`` in frequency (``precond`` 0.1 of the squared frequency), divided
     by its mean absolute value, times ``step_size_i · step_gain/255`` stimulus stds (their z-units;
     step size ramped linearly 3 → 0.125); then the image is clipped to the range and blurred with
-    sigma ramped linearly 1.5 → 0.01 px (scipy's ``gaussian_filter``, edges mirrored with the edge
-    pixel). 1000 steps; no jitter, no norm constraint (their first parameter row).
+    sigma ramped linearly 1.5 → 0.01 px (scipy's ``gaussian_filter``: edges mirrored with the edge
+    pixel, each axis in float64 rounded back). 1000 steps; no jitter, no norm constraint (their first parameter row).
     """
     shape = _check_shape(input_shape)
     stats = check_input_stats(input_stats, shape[0])
@@ -299,8 +299,8 @@ def walker2019(input_shape: Sequence[int], input_stats: Mapping[str, Any], *, it
         "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": settings["step_gain"] / settings["levels"] * z_unit}},
         "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": iterations}},
         "precondition": [
-            # their fft_smooth: 1/max(1, (fx² + fy²)**precond) with frequencies in cycles per image
-            {"path": "FourierSmoothing", "kwargs": {"exponent": 2 * settings["precond"], "mask": "inverse_power"}},
+            # their fft_smooth: 1/max(1, (kx² + ky²)**precond) with their frequency indices
+            {"path": "FourierSmoothing", "kwargs": {"exponent": 2 * settings["precond"], "mask": "index_power"}},
             {"path": "DivideByMeanOfAbsolute", "kwargs": {}},
             {"path": "MultiplyBy", "kwargs": {"const": settings["start_step_size"], "decay": "linear",
                                               "decay_factor": (settings["end_step_size"] - settings["start_step_size"]) / iterations}},
@@ -309,7 +309,8 @@ def walker2019(input_shape: Sequence[int], input_stats: Mapping[str, Any], *, it
             clip,
             {"path": "GaussianBlurInput", "kwargs": {"sigma": settings["start_sigma"], "decay": "linear",
                                                      "decay_factor": (settings["end_sigma"] - settings["start_sigma"]) / iterations,
-                                                     "truncate": 4.0, "pad_mode": "symmetric", "kernel_radius": "round"}},
+                                                     "truncate": 4.0, "pad_mode": "symmetric", "kernel_radius": "round",
+                                                     "precision": "float64"}},
         ],
     }
 
