@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .components import Postprocessor, Step
-from .ops import TEMPORAL_PADDINGS, ScheduledGaussianBlur, per_row, row_mean, row_norm, row_std, temporal_gaussian_blur
+from .ops import TEMPORAL_PADDINGS, ScheduledGaussianBlur, float_array, per_row, row_mean, row_norm, row_std, temporal_gaussian_blur
 
 __all__ = [
     "ChangeNormAroundMean",
@@ -23,6 +23,7 @@ __all__ = [
     "ChangeNormJointlyClipRangeSeparately",
     "TemporalGaussianLowPass",
     "FixRegion",
+    "ZeroOutsideMask",
 ]
 
 
@@ -207,6 +208,23 @@ class FixRegion(Postprocessor):
 
     def __repr__(self) -> str:
         return f"FixRegion(region={self.region!r}, threshold={self.threshold}, free_pixels={int(self.free.sum())}/{self.free.numel()})"
+
+
+class ZeroOutsideMask(Postprocessor):
+    """openretina's ``ZeroOutsideMaskProcessor``: every row times ``mask`` (values or an ``.npy``
+    path; ``H×W`` or anything broadcastable against a row's trailing dims), after every step. Put it
+    before the norm postprocessor, so the norm is spent inside the mask."""
+
+    def __init__(self, mask: str | Sequence | np.ndarray):
+        self.mask = float_array(mask, "ZeroOutsideMask.mask")
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        if self.mask.dim() > x.dim() - 1 or any(m not in (1, s) for m, s in zip(reversed(self.mask.shape), reversed(x.shape[1:]))):
+            raise ValueError(f"ZeroOutsideMask: a mask of shape {tuple(self.mask.shape)} does not broadcast against rows of shape {tuple(x.shape[1:])}")
+        return x * self.mask.to(device=x.device, dtype=x.dtype)
+
+    def __repr__(self) -> str:
+        return f"ZeroOutsideMask(mask_shape={tuple(self.mask.shape)}, kept={int((self.mask != 0).sum())})"
 
 
 class ChangeNormAroundMean(Postprocessor):

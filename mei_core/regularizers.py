@@ -13,7 +13,7 @@ from .ops import ALPHAS, check_spatial, opacity, row_norm
 
 __all__ = [
     "TotalVariation", "LpNorm", "L1L2", "Similarity", "OpacityPenalty", "BoxContrast", "BoxContrastPixelL2",
-    "RowFunction", "RangeRegularizationLoss",
+    "RowFunction", "RangeRegularizationLoss", "SmoothnessRegularizationLoss",
 ]
 
 #: neuralpredictors' Laplace filters by size (what sinzlab/mei's BoxContrastPixelL2 uses)
@@ -258,3 +258,34 @@ class RangeRegularizationLoss(Regularizer):
             penalty = penalty + torch.relu(torch.linalg.vector_norm(x.flatten(1), dim=1) - self.max_norm)
         return self.factor * penalty
 
+
+
+class SmoothnessRegularizationLoss(Regularizer):
+    """openretina's smoothness penalty, per row: squared first differences over the mean square::
+
+        (factor_spatial · (mean Δ_y² + mean Δ_x²) + factor_temporal · mean Δ_t²) / (mean x² + eps)
+
+    Each term is ``2·(1 − r)`` of the lag-1 autocorrelation ``r`` along its axis, so it does not
+    change with the contrast budget. ``Δ_t`` needs videos ``B×C×T×H×W``. openretina takes the means
+    over the whole batch; here each row gets its own (the same for one row).
+    """
+
+    def __init__(self, factor_spatial: float = 0.0, factor_temporal: float = 0.0, eps: float = 1e-8):
+        self.factor_spatial = float(factor_spatial)
+        self.factor_temporal = float(factor_temporal)
+        self.eps = float(eps)
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        penalty = x.new_zeros(x.shape[0])
+        if self.factor_spatial == 0.0 and self.factor_temporal == 0.0:
+            return penalty
+        check_spatial(x, "SmoothnessRegularizationLoss")
+        mean_square = x.pow(2).flatten(1).mean(1) + self.eps
+        if self.factor_spatial != 0.0:
+            spatial = x.diff(dim=-2).pow(2).flatten(1).mean(1) + x.diff(dim=-1).pow(2).flatten(1).mean(1)
+            penalty = penalty + self.factor_spatial * spatial / mean_square
+        if self.factor_temporal != 0.0:
+            if x.dim() != 5:
+                raise ValueError(f"SmoothnessRegularizationLoss: factor_temporal needs videos B×C×T×H×W, got shape {tuple(x.shape)}")
+            penalty = penalty + self.factor_temporal * x.diff(dim=-3).pow(2).flatten(1).mean(1) / mean_square
+        return penalty
