@@ -114,7 +114,7 @@ class Option:
             return "required"
         if self.default is None:
             return "none"
-        return f"`{self.default}`"
+        return f"`{str(self.default).lower() if isinstance(self.default, bool) else self.default}`"
 
 
 def check_known(config: Mapping[str, Any], known: Sequence[str], key: str, what: str) -> None:
@@ -138,9 +138,9 @@ def markdown_table(options: Sequence[Option], built_ins: Mapping[str, str] | Non
             meaning += " " + "; ".join(f"`{c}`: {m}" if m else f"`{c}`" for c, m in option.choices.items())
         elif option.choices is not None:
             meaning += " (" + " \\| ".join(f"`{c}`" for c in option.choices) + ")"
-        for family in option.families:
-            if built_ins and built_ins.get(family):
-                meaning += f" Built-ins ({family}): {built_ins[family]}"
+        listed = [f"{family}: {built_ins[family]}" for family in option.families if built_ins and built_ins.get(family)]
+        if listed:
+            meaning += " Built-ins: " + "; ".join(listed)
         lines.append(f"| `{option.name}` | {option.default_text()} | {meaning.strip()} |")
     return "\n".join(lines)
 
@@ -148,26 +148,26 @@ def markdown_table(options: Sequence[Option], built_ins: Mapping[str, str] | Non
 #: the gradient method's config (``mei_core.method.build_method``), sinzlab/mei's slot names
 METHOD_OPTIONS: tuple[Option, ...] = (
     Option("initial", "slot", required=True, families=("InitialGuess",),
-           doc="the initial guess, drawn in parameter space from the item's generator (the `n_meis` starts of an item in one draw)."),
+           doc="the initial guess, drawn in parameter space from the item's generator (the `n_meis` starts of an item in one draw). `FromArray`'s `array` is values or a `.npy` path; `WithAlphaChannel` appends a constant alpha channel (transparency MEIs)."),
     Option("optimizer", "slot", required=True,
            doc="any `torch.optim` class: `{path: torch.optim.SGD, kwargs: {lr: 0.5}}` (or `SGD`)."),
     Option("stopper", "slot", required=True, families=("Stopper",), doc="when an item stops."),
     Option("transform", "slot", families=("Transform", "Background"),
-           doc="what the model sees: one spec or a list, applied in order. `AlphaBlend`'s `background` is a number, an array or `.npy` (constant) or a background component, drawn per row from the row's own random stream."),
+           doc="what the model sees: one spec or a list, applied in order. `AlphaBlend`'s `background` is a number, an array or `.npy` (constant) or a background component, drawn per row from the row's own random stream. `Jitter`'s `pad_mode`: `circular` \\| `reflect`; `AlphaBlend`'s `alpha`: `sigmoid` \\| `linear`."),
     Option("regularization", "slot", families=("Regularizer",), doc="penalties subtracted from the objective: one spec or a list."),
     Option("precondition", "slot", families=("Preconditioner",),
-           doc="gradient preconditioners: one spec or a list. `decay: multiplicative` (default) is `value·decay_factor^i`; `decay: additive` is sinzlab/mei's `value + decay_factor·(i − 1)`; `decay: linear` is `value + decay_factor·i` (Walker et al.'s ramp); `decay_factor: null` keeps the value. `pad_mode`: `reflect` (torch's, about the edge pixel), `symmetric` (the edge pixel repeated: scipy.ndimage's `reflect`), `replicate`, `constant`, `circular`."),
+           doc="gradient preconditioners: one spec or a list. `decay: multiplicative` (default) is `value·decay_factor^i`; `decay: additive` is sinzlab/mei's `value + decay_factor·(i − 1)`; `decay: linear` is `value + decay_factor·i` (Walker et al.'s ramp); `decay_factor: null` keeps the value. `pad_mode`: `reflect` (torch's, about the edge pixel), `symmetric` (the edge pixel repeated: scipy.ndimage's `reflect`), `replicate`, `constant`, `circular`. `FourierSmoothing`'s `mask`: `inverse_power` \\| `linear_falloff`."),
     Option("postprocessing", "slot", families=("Postprocessor",),
-           doc="projections after every step (the contrast budget): one spec or a list. `FixRegion` optimises only the region of an earlier MEI's mask (ring and centre/surround MEIs)."),
+           doc="projections after every step (the contrast budget): one spec or a list. `ClipRange` takes numbers or one per channel; `GaussianBlurInput` the options of `GaussianBlur`; `TemporalGaussianLowPass`'s `padding`: `replicate` \\| `zeros` (openretina's); `FixRegion` optimises only the region (`centre` \\| `surround` \\| `ring`) of an earlier MEI's mask (ring and centre/surround MEIs)."),
     Option("parameterisation", "slot", default_doc="`Pixels`", families=("Parameterisation",),
-           doc="the optimised variable ≠ the stimulus: one spec or a list applied in order, e.g. `[Spectral, ColourDecorrelated, Sigmoid]`. The initial guess is drawn in parameter space; transforms, the objective and regularizers see the decoded stimulus, and the MEIs are decoded stimuli; preconditioners and postprocessors act on the variable (so with `Spectral`, bound the stimulus with a regularizer such as `LpNorm` or a `Sigmoid`/`Tanh` instead of `ChangeNorm`)."),
+           doc="the optimised variable ≠ the stimulus: one spec or a list applied in order, e.g. `[Spectral, ColourDecorrelated, Sigmoid]`. The initial guess is drawn in parameter space; transforms, the objective and regularizers see the decoded stimulus, and the MEIs are decoded stimuli; preconditioners and postprocessors act on the variable (so with `Spectral`, bound the stimulus with a regularizer such as `LpNorm` or a `Sigmoid`/`Tanh` instead of `ChangeNorm`). `Spectral`: lucent's rFFT coefficients scaled by 1/f^decay_power (`max_frequency` truncates); `ColourDecorrelated`: lucent's ImageNet colour matrix by default; `LinearBasis`: e.g. from `mei_core.parameterisations.pca_basis`; `Decoder`: any callable by import path."),
     Option("trackers", "slot", families=("Tracker",),
-           doc="trackers by name (sinzlab's name for the slot: `objectives`); scalar ones land in `traces.parquet`, `InputObjective` and `PostProcessedInputObjective` (input snapshots) are for the Python API."),
+           doc="trackers by name (sinzlab's name for the slot: `objectives`); scalar ones land in `traces.parquet`, `PenaltyObjective` tracks the regularisation, `ObjectiveTerm` a named term (e.g. `target_loss`, `activation_penalty`); `InputObjective` and `PostProcessedInputObjective` (input snapshots before / after each step) are for the Python API."),
     Option("project_initial", "any", default=False,
            schema_override={"anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/component"}, {"type": "array", "items": {"$ref": "#/$defs/component"}}]},
            doc="project the initial guess before the first step: `true` applies the `postprocessing` chain to it (openretina's CLI starts from `norm/clip(0.1·randn)`, the MDS code from its postprocessed draw); a postprocessor spec or list applies those instead (e.g. only the norm and clip of a chain that also low-passes). They see the step of iteration 0. `false`: start from the raw draw."),
     Option("n_meis", "integer", default=1, minimum=1,
-           doc="diverse MEIs per neuron and seed (add `Similarity` to push them apart); adds a `mei_index` dim to the Zarr store (named like the `mei_index` column of `scores.parquet`)."),
+           doc="diverse MEIs per neuron and seed (add `Similarity` to push them apart); adds a `mei_index` dim to the Zarr store (named like the `mei_index` column of `scores.parquet`; a dim cannot share the name of the `mei` array)."),
     Option("direction", "string", default="maximize", choices={"maximize": "", "minimize": "inhibitory MEIs"}, doc="what the optimisation does to the objective."),
     Option("regularize", "string", default="input", choices=("input", "transformed"),
            doc="what regularizers see: the optimised input, or (`transformed`) what the model sees (sinzlab/mei's convention)."),

@@ -103,7 +103,7 @@ class Registry(Generic[T]):
 
     def markdown_table(self, columns: Sequence[str] = ("name", "parameters", "description"),
                        where: Callable[[Entry[T]], bool] | None = None) -> str:
-        """The entries (those ``where`` accepts) as a Markdown table, for the doc tables generated from
+        """The entries (those ``where`` accepts, by name) as a Markdown table, for the doc tables generated from
         the registry."""
         cells = {
             "name": lambda e: f"`{e.name}`",
@@ -111,7 +111,8 @@ class Registry(Generic[T]):
             "description": lambda e: e.description.replace("|", "\\|"),
         }
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(cells[c](e) for c in columns) + " |" for e in self if where is None or where(e)]
+        # by name: registration order depends on which module a process imported first
+        lines += ["| " + " | ".join(cells[c](e) for c in columns) + " |" for e in sorted(self, key=lambda e: e.name) if where is None or where(e)]
         return "\n".join(lines)
 
 

@@ -219,6 +219,15 @@ def _presets(args: argparse.Namespace) -> None:
     print(describe_presets())
 
 
+@command("docs", write={"action": "store_true"}, check={"action": "store_true"})
+def _docs(args: argparse.Namespace) -> int:
+    """config/README.md's tables generated from the registries: ``--check`` (the default) fails when
+    they differ, ``--write`` rewrites them."""
+    from .docs import check_or_write
+
+    return check_or_write(write=args.write)
+
+
 @command("verify", results={"default": "results"}, checksums={"default": None})
 def _verify(args: argparse.Namespace) -> int:
     from .verify import verify
