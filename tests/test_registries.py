@@ -125,3 +125,20 @@ def test_reading_the_schema_imports_neither_torch_nor_pandas():
             "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.mark.slow
+def test_the_workflow_makes_every_one_step_demo_kind_with_its_generic_rule(tmp_path):
+    from workflow_support import make_project, snakemake, tiny_config
+
+    config = tiny_config()
+    config["demo"] = {"r": {"kind": "retina", "n_cells": 2, "size": [6, 6]}, "w": {"kind": "vr", "n_cells": 2, "size": [6, 6]},
+                      "c": {"kind": "connectome", "n_neurons": 60, "n_synapses": 300, "n_sensory": 6, "num_layers": 2}}
+    folder = make_project(tmp_path / "project", config)
+    one_step = {name: demo_kind(spec["kind"]) for name, spec in config["demo"].items()}
+    assert all(kind.one_step for kind in one_step.values()) and not demo_kind("v1").one_step
+    targets = [f"resources/demo/{name}/{file}" for name, kind in one_step.items() for file in kind.files.values()]
+    assert len(targets) == 4  # retina.json, virtual_retina.json, weights.npz, network.json
+    snakemake(folder, *targets)
+    assert all((folder / target).stat().st_size > 0 for target in targets)
+    assert len(demo_kind("retina").load(str(folder / "resources/demo/r/retina.json")).describe()["cells"]) == 2

@@ -41,6 +41,12 @@ class DemoKind(ABC):
     #: file names the demo writes into its folder, by role
     files: ClassVar[dict[str, str]] = {}
 
+    #: the kind's files are made in one step, ``make(spec_path, *paths)`` with the paths in ``files``
+    #: order: the workflow's generic rule ``demo_<name>`` runs it (``python -m mei_core demo-make``),
+    #: so such a kind is one module. A kind of several steps (``v1``: a dataset, then members per
+    #: seed) sets it false and has rules of its own.
+    one_step: ClassVar[bool] = True
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:  # a kind sets its own name (a shared base would not)
@@ -56,6 +62,10 @@ class DemoKind(ABC):
         if unknown:
             raise MEIConfigError(f"{key}.{unknown[0]}: not a setting of demo kind {self.name!r} (settings: {', '.join(sorted(self.defaults))})")
         return {**self.defaults, **{k: v for k, v in spec.items() if k not in ("name", "kind")}}
+
+    def make(self, spec_path: str, *paths: str) -> None:
+        """Make the kind's files (a one-step kind): ``paths`` in the order of :attr:`files`."""
+        raise NotImplementedError(f"demo kind {self.name!r} has no one-step make")
 
     def outputs(self, folder: str, spec: Mapping[str, Any]) -> set[str]:
         """Every file the demo's rules write into ``folder``."""
