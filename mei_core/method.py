@@ -19,7 +19,7 @@ from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
 from .parameterisations import Parameterisation, Pixels, build_parameterisation
-from .options import METHOD_OPTIONS, SLOT_ALIASES
+from .options import METHOD_OPTIONS, SLOT_ALIASES, check_known
 from .transforms import Compose, Identity, alpha_blend_of
 
 OPTIONS = {option.name: option for option in METHOD_OPTIONS}
@@ -112,9 +112,7 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     """Build fresh components (stoppers and trackers keep per-run state) from ``config``."""
     if not isinstance(config, Mapping):
         raise MEIConfigError(f"{key}: a method config must be a mapping, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(KNOWN_SLOTS))
-    if unknown:
-        raise MEIConfigError(f"{key}.{unknown[0]}: unknown slot; known slots: {', '.join(KNOWN_SLOTS)}")
+    check_known(config, KNOWN_SLOTS, key, "unknown slot; known slots")
     initial = build_component(require(config, "initial", key), f"{key}.initial")
     _expect(initial, InitialGuess, f"{key}.initial")
     stopper = build_component(require(config, "stopper", key), f"{key}.stopper")

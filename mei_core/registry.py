@@ -56,6 +56,7 @@ class Registry(Generic[T]):
     known_label: str = "known"
     _entries: dict[str, Entry[T]] = field(default_factory=dict, repr=False)
     _loaded: bool = field(default=False, repr=False)
+    _instances: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def register(self, name: str | None = None, description: str = "") -> Callable[[T], T]:
         """Decorator: add the decorated object under ``name`` (default: its ``name`` attribute or
@@ -94,6 +95,13 @@ class Registry(Generic[T]):
 
     def get(self, name: str, key: str) -> T:
         return self.entry(name, key).value
+
+    def instance(self, name: str, key: str) -> Any:
+        """The one instance of a class entry, built on first use (kinds keep no state between calls)."""
+        cls = self.get(name, key)
+        if cls not in self._instances:
+            self._instances[cls] = cls()
+        return self._instances[cls]
 
     def __contains__(self, name: object) -> bool:
         return name in self._load()

@@ -78,10 +78,4 @@ class DemoKind(ABC):
 
 def demo_kind(name: str, key: str = "kind") -> DemoKind:
     """The kind ``name``; an unknown name is an error naming ``key``."""
-    kind = DEMO_KINDS.get(name, key)
-    if kind not in _instances:
-        _instances[kind] = kind()
-    return _instances[kind]
-
-
-_instances: dict[type[DemoKind], DemoKind] = {}
+    return DEMO_KINDS.instance(name, key)

@@ -128,7 +128,6 @@ OBJECTIVE_KINDS: Registry[type[ObjectiveKind]] = Registry(
     modules=tuple(f"{__package__}.{m.name}" for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in ("kinds", "base")),
     known_label="known kinds",
 )
-_instances: dict[type[ObjectiveKind], ObjectiveKind] = {}
 
 
 def kind_names() -> list[str]:
@@ -136,10 +135,7 @@ def kind_names() -> list[str]:
 
 
 def get_kind(name: str, key: str = "kind") -> ObjectiveKind:
-    kind = OBJECTIVE_KINDS.get(name, key)
-    if kind not in _instances:
-        _instances[kind] = kind()
-    return _instances[kind]
+    return OBJECTIVE_KINDS.instance(name, key)
 
 
 # ------------------------------------------------------------------------------ config → table rows
