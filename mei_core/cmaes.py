@@ -77,7 +77,7 @@ from .engine import BatchResult, step_callback
 from .errors import MEIConfigError
 from .method import build_transform, check_stimulus
 from .objectives.base import Objective, as_objective
-from .options import Option, check_known
+from .options import DEVICE, DIRECTION, Option, check_known
 from .parameterisations import build_parameterisation
 from .streams import RowStreams
 from .transforms import Identity
@@ -134,7 +134,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_generations", "integer", default=200, minimum=1, doc="per search (stop reason `max_generations`)."),
     Option("threshold", "number", nullable=True, doc="stop a search once its best objective reaches it (stop reason `threshold`)."),
     Option("postprocessing", "slot", doc="`Postprocessor` specs: the contrast budget on the decoded stimulus."),
-    Option("direction", "string", default="maximize", choices={"maximize": "", "minimize": "inhibitory MEIs"}, doc="what the search does to the objective."),
+    DIRECTION,
     Option("returned", "string", default="mean", choices={"mean": "the search mean", "best": "the best candidate"},
            doc="the MEI is the decoded search mean (robust to noise) or the best candidate evaluated."),
     Option("cma_options", "mapping", default={},
@@ -143,7 +143,7 @@ OPTIONS: tuple[Option, ...] = (
            doc="record `best` (best objective so far) and `mean` (mean candidate objective) per MEI every that many generations (`traces.parquet`)."),
     Option("max_batch", "integer", minimum=1, nullable=True,
            doc="most rows per model call (as `ensembles.<name>.max_batch`, which the pipeline sets; the smaller wins); results do not change."),
-    Option("device", "any", doc="ignored: the caller decides where to run."),
+    DEVICE,
 )
 KEYS = tuple(option.name for option in OPTIONS)
 

@@ -145,6 +145,11 @@ def markdown_table(options: Sequence[Option], built_ins: Mapping[str, str] | Non
     return "\n".join(lines)
 
 
+#: options whose meaning is the same for every method (gradient ascent and CMA-ES)
+DIRECTION = Option("direction", "string", default="maximize", choices={"maximize": "", "minimize": "inhibitory MEIs"},
+                   doc="what the method does to the objective.")
+DEVICE = Option("device", "any", schema_override={"type": ["string", "null"]}, doc="ignored: the caller decides where to run.")
+
 #: the gradient method's config (``mei_core.method.build_method``), sinzlab/mei's slot names
 METHOD_OPTIONS: tuple[Option, ...] = (
     Option("initial", "slot", required=True, families=("InitialGuess",),
@@ -168,7 +173,7 @@ METHOD_OPTIONS: tuple[Option, ...] = (
            doc="project the initial guess before the first step: `true` applies the `postprocessing` chain to it (openretina's CLI starts from `norm/clip(0.1·randn)`, the MDS code from its postprocessed draw); a postprocessor spec or list applies those instead (e.g. only the norm and clip of a chain that also low-passes). They see the step of iteration 0. `false`: start from the raw draw."),
     Option("n_meis", "integer", default=1, minimum=1,
            doc="diverse MEIs per neuron and seed (add `Similarity` to push them apart); adds a `mei_index` dim to the Zarr store (named like the `mei_index` column of `scores.parquet`; a dim cannot share the name of the `mei` array)."),
-    Option("direction", "string", default="maximize", choices={"maximize": "", "minimize": "inhibitory MEIs"}, doc="what the optimisation does to the objective."),
+    DIRECTION,
     Option("regularize", "string", default="input", choices=("input", "transformed"),
            doc="what regularizers see: the optimised input, or (`transformed`) what the model sees (sinzlab/mei's convention)."),
     Option("model_forward_kwargs", "mapping", default={},
@@ -179,7 +184,7 @@ METHOD_OPTIONS: tuple[Option, ...] = (
            doc="steps between the host syncs that drop stopped items from the batch and end the loop when all have stopped; between checks stopped items stay in the batch, frozen, so results do not depend on it. Trackers' steps are checks too."),
     Option("max_batch", "integer", minimum=1,
            doc="most rows per forward pass (as `ensembles.<name>.max_batch`, which the pipeline sets; the smaller wins); results do not change."),
-    Option("device", "any", schema_override={"type": ["string", "null"]}, doc="ignored: the caller decides where to run."),
+    DEVICE,
 )
 
 #: sinzlab/mei's name for a slot → ours
