@@ -50,36 +50,9 @@ identical runs are bitwise identical on CPU. EvoTorch vectorises the population 
 torch, but a batch of independent searches would still be one searcher object per item; the model
 call, the expensive part, is batched here anyway, so the lighter dependency wins.
 
-Config keys (all optional; every error names its key, e.g. ``config.sigma0``):
-
-- ``parameterisation``: one spec or a list (default ``Pixels``); the search vector is one row of its
-  variable, flattened (``initial_shape`` gives the shape; the initial guess may widen it, e.g.
-  ``WithAlphaChannel`` adds a transparency MEI's alpha channel to ``Pixels``).
-- ``initial``: an ``InitialGuess`` spec drawn in parameter space from the item's generator: the
-  search's start (default ``{path: RandomNormal, kwargs: {std: 1.0}}``).
-- ``n_meis`` (1): MEIs (independent searches) per item.
-- ``transform``: a ``Transform`` spec or a list (the gradient methods' slot): what the model sees of
-  every candidate (above).
-- ``transform_draws`` (4): K, a random transform's draws per row and generation (each costs one
-  model evaluation per candidate); ignored without a random transform.
-- ``sigma0`` (0.5): CMA-ES's initial step size in parameter space.
-- ``population_size`` (cma's default ``4 + ⌊3 ln D⌋``): candidates per search and generation.
-- ``max_generations`` (200): per search; stop reason ``max_generations``.
-- ``threshold``: stop a search once its best objective reaches it (``≥``; ``≤`` when minimising);
-  stop reason ``threshold``.
-- ``postprocessing``: ``Postprocessor`` specs applied, in order, to every decoded candidate and to the
-  returned MEI: the contrast budget.
-- ``direction`` (``maximize``): or ``minimize``.
-- ``returned`` (``mean``): the MEI is the decoded search mean (robust to noisy objectives) or ``best``
-  (the best candidate evaluated).
-- ``cma_options`` ({}): further ``cma.CMAOptions`` (``tolfun``, ``tolx``, ``CMA_diagonal`` for large
-  ``D``, …); cma's own stop criteria give their cma names as stop reasons (``tolfun``, ``tolx``, …).
-  Changed default: ``tolflatfitness: 50`` (cma's 1 stops a spiking model's search before it spikes).
-- ``trace_interval``: record ``best`` (best objective so far) and ``mean`` (mean candidate
-  objective) per row every that many generations.
-- ``max_batch``: most rows per objective call (candidates × draws are evaluated in chunks of it; the
-  pipeline sets it from ``ensembles.<name>.max_batch``); results do not change.
-- ``device``: ignored (the caller decides), as for gradient methods.
+Config keys: :data:`OPTIONS` (all optional; every error names its key, e.g. ``config.sigma0``), shown
+in config/README.md ("Gradient-free MEIs"). ``cma_options`` are cma's own (``cma.CMAOptions``), except
+those this module sets itself (:data:`RESERVED_OPTIONS`); ``tolflatfitness`` defaults to 50.
 
 Model evaluations per row: ``n_iterations × population_size`` (× K with a random transform), plus
 one for the score.
@@ -104,14 +77,13 @@ from .engine import BatchResult, step_callback
 from .errors import MEIConfigError
 from .method import build_transform, check_stimulus
 from .objectives.base import Objective, as_objective
+from .options import DEVICE, DIRECTION, Option, check_known
 from .parameterisations import build_parameterisation
 from .streams import RowStreams
 from .transforms import Identity
 
 __all__ = ["cma_es", "cma_es_preset", "build_settings", "validate_config", "CMAESSettings"]
 
-KEYS = ("parameterisation", "initial", "n_meis", "transform", "transform_draws", "sigma0", "population_size", "max_generations", "threshold",
-        "postprocessing", "direction", "returned", "cma_options", "trace_interval", "max_batch", "device")
 #: cma options this module sets itself: the key to use instead, or why not
 RESERVED_OPTIONS = {
     "popsize": "use population_size", "maxiter": "use max_generations", "randn": "every search samples from its own generator",
@@ -143,44 +115,55 @@ class CMAESSettings:
     max_batch: int | None = None
 
 
-def _number(config: Mapping[str, Any], name: str, key: str, default: Any, *, integer: bool = False,
-            minimum: float | None = None, exclusive: bool = False, optional: bool = False) -> Any:
-    value = config.get(name, default)
-    if value is None and optional:
-        return None
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)) or not math.isfinite(value):
-        raise MEIConfigError(f"{key}.{name}: must be {kind}{' or null' if optional else ''}, got {value!r}")
-    if minimum is not None and (value <= minimum if exclusive else value < minimum):
-        raise MEIConfigError(f"{key}.{name}: must be {'>' if exclusive else '>='} {minimum}, got {value!r}")
-    return int(value) if integer else float(value)
+#: ``cma_es``'s config, declared once: the checks in :func:`build_settings` and the table in
+#: config/README.md ("Gradient-free MEIs") come from here
+OPTIONS: tuple[Option, ...] = (
+    Option("parameterisation", "slot", default_doc="`Pixels`",
+           doc="what the search vector is (one row of the variable, flattened); same specs as the slot of gradient methods."),
+    Option("initial", "slot", default_doc="`RandomNormal(std=1)`",
+           doc="the search's start, drawn in parameter space from the item's generator (the `n_meis` starts of an item in one draw, as for gradient methods)."),
+    Option("n_meis", "integer", default=1, minimum=1,
+           doc="MEIs per neuron and seed: independent searches from different starts, stored along `mei_index` as for gradient methods. Nothing pushes them apart; they differ where the objective has several optima (a complex cell's MEIs come out at different phases). An item's `n_iterations` and `stop_reason` are those of its longest-running search."),
+    Option("transform", "slot",
+           doc="what the model sees of every candidate, as the slot of gradient methods (`Jitter`, `PadJitter`, `RandomCrop`, `RandomScale`, `RandomRotation`, `AlphaBlend`, …). A random transform is drawn `transform_draws` times per search and generation from the search's own stream; a candidate's fitness is its mean over those draws, and all candidates of a search share them (so they are ranked against each other, not against luck). The score is of the transform's deterministic counterpart (unshifted, centre crop)."),
+    Option("transform_draws", "integer", default=4, minimum=1,
+           doc="draws per search and generation (each costs one model evaluation per candidate). With 1, CMA-ES's mean chases each generation's draw: on the demo's simple cells with `Jitter(2)` the MEI's correlation with the filter (up to the shift) fell from a median 0.95 to 0.84, and its mean response under jitter from 0.94× to 0.75× that of the unjittered MEI (`mei_core/cmaes.py`)."),
+    Option("sigma0", "number", default=0.5, minimum=0, exclusive=True, doc="initial step size in parameter space."),
+    Option("population_size", "integer", minimum=2, nullable=True, default_doc="`4 + ⌊3 ln D⌋`",
+           doc="candidates per search and generation (raise it for noisy, e.g. Poisson, responses, and with random transforms)."),
+    Option("max_generations", "integer", default=200, minimum=1, doc="per search (stop reason `max_generations`)."),
+    Option("threshold", "number", nullable=True, doc="stop a search once its best objective reaches it (stop reason `threshold`)."),
+    Option("postprocessing", "slot", doc="`Postprocessor` specs: the contrast budget on the decoded stimulus."),
+    DIRECTION,
+    Option("returned", "string", default="mean", choices={"mean": "the search mean", "best": "the best candidate"},
+           doc="the MEI is the decoded search mean (robust to noise) or the best candidate evaluated."),
+    Option("cma_options", "mapping", default={},
+           doc="further `cma.CMAOptions` (`tolfun`, `tolx`, `CMA_diagonal` for large D, …; `popsize`, `maxiter`, `seed`, `randn` and verbosity are set by the method). `tolflatfitness` defaults to 50 (cma's 1 stops a spiking model's search before anything spikes); cma's own stops give their names as stop reasons."),
+    Option("trace_interval", "integer", minimum=1, nullable=True,
+           doc="record `best` (best objective so far) and `mean` (mean candidate objective) per MEI every that many generations (`traces.parquet`)."),
+    Option("max_batch", "integer", minimum=1, nullable=True,
+           doc="most rows per model call (as `ensembles.<name>.max_batch`, which the pipeline sets; the smaller wins); results do not change."),
+    DEVICE,
+)
+KEYS = tuple(option.name for option in OPTIONS)
 
 
 def build_settings(config: Mapping[str, Any], key: str = "config") -> CMAESSettings:
-    """Validate a ``cma_es`` config and build fresh components; every error names its key."""
+    """Validate a ``cma_es`` config (:data:`OPTIONS`) and build fresh components; every error names its key."""
     if not isinstance(config, Mapping):
         raise MEIConfigError(f"{key}: a method config must be a mapping, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(KEYS))
-    if unknown:
-        raise MEIConfigError(f"{key}.{unknown[0]}: unknown key for mei_core.cmaes.cma_es; known keys: {', '.join(KEYS)}")
+    check_known(config, KEYS, key, "unknown key for mei_core.cmaes.cma_es; known keys")
     check_numbers_are_numbers(dict(config), key)
-    initial = build_component(config.get("initial") or DEFAULT_INITIAL, f"{key}.initial")
+    value = {option.name: option.read(config, key) for option in OPTIONS}
+    initial = build_component(value["initial"] or DEFAULT_INITIAL, f"{key}.initial")
     if not isinstance(initial, InitialGuess):
         raise MEIConfigError(f"{key}.initial: {type(initial).__name__} must subclass mei_core.components.InitialGuess")
-    postprocessors = build_components(config.get("postprocessing"), f"{key}.postprocessing")
+    postprocessors = build_components(value["postprocessing"], f"{key}.postprocessing")
     for i, p in enumerate(postprocessors):
         if not isinstance(p, Postprocessor):
-            where = f"{key}.postprocessing[{i}]" if isinstance(config.get("postprocessing"), (list, tuple)) else f"{key}.postprocessing"
+            where = f"{key}.postprocessing[{i}]" if isinstance(value["postprocessing"], (list, tuple)) else f"{key}.postprocessing"
             raise MEIConfigError(f"{where}: {type(p).__name__} must subclass mei_core.components.Postprocessor")
-    direction = config.get("direction", "maximize")
-    if direction not in ("maximize", "minimize"):
-        raise MEIConfigError(f"{key}.direction: must be 'maximize' or 'minimize', got {direction!r}")
-    returned = config.get("returned", "mean")
-    if returned not in ("mean", "best"):
-        raise MEIConfigError(f"{key}.returned: must be 'mean' (the search mean) or 'best' (the best candidate), got {returned!r}")
-    options = config.get("cma_options") or {}
-    if not isinstance(options, Mapping):
-        raise MEIConfigError(f"{key}.cma_options: expected a mapping of cma options, got {options!r}")
+    options = value["cma_options"]
     if options:
         import cma
 
@@ -190,23 +173,22 @@ def build_settings(config: Mapping[str, Any], key: str = "config") -> CMAESSetti
                 raise MEIConfigError(f"{key}.cma_options.{name}: set by mei_core.cmaes ({RESERVED_OPTIONS[name]})")
             if name not in known:
                 raise MEIConfigError(f"{key}.cma_options.{name}: unknown cma option (see cma.CMAOptions())")
-    population_size = _number(config, "population_size", key, None, integer=True, minimum=2, optional=True)
     return CMAESSettings(
-        parameterisation=build_parameterisation(config.get("parameterisation"), f"{key}.parameterisation"),
+        parameterisation=build_parameterisation(value["parameterisation"], f"{key}.parameterisation"),
         initial=initial,
-        n_meis=_number(config, "n_meis", key, 1, integer=True, minimum=1),
-        transform=build_transform(config.get("transform"), f"{key}.transform"),
-        transform_draws=_number(config, "transform_draws", key, 4, integer=True, minimum=1),
+        n_meis=value["n_meis"],
+        transform=build_transform(value["transform"], f"{key}.transform"),
+        transform_draws=value["transform_draws"],
         postprocessors=postprocessors,
-        sigma0=_number(config, "sigma0", key, 0.5, minimum=0, exclusive=True),
-        population_size=population_size,
-        max_generations=_number(config, "max_generations", key, 200, integer=True, minimum=1),
-        threshold=_number(config, "threshold", key, None, optional=True),
-        sign=1.0 if direction == "maximize" else -1.0,
-        returned=returned,
-        cma_options=dict(options),
-        trace_interval=_number(config, "trace_interval", key, None, integer=True, minimum=1, optional=True),
-        max_batch=_number(config, "max_batch", key, None, integer=True, minimum=1, optional=True),
+        sigma0=value["sigma0"],
+        population_size=value["population_size"],
+        max_generations=value["max_generations"],
+        threshold=value["threshold"],
+        sign=1.0 if value["direction"] == "maximize" else -1.0,
+        returned=value["returned"],
+        cma_options=options,
+        trace_interval=value["trace_interval"],
+        max_batch=value["max_batch"],
     )
 
 

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import MEIConfigError
+from .registry import Registry
 
-# Built-in aliases: short name -> dotted path. Filled lazily so importing config stays cheap.
+#: the modules of the built-in components; a module's public names (``__all__``) that are concrete
+#: components or functions are its entries, so adding a component to one of them is adding the class
 _BUILTIN_MODULES = (
     "mei_core.initial",
     "mei_core.stoppers",
@@ -30,28 +32,29 @@ _BUILTIN_MODULES = (
     "mei_core.backgrounds",
     "mei_core.parameterisations",
 )
-_aliases: dict[str, str] | None = None
 
 _NUMBER_AS_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
 
 
-def builtin_aliases() -> dict[str, str]:
-    """Map every public component class of the built-in modules to its dotted path."""
-    global _aliases
-    if _aliases is None:
-        from .components import Component
+def _public_components(registry: Registry) -> None:
+    from .components import Component
 
-        found: dict[str, str] = {}
-        for module_name in _BUILTIN_MODULES:
-            module = importlib.import_module(module_name)
-            for name in getattr(module, "__all__", ()):
-                obj = getattr(module, name)
-                if inspect.isclass(obj) and issubclass(obj, Component) and not inspect.isabstract(obj):
-                    found.setdefault(name, f"{module_name}.{name}")
-                elif inspect.isfunction(obj):
-                    found.setdefault(name, f"{module_name}.{name}")
-        _aliases = found
-    return _aliases
+    for module_name in _BUILTIN_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            concrete = inspect.isclass(obj) and issubclass(obj, Component) and not inspect.isabstract(obj)
+            if (concrete or inspect.isfunction(obj)) and name not in registry:
+                registry.add(name, obj)
+
+
+#: every built-in component by its short alias (imported on first lookup: importing config stays cheap)
+COMPONENTS: Registry[Any] = Registry("built-in component", collect=_public_components)
+
+
+def builtin_aliases() -> dict[str, str]:
+    """Map every built-in component alias to its dotted path."""
+    return {entry.name: f"{entry.value.__module__}.{entry.name}" for entry in COMPONENTS}
 
 
 def import_object(path: str, key: str) -> Any:

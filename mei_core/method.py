@@ -1,23 +1,9 @@
 """A method config, validated and built into fresh components for one optimisation run.
 
-Slots (sinzlab/mei names): ``initial``, ``optimizer``, ``stopper`` (required); ``transform``,
-``regularization``, ``precondition``, ``postprocessing`` (one spec or a list, applied in order);
-``parameterisation`` (one spec or a list, default ``Pixels``: the optimised variable decoded into the
-stimulus that transforms, the objective and regularizers see; preconditioners and postprocessors act
-on the variable);
-``trackers`` (a list, or a mapping name → spec; ``objectives`` is sinzlab's name for the same slot);
-``project_initial`` (``false``, the default: the optimisation starts from the raw initial guess; ``true``:
-the ``postprocessing`` chain is applied to the initial guess before the first step; or postprocessor
-specs of its own, e.g. only the norm and clip of a chain that also low-passes: openretina's CLI and
-the MDS code project their random start onto the constraint set before step 0).
-Plain options: ``n_meis`` (diverse MEIs per item, default 1), ``direction`` (``maximize`` |
-``minimize``; minimise gives inhibitory MEIs), ``regularize`` (``input``, the default: regularizers see
-the optimised input; ``transformed``: they see what the model sees, as in sinzlab/mei),
-``model_forward_kwargs`` (a mapping the objective passes to every model call, e.g. ``{data_key: ...}``), ``precision`` (``float32`` | ``tf32`` | ``bf16``: the
-model forward's arithmetic, see :mod:`mei_core.precision`), ``stop_check_every`` (steps between the
-host syncs that drop stopped items from the batch), ``max_batch`` (most rows in one forward pass:
-larger batches are evaluated in chunks; results do not change), ``device`` (ignored here: the caller
-decides where to run).
+Its slots (sinzlab/mei names: ``initial``, ``optimizer``, ``stopper``, ``transform``, …) and plain
+options (``n_meis``, ``direction``, ``precision``, …) are declared once, with their types, bounds,
+defaults and meaning, in :data:`mei_core.options.METHOD_OPTIONS`: the checks here, the pipeline's
+config schema and the table in config/README.md ("methods.<name>") come from there.
 """
 
 from __future__ import annotations
@@ -33,21 +19,17 @@ from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
 from .parameterisations import Parameterisation, Pixels, build_parameterisation
-from .precision import PRECISIONS
+from .options import METHOD_OPTIONS, SLOT_ALIASES, check_known
 from .transforms import Compose, Identity, alpha_blend_of
 
-COMPONENT_SLOTS = ("initial", "optimizer", "stopper", "transform", "regularization", "precondition", "postprocessing", "trackers", "parameterisation")
-#: sinzlab/mei's name for a slot → ours
-SLOT_ALIASES = {"objectives": "trackers"}
-OPTION_SLOTS = ("project_initial", "n_meis", "direction", "regularize", "model_forward_kwargs", "device", "precision", "stop_check_every", "max_batch")
-REGULARIZE = ("input", "transformed")
+OPTIONS = {option.name: option for option in METHOD_OPTIONS}
 #: steps between stop checks, by device type (others: "gpu"). A check copies the stop mask to the
 #: host and drops stopped items from the forward pass; between checks stopped items stay in the
 #: batch, frozen, and the loop runs on after the last item stopped until the next check. On the CPU a
 #: check waits for nothing, so every step is cheapest (measured in benchmarks/README.md, "stop
 #: checks"); on a GPU it drains the queue of kernels, so there it is every 10 steps.
 DEFAULT_STOP_CHECK_EVERY = {"cpu": 1, "gpu": 10}
-KNOWN_SLOTS = COMPONENT_SLOTS + OPTION_SLOTS + tuple(SLOT_ALIASES)
+KNOWN_SLOTS = tuple(OPTIONS) + tuple(SLOT_ALIASES)
 
 
 @dataclass
@@ -130,9 +112,7 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     """Build fresh components (stoppers and trackers keep per-run state) from ``config``."""
     if not isinstance(config, Mapping):
         raise MEIConfigError(f"{key}: a method config must be a mapping, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(KNOWN_SLOTS))
-    if unknown:
-        raise MEIConfigError(f"{key}.{unknown[0]}: unknown slot; known slots: {', '.join(KNOWN_SLOTS)}")
+    check_known(config, KNOWN_SLOTS, key, "unknown slot; known slots")
     initial = build_component(require(config, "initial", key), f"{key}.initial")
     _expect(initial, InitialGuess, f"{key}.initial")
     stopper = build_component(require(config, "stopper", key), f"{key}.stopper")
@@ -163,27 +143,15 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
     for name, tracker in trackers.items():
         _expect(tracker, Tracker, f"{key}.{slot}.{name}")
 
-    n_meis = config.get("n_meis", 1)
-    if isinstance(n_meis, bool) or not isinstance(n_meis, int) or n_meis < 1:
-        raise MEIConfigError(f"{key}.n_meis: must be a positive integer, got {n_meis!r}")
-    direction = config.get("direction", "maximize")
-    if direction not in ("maximize", "minimize"):
-        raise MEIConfigError(f"{key}.direction: must be 'maximize' or 'minimize', got {direction!r}")
-    precision = config.get("precision", "float32")
-    if precision not in PRECISIONS:
-        raise MEIConfigError(f"{key}.precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    stop_check_every = _positive(config, "stop_check_every", None, key)
-    max_batch = _positive(config, "max_batch", None, key)
-
-    regularize = config.get("regularize", "input")
-    if regularize not in REGULARIZE:
-        raise MEIConfigError(f"{key}.regularize: must be one of {', '.join(REGULARIZE)}, got {regularize!r}")
-    forward_kwargs = config.get("model_forward_kwargs") or {}
-    if not isinstance(forward_kwargs, Mapping) or not all(isinstance(k, str) for k in forward_kwargs):
+    n_meis, direction, precision, regularize, stop_check_every, max_batch, forward_kwargs = (
+        OPTIONS[name].read(config, key)
+        for name in ("n_meis", "direction", "precision", "regularize", "stop_check_every", "max_batch", "model_forward_kwargs")
+    )
+    if not all(isinstance(k, str) for k in forward_kwargs):
         raise MEIConfigError(f"{key}.model_forward_kwargs: must be a mapping of keyword names to values, got {forward_kwargs!r}")
 
     postprocessors = family("postprocessing", Postprocessor)
-    project_initial = config.get("project_initial", False)
+    project_initial = OPTIONS["project_initial"].read(config, key)
     if isinstance(project_initial, bool):
         initial_projection = postprocessors if project_initial else []
     elif project_initial is None:
@@ -211,13 +179,6 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         stop_check_every=stop_check_every,
         max_batch=max_batch,
     )
-
-
-def _positive(config: Mapping[str, Any], option: str, default: int | None, key: str) -> int | None:
-    value = config.get(option, default)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise MEIConfigError(f"{key}.{option}: must be a positive integer, got {value!r}")
-    return value
 
 
 def validate_method(config: Mapping[str, Any], key: str = "config", shape: Sequence[int] | None = None) -> None:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import torch
 
-PRECISIONS = ("float32", "tf32", "bf16")
+from .options import METHOD_OPTIONS
+
+#: the option's choices, declared once with the method's other options
+PRECISIONS = tuple(next(option.choices for option in METHOD_OPTIONS if option.name == "precision"))
 
 
 class _TF32:

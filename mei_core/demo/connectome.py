@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 
 class ConnectomeDemo(DemoKind):
+    """A synthetic connectome and reachable target activations for it (validated by the targets objective kind)."""
+
     name = "connectome"
     defaults = {"n_neurons": 2000, "n_synapses": 40000, "n_sensory": 100, "num_layers": 5, "population_seed": 0}
     files = {"weights": "weights.npz", "network": "network.json"}

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 
 class RetinaDemo(DemoKind):
+    """ON/OFF centre-surround ganglion cells with known spatial filters and temporal kernels: video MEIs' spatial and temporal correlations."""
+
     name = "retina"
     defaults = {"n_cells": 8, "size": [16, 16], "channels": 2, "frames_kernel": 15, "population_seed": 0}
     files = {"description": "retina.json"}

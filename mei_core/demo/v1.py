@@ -26,6 +26,7 @@ class V1Demo(DemoKind):
     defaults = {"n_simple": 12, "n_complex": 8, "n_dog": 4, "size": 24, "n_images": 3000, "epochs": 10,
                 "population_seed": 0, "member_seeds": [1, 2, 3], "train": {}}
     files = {"dataset": "dataset.pt", "truth": "ground_truth.json", "member": "member_{seed}.pt", "metrics": "member_{seed}.metrics.json"}
+    one_step = False  # rules demo_dataset and demo_member (workflow/rules/demo.smk)
 
     def outputs(self, folder: str, spec: Mapping[str, Any]) -> set[str]:
         seeds = self.settings(spec)["member_seeds"]

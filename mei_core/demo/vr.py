@@ -11,6 +11,8 @@ from .retina import RetinaDemo
 
 
 class VirtualRetinaDemo(RetinaDemo):
+    """A Virtual Retina of known ON/OFF cells: video MEIs' spatial and temporal correlations with its filters."""
+
     name = "vr"
     defaults = {"n_cells": 8, "size": [16, 16], "channels": 2, "population_seed": 0}
     files = {"description": "virtual_retina.json"}

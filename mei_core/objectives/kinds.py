@@ -14,7 +14,6 @@ here once into the kind's typed options.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import pkgutil
@@ -31,6 +30,7 @@ from torch import nn
 
 from ..errors import MEIConfigError
 from ..hashing import canonical_json
+from ..registry import Registry
 from .base import ByDataKey, Objective
 
 COLUMNS = ["neuron_id", "output_unit", "data_key", "kind", "kwargs"]
@@ -88,6 +88,13 @@ class ObjectiveKind(ABC):
     #: kwargs stored per item (different in every row, e.g. target activations), not parsed as options
     per_item_kwargs: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # defining a kind registers it: a class that sets its own ``name`` (bases such as the video
+        # kinds' shared one set none)
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            OBJECTIVE_KINDS.add(cls.name, cls, cls.description)
+
     def options(self, kwargs: Mapping[str, Any], key: str) -> Any:
         """The typed, validated kwargs (same for every item). Default: the mapping itself."""
         return dict(kwargs)
@@ -114,47 +121,21 @@ class ObjectiveKind(ABC):
 
 # ----------------------------------------------------------------------------------- the registry
 
-_KINDS: dict[str, ObjectiveKind] = {}
-_imported = False
-
-
-def _discover() -> dict[str, ObjectiveKind]:
-    """Every concrete :class:`ObjectiveKind` subclass: those of this package's modules (imported
-    once) and any defined elsewhere that has been imported."""
-    global _imported
-    if not _imported:
-        package = importlib.import_module(__package__)
-        for module in pkgutil.iter_modules(package.__path__):
-            if module.name not in ("kinds", "base"):
-                importlib.import_module(f"{__package__}.{module.name}")
-        _imported = True
-    for cls in _all_subclasses(ObjectiveKind):
-        if getattr(cls, "__abstractmethods__", None) or not hasattr(cls, "name"):
-            continue
-        known = _KINDS.get(cls.name)
-        if known is not None and type(known) is not cls:
-            raise RuntimeError(f"two objective kinds are named {cls.name!r}: {type(known).__qualname__} and {cls.__qualname__}")
-        _KINDS.setdefault(cls.name, cls())
-    return _KINDS
-
-
-def _all_subclasses(cls: type) -> list[type]:
-    found = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(_all_subclasses(sub))
-    return found
+#: every objective kind by its config spelling; this package's modules are imported on first lookup
+#: (adding a kind is adding one module), and a kind defined elsewhere registers when its module is imported
+OBJECTIVE_KINDS: Registry[type[ObjectiveKind]] = Registry(
+    "objective kind",
+    modules=tuple(f"{__package__}.{m.name}" for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in ("kinds", "base")),
+    known_label="known kinds",
+)
 
 
 def kind_names() -> list[str]:
-    return sorted(_discover())
+    return sorted(OBJECTIVE_KINDS.names())
 
 
 def get_kind(name: str, key: str = "kind") -> ObjectiveKind:
-    kinds = _discover()
-    if name not in kinds:
-        raise MEIConfigError(f"{key}: unknown objective kind {name!r}; known kinds: {', '.join(sorted(kinds))}")
-    return kinds[name]
+    return OBJECTIVE_KINDS.instance(name, key)
 
 
 # ------------------------------------------------------------------------------ config → table rows

@@ -83,25 +83,12 @@ def _demo_member(args: argparse.Namespace) -> None:
     KIND.train_member(args.spec, args.dataset, args.truth, args.seed, args.checkpoint, args.metrics, args.threads)
 
 
-@command("demo-connectome", spec=REQUIRED, weights=REQUIRED, network=REQUIRED)
-def _demo_connectome(args: argparse.Namespace) -> None:
-    from ..demo.connectome import KIND
+@command("demo-make", kind=REQUIRED, spec=REQUIRED, outputs=MANY)
+def _demo_make(args: argparse.Namespace) -> None:
+    """A one-step demo kind's files (rule ``demo_<kind>``), in the order of the kind's ``files``."""
+    from ..demo import demo_kind
 
-    KIND.make(args.spec, args.weights, args.network)
-
-
-@command("demo-retina", spec=REQUIRED, description=REQUIRED)
-def _demo_retina(args: argparse.Namespace) -> None:
-    from ..demo.retina import KIND
-
-    KIND.make(args.spec, args.description)
-
-
-@command("demo-vr", spec=REQUIRED, description=REQUIRED)
-def _demo_vr(args: argparse.Namespace) -> None:
-    from ..demo.vr import KIND
-
-    KIND.make(args.spec, args.description)
+    demo_kind(args.kind, "--kind").make(args.spec, *args.outputs)
 
 
 @command("demo-connectome-targets", config={"default": "config/config.yaml"}, demo={"default": "connectome"}, out=REQUIRED)
@@ -217,6 +204,15 @@ def _presets(args: argparse.Namespace) -> None:
     from ..presets import describe_presets
 
     print(describe_presets())
+
+
+@command("docs", write={"action": "store_true"}, check={"action": "store_true"})
+def _docs(args: argparse.Namespace) -> int:
+    """config/README.md's tables generated from the registries: ``--check`` (the default) fails when
+    they differ, ``--write`` rewrites them."""
+    from .docs import check_or_write
+
+    return check_or_write(write=args.write)
 
 
 @command("verify", results={"default": "results"}, checksums={"default": None})

@@ -1,7 +1,8 @@
 """Reading and checking a pipeline config file: strict YAML, the JSON schema, numbers as numbers.
 
-The schema (``workflow/schemas/config.schema.yaml``) checks the shape of the whole config; kinds
-(objective kinds, demo kinds) check their own keys where they are defined.
+The schema (``workflow/schemas/config.schema.yaml``) checks the shape of the whole config; its part for
+a gradient method's config is generated from the option declarations (:data:`mei_core.options.METHOD_OPTIONS`)
+when it is read. Kinds (objective kinds, demo kinds) check their own keys where they are defined.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 
 from ..config import check_numbers_are_numbers
 from ..errors import MEIConfigError
+from ..options import method_schema
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -59,12 +61,19 @@ def _dotted(path: Any) -> str:
     return "".join(parts) or "(top level)"
 
 
+def read_schema(schema_path: str | Path = SCHEMA) -> dict:
+    """The config schema: the YAML file with the gradient method's part generated from its options."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema["$defs"]["gradient_method_config"] = method_schema()
+    return schema
+
+
 def validate_config(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """JSON-schema check of the config with a message naming the key; fills schema defaults."""
     for name, method in (config.get("methods") or {}).items():
         if isinstance(method, Mapping):
             check_numbers_are_numbers(method.get("config"), f"methods.{name}.config")
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = read_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:

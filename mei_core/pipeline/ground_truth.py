@@ -17,11 +17,25 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MEIConfigError
+from ..registry import Registry
 
-KINDS = ("filters", "v1", "retina", "vr")
+
+def _demo_kinds_with_ground_truth(registry: Registry) -> None:
+    from ..demo import DEMO_KINDS, demo_kind
+
+    for entry in DEMO_KINDS:
+        if entry.value.has_ground_truth():
+            registry.add(entry.name, demo_kind(entry.name), entry.description)
+
+
+#: ``filters`` (below) and every demo kind that validates against its own files
+GROUND_TRUTH_KINDS: Registry[Any] = Registry(
+    "ground-truth kind", collect=_demo_kinds_with_ground_truth, hints={"demo_v1": "the V1 demo's ground truth is now spelt 'v1'"})
 
 
 class FiltersGroundTruth:
+    """a lab's known filters (one per output unit, optionally a quadrature partner): filter_correlation"""
+
     name = "filters"
 
     def read(self, truth_file: str, key: str = "ground_truth.file") -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -81,12 +95,8 @@ def _orthonormal_partner(filters: np.ndarray, quadrature: np.ndarray) -> np.ndar
     return b.reshape(filters.shape)
 
 
-def ground_truth_kind(name: str, key: str = "ground_truth.kind") -> Any:
-    if name == "filters":
-        return FiltersGroundTruth()
-    from ..demo import demo_kind
+GROUND_TRUTH_KINDS.add("filters", FiltersGroundTruth())
 
-    if name not in KINDS:
-        hint = " (the V1 demo's ground truth is now spelt 'v1')" if name == "demo_v1" else ""
-        raise MEIConfigError(f"{key}: unknown ground-truth kind {name!r}{hint}; known: {', '.join(KINDS)}")
-    return demo_kind(name, key)
+
+def ground_truth_kind(name: str, key: str = "ground_truth.kind") -> Any:
+    return GROUND_TRUTH_KINDS.get(name, key)

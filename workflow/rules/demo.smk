@@ -1,8 +1,6 @@
 # The embedded ground-truth demos (mei_core.demo): simulated data, and the members trained on it.
+from mei_core.demo import DEMO_KINDS
 from mei_core.demo.v1 import KIND as V1
-from mei_core.demo.retina import KIND as RETINA
-from mei_core.demo.vr import KIND as VIRTUAL_RETINA
-from mei_core.demo.connectome import KIND as CONNECTOME
 
 DEMO = PATHS.demo_folder("{demo}")
 
@@ -44,42 +42,23 @@ rule demo_member:
         " --metrics {output.metrics:q} --threads {threads} > {log:q} 2>&1"
 
 
-rule demo_connectome:
-    input:
-        spec=PATHS.demo_spec("{demo}"),
-    output:
-        weights=f"{DEMO}/{CONNECTOME.files['weights']}",
-        network=f"{DEMO}/{CONNECTOME.files['network']}",
-    conda:
-        "../envs/mei_core.yaml"
-    log:
-        PATHS.log("demo", "{demo}", "connectome"),
-    shell:
-        "python -m mei_core demo-connectome --spec {input.spec:q} --weights {output.weights:q}"
-        " --network {output.network:q} > {log:q} 2>&1"
+# one rule per one-step demo kind (mei_core.demo.DemoKind.one_step): a new kind needs no rule here
+for _demo_kind in [entry.value for entry in DEMO_KINDS if entry.value.one_step]:
 
-
-rule demo_retina:
-    input:
-        spec=PATHS.demo_spec("{demo}"),
-    output:
-        f"{DEMO}/{RETINA.files['description']}",
-    conda:
-        "../envs/mei_core.yaml"
-    log:
-        PATHS.log("demo", "{demo}", "retina"),
-    shell:
-        "python -m mei_core demo-retina --spec {input.spec:q} --description {output:q} > {log:q} 2>&1"
-
-
-rule demo_virtual_retina:
-    input:
-        spec=PATHS.demo_spec("{demo}"),
-    output:
-        f"{DEMO}/{VIRTUAL_RETINA.files['description']}",
-    conda:
-        "../envs/mei_core.yaml"
-    log:
-        PATHS.log("demo", "{demo}", "virtual_retina"),
-    shell:
-        "python -m mei_core demo-vr --spec {input.spec:q} --description {output:q} > {log:q} 2>&1"
+    rule:
+        name:
+            f"demo_{_demo_kind.name}"
+        input:
+            spec=PATHS.demo_spec("{demo}"),
+        output:
+            [f"{DEMO}/{name}" for name in _demo_kind.files.values()],
+        conda:
+            "../envs/mei_core.yaml"
+        params:
+            # a directive's value is read here, in the loop; the shell line is formatted when the job
+            # runs, after the loop has moved on, so it reads the kind from params
+            kind=_demo_kind.name,
+        log:
+            PATHS.log("demo", "{demo}", _demo_kind.name),
+        shell:
+            "python -m mei_core demo-make --kind {params.kind} --spec {input.spec:q} --outputs {output:q} > {log:q} 2>&1"
