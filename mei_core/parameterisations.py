@@ -17,6 +17,7 @@ slot ``parameterisation``; the default is ``Pixels``) and by gradient-free metho
 - ``LinearBasis``: ``mean + z @ basis`` (e.g. a PCA basis from :func:`pca_basis`).
 - ``Decoder``: any callable given by import path (differentiable or not).
 - ``Chain``: several in order (a list in the slot): ``[Spectral, ColourDecorrelated, Sigmoid]``.
+- ``CPPN``: lucent's compositional pattern-producing network, one per row (images only).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .config import build_components, import_object
 from .errors import MEIConfigError
 from .ops import float_array
 
-__all__ = ["Pixels", "Spectral", "ColourDecorrelated", "Sigmoid", "Tanh", "Gabor", "DoG", "LinearBasis", "Decoder", "Chain"]
+__all__ = ["Pixels", "Spectral", "ColourDecorrelated", "Sigmoid", "Tanh", "Gabor", "DoG", "LinearBasis", "Decoder", "Chain", "CPPN"]
 
 
 def _stimulus_shape(p: Parameterisation) -> tuple[int, ...]:
@@ -372,3 +373,69 @@ def build_parameterisation(spec: Any, key: str) -> Parameterisation:
             raise MEIConfigError(f"{where}: {type(p).__name__} must subclass mei_core.components.Parameterisation "
                                  f"(initial_shape(stimulus_shape) and __call__(variable) -> stimulus)")
     return Pixels() if not built else built[0] if len(built) == 1 else Chain(built)
+
+
+class CPPN(Parameterisation):
+    """lucent's CPPN (``lucent.optvis.param.cppn``): every row's variable is the weights and biases
+    of its own small network that maps each pixel's coordinates ``(x, y)`` (``x`` along the height,
+    ``y`` along the width, both in ``[−√3, √3]``) to the stimulus: ``layers`` 1×1 layers of
+    ``hidden_channels``, each followed by lucent's composite activation ``[atan(h)/0.67,
+    atan(h)²/0.6]`` (with an instance norm first when ``normalize``), the last by
+    ``x_min + (x_max − x_min)·sigmoid`` (lucent: 0…1). Images only.
+
+    A layer's weights are the variable times ``√(1/in_channels)`` and its biases the variable times
+    ``bias_scale``, so a unit-normal start is lucent's weight initialisation (lucent also zeros the
+    biases and the last layer's weights, which leaves a grey start for its optimiser to leave).
+    All rows decode in one batched matrix product per layer.
+    """
+
+    def __init__(self, hidden_channels: int = 24, layers: int = 8, normalize: bool = False,
+                 x_min: float = 0.0, x_max: float = 1.0, bias_scale: float = 0.1):
+        if hidden_channels < 1 or layers < 2:
+            raise ValueError(f"CPPN needs hidden_channels >= 1 and layers >= 2, got {hidden_channels} and {layers}")
+        if not x_max > x_min:
+            raise ValueError(f"x_max ({x_max}) must be greater than x_min ({x_min})")
+        self.hidden_channels, self.layers, self.normalize = int(hidden_channels), int(layers), bool(normalize)
+        self.x_min, self.x_max, self.bias_scale = float(x_min), float(x_max), float(bias_scale)
+
+    def layer_shapes(self, channels: int) -> list[tuple[int, int]]:
+        """``(out_channels, in_channels)`` of every layer."""
+        shapes = [(self.hidden_channels, 2)] + [(self.hidden_channels, 2 * self.hidden_channels)] * (self.layers - 2)
+        return shapes + [(channels, 2 * self.hidden_channels)]
+
+    def initial_shape(self, stimulus_shape: tuple[int, ...]) -> tuple[int, ...]:
+        self._stimulus_shape = _image_shape(self, stimulus_shape)
+        return (sum(o * i + o for o, i in self.layer_shapes(self._stimulus_shape[0])),)
+
+    def coordinates(self, height: int, width: int, like: Tensor) -> Tensor:
+        """``2×(H·W)``: lucent's ``x`` (varies along the height) and ``y`` (along the width)."""
+        r = 3**0.5
+        x = torch.linspace(-r, r, height, dtype=like.dtype, device=like.device).view(-1, 1).expand(height, width)
+        y = torch.linspace(-r, r, width, dtype=like.dtype, device=like.device).view(1, -1).expand(height, width)
+        return torch.stack([x, y]).reshape(2, height * width)
+
+    def weights(self, variable: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every layer's ``(B×out×in weights, B×out biases)`` decoded from the rows' variables."""
+        channels = _stimulus_shape(self)[0]
+        found, start = [], 0
+        for out_c, in_c in self.layer_shapes(channels):
+            weight = variable[:, start : start + out_c * in_c].reshape(-1, out_c, in_c) * (1.0 / in_c) ** 0.5
+            start += out_c * in_c
+            bias = variable[:, start : start + out_c] * self.bias_scale
+            start += out_c
+            found.append((weight, bias))
+        return found
+
+    def __call__(self, variable: Tensor) -> Tensor:
+        channels, height, width = _stimulus_shape(self)
+        _check_rows(self, variable, self.initial_shape((channels, height, width)))
+        h = self.coordinates(height, width, variable).expand(len(variable), 2, height * width)
+        layers = self.weights(variable)
+        for i, (weight, bias) in enumerate(layers):
+            h = torch.baddbmm(bias[:, :, None], weight, h)  # B×out×(H·W)
+            if self.normalize:  # InstanceNorm2d(affine=False): per row and channel over the pixels
+                h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
+            if i < len(layers) - 1:
+                h = torch.atan(h)
+                h = torch.cat([h / 0.67, (h * h) / 0.6], dim=1)
+        return _between(h, self.x_min, self.x_max).reshape(len(variable), channels, height, width)

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from mei_core import MEIConfigError, batched_gradient_ascent, default_preset
 from mei_core.demo.v1 import GroundTruthV1, filter_correlation, pink_noise
 from mei_core.method import build_method
 from mei_core.objectives import UnitObjective
-from mei_core.parameterisations import DoG, Gabor, LinearBasis, Pixels, Sigmoid, Spectral, Tanh, ColourDecorrelated, pca_basis
+from mei_core.parameterisations import CPPN, DoG, Gabor, LinearBasis, Pixels, Sigmoid, Spectral, Tanh, ColourDecorrelated, pca_basis
 
 from helpers import LinearNeurons, correlation, gabor
 
@@ -199,3 +200,63 @@ def test_a_wrong_parameterisation_names_its_slot():
         build_method({**default_preset(), "parameterisation": ["Spectral", "ClipRange"]})
     with pytest.raises(MEIConfigError, match=r"config\.parameterisation\.kwargs: unknown argument 'decay'"):
         build_method({**default_preset(), "parameterisation": {"path": "Spectral", "kwargs": {"decay": 1.0}}})
+
+
+# ------------------------------------------------------------------------------------- lucent's CPPN
+
+
+def lucent_cppn(size: int, out_channels: int, hidden: int, layers: int, normalize: bool) -> tuple[nn.Sequential, torch.Tensor]:
+    """lucent.optvis.param.cppn's network and its coordinate input, written out (square images)."""
+
+    class CompositeActivation(nn.Module):
+        def forward(self, x):
+            x = torch.atan(x)
+            return torch.cat([x / 0.67, (x * x) / 0.6], 1)
+
+    r = 3**0.5
+    coord_range = torch.linspace(-r, r, size)
+    x = coord_range.view(-1, 1).repeat(1, coord_range.size(0))
+    y = coord_range.view(1, -1).repeat(coord_range.size(0), 1)
+    modules = []
+    for i in range(layers):
+        in_c = 2 if i == 0 else 2 * hidden
+        out_c = out_channels if i == layers - 1 else hidden
+        modules.append(nn.Conv2d(in_c, out_c, 1))
+        if normalize:
+            modules.append(nn.InstanceNorm2d(out_c))
+        modules.append(CompositeActivation() if i < layers - 1 else nn.Sigmoid())
+    return nn.Sequential(*modules), torch.stack([x, y], dim=0).unsqueeze(0)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_every_row_of_the_cppn_is_lucents_network_with_that_rows_weights(normalize):
+    cppn = CPPN(hidden_channels=6, layers=4, normalize=normalize)
+    shape = cppn.initial_shape((3, 10, 10))
+    variable = torch.randn(3, *shape, generator=torch.Generator().manual_seed(2))
+    images = cppn(variable)
+    assert images.shape == (3, 3, 10, 10) and images.min() > 0 and images.max() < 1
+    for row in range(3):
+        net, coordinates = lucent_cppn(10, 3, 6, 4, normalize)
+        convs = [m for m in net if isinstance(m, nn.Conv2d)]
+        with torch.no_grad():
+            for conv, (weight, bias) in zip(convs, cppn.weights(variable[row : row + 1])):
+                conv.weight.copy_(weight[0, :, :, None, None])
+                conv.bias.copy_(bias[0])
+            expected = net(coordinates)[0]
+        torch.testing.assert_close(images[row], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cppn_mei_drives_its_neuron_in_a_batch_as_alone():
+    filters = torch.stack([gabor(size=12, wavelength=6.0), gabor(size=12, theta=1.2, wavelength=6.0)])
+    config = {"initial": {"path": "RandomNormal"}, "optimizer": {"path": "torch.optim.Adam", "kwargs": {"lr": 0.05}},
+              "stopper": {"path": "NumIterations", "kwargs": {"num_iterations": 40}},
+              "parameterisation": {"path": "CPPN", "kwargs": {"hidden_channels": 8, "layers": 3, "x_min": -1.0, "x_max": 1.0}}}
+    model = LinearNeurons(filters)
+    batch = batched_gradient_ascent(UnitObjective(model, [0, 1]), config, seeds=[3, 4], shape=(1, 12, 12))
+    alone = batched_gradient_ascent(UnitObjective(model, [1]), config, seeds=[4], shape=(1, 12, 12))
+    torch.testing.assert_close(alone.meis[0], batch.meis[1], rtol=1e-5, atol=1e-6)
+    assert batch.meis.abs().max() <= 1.0
+    # the best image in [−1, 1] is the filter's sign (response Σ|f| = 48); a random network gives
+    # −1.4 and 0.3; 40 Adam steps on the networks' weights reach 32 and 31
+    best = filters.flatten(1).abs().sum(1)
+    assert (batch.scores > 0.5 * best).all()
