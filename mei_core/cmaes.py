@@ -256,11 +256,11 @@ def _search(cma: Any, settings: CMAESSettings, start: Tensor, sampler_seed: int)
     return cma.CMAEvolutionStrategy(start.double().flatten().numpy(), settings.sigma0, options)
 
 
-def _starts(settings: CMAESSettings, layout: ItemLayout, variable_shape: tuple[int, ...]) -> tuple[Tensor, list[int]]:
-    """Every row's start (``rows × variable``) and sampler seed: the item's generator draws its
-    ``n_meis`` starts as the gradient engine draws them (:meth:`ItemLayout.starts`), then one sampler
-    seed per row (with ``n_meis: 1``, exactly the draws of one search per item)."""
-    starts, generators = layout.starts(settings.initial, variable_shape)
+def _starts(settings: CMAESSettings, seeds: Sequence[int], variable_shape: tuple[int, ...]) -> tuple[Tensor, list[int]]:
+    """Every row's start (``rows × variable``, on the CPU) and sampler seed: the item's generator
+    draws its ``n_meis`` starts as the gradient engine draws them (:meth:`ItemLayout.starts`), then
+    one sampler seed per row (with ``n_meis: 1``, exactly the draws of one search per item)."""
+    starts, generators = ItemLayout.of_seeds(seeds, settings.n_meis).starts(settings.initial, variable_shape)
     sampler_seeds = [seed for generator in generators for seed in torch.randint(0, 2**62, (settings.n_meis,), generator=generator).tolist()]
     return starts, sampler_seeds
 
@@ -334,7 +334,7 @@ def cma_es(
     target = torch.device(device)
     objective = as_objective(objective).to(target)
     layout = ItemLayout.of_seeds(seeds, settings.n_meis, target)
-    starts, sampler_seeds = _starts(settings, layout, tuple(settings.parameterisation.initial_shape(tuple(int(s) for s in shape))))
+    starts, sampler_seeds = _starts(settings, seeds, tuple(settings.parameterisation.initial_shape(tuple(int(s) for s in shape))))
     variable_shape = tuple(starts.shape[1:])  # the initial guess may widen it (an alpha channel)
     dimension = math.prod(variable_shape)
     if dimension < 2:
