@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .components import Background, Step
+from .modality import Modality
 from .ops import float_array
 
 __all__ = ["ConstantBackground", "NaturalImageBackground", "WhiteNoiseBackground"]
@@ -29,7 +30,7 @@ def _fit(image: Tensor, shape: tuple[int, ...], who: str, rows: int | None = Non
     single = image if rows is None else image[0]
     if tuple(single.shape[-2:]) != tuple(shape[-2:]):
         raise ValueError(f"{who}: backgrounds of size {tuple(single.shape[-2:])} do not fit MEIs of size {tuple(shape[-2:])}")
-    if single.dim() == len(shape) - 1 and len(shape) == 4:  # C×H×W images for C×T×H×W videos: same for every frame
+    if single.dim() == len(shape) - 1 and Modality.of(shape) is Modality.VIDEO:  # C×H×W images for C×T×H×W videos: same for every frame
         image = image.unsqueeze(-3)
     try:
         return image.expand(shape) if rows is None else image.view(rows, *[1] * (len(shape) + 1 - image.dim()), *image.shape[1:]).expand(rows, *shape)

@@ -78,6 +78,7 @@ from .errors import MEIConfigError
 from .method import build_transform, check_stimulus
 from .objectives.base import Objective, as_objective
 from .options import DEVICE, DIRECTION, Option, check_known
+from .items import Chunk, ItemLayout, chunked, rows_per_chunk, score_chunks
 from .parameterisations import build_parameterisation
 from .streams import RowStreams
 from .transforms import Identity
@@ -238,15 +239,12 @@ def _search(cma: Any, settings: CMAESSettings, start: Tensor, sampler_seed: int)
 
 
 def _starts(settings: CMAESSettings, seeds: Sequence[int], variable_shape: tuple[int, ...]) -> tuple[Tensor, list[int]]:
-    """Every row's start (``rows × variable``) and sampler seed, drawn per item as the gradient engine
-    draws an item's starts: the item's generator draws its ``n_meis`` starts at once, then one sampler
-    seed per row (with ``n_meis: 1``, exactly the draws of one search per item)."""
-    starts, sampler_seeds = [], []
-    for seed in seeds:
-        generator = torch.Generator().manual_seed(int(seed))
-        starts.append(settings.initial((settings.n_meis, *variable_shape), generator))
-        sampler_seeds += torch.randint(0, 2**62, (settings.n_meis,), generator=generator).tolist()
-    return torch.cat(starts), sampler_seeds
+    """Every row's start (``rows × variable``, on the CPU) and sampler seed: the item's generator
+    draws its ``n_meis`` starts as the gradient engine draws them (:meth:`ItemLayout.starts`), then
+    one sampler seed per row (with ``n_meis: 1``, exactly the draws of one search per item)."""
+    starts, generators = ItemLayout.of_seeds(seeds, settings.n_meis).starts(settings.initial, variable_shape)
+    sampler_seeds = [seed for generator in generators for seed in torch.randint(0, 2**62, (settings.n_meis,), generator=generator).tolist()]
+    return starts, sampler_seeds
 
 
 def _decode(settings: CMAESSettings, z: Tensor, step: Step) -> Tensor:
@@ -267,21 +265,21 @@ class _Candidates:
     decoded: tuple[Tensor, Tensor, RowStreams]  # rows, items, streams of the A·λ decoded candidates
     items: Tensor  # item of each of the A·λ·draws evaluated rows
     streams: RowStreams  # their streams
-    chunks: list[tuple[slice, Tensor, Tensor]]  # per objective call (one, or max_batch rows each): its rows and their items
+    chunks: list[Chunk]  # per objective call (one, or max_batch rows each): its rows and their items
 
     @classmethod
     def of(cls, active: Tensor, population: int, draws: int, row_items: Tensor, streams: RowStreams, max_batch: int | None) -> "_Candidates":
         decoded_rows = active.repeat_interleave(population)
         search_rows = decoded_rows.repeat_interleave(draws)
         draw_rows = search_rows * draws + torch.arange(draws, device=active.device).repeat(len(decoded_rows))
-        items, size = row_items[search_rows], max_batch or len(search_rows)
-        chunks = [(slice(start, start + size), torch.arange(start, min(start + size, len(items)), device=active.device), items[start : start + size])
-                  for start in range(0, len(items), size)]
+        items = row_items[search_rows]
+        # every candidate is scored alone (nothing ties its rows together): chunks of any size
+        size = rows_per_chunk(max_batch, len(items))
         return cls(
             decoded=(torch.arange(len(decoded_rows), device=active.device), row_items[decoded_rows], streams.repeated(decoded_rows * draws)),
             items=items,
             streams=streams.repeated(draw_rows),
-            chunks=chunks,
+            chunks=chunked(torch.arange(len(items), device=active.device), items, size),
         )
 
     def decoding(self, generation: int) -> Step:
@@ -290,14 +288,8 @@ class _Candidates:
 
     def evaluate(self, objective: Objective, transform: Transform, stimuli: Tensor, generation: int) -> Tensor:
         """The objective of every evaluated row (``stimuli``: one per row) through its transform draw."""
-        return torch.cat([objective(transform(stimuli[part], Step(generation, rows, self.items, self.streams, items)), items)
-                          for part, rows, items in self.chunks])
-
-
-def _item_records(n_iterations: list[int], stop_reasons: list[str], n_meis: int) -> tuple[list[int], list[str]]:
-    """Per item, from per row: the generations of its longest-running row, and that row's stop reason."""
-    longest = [k * n_meis + int(np.argmax(n_iterations[k * n_meis : (k + 1) * n_meis])) for k in range(len(n_iterations) // n_meis)]
-    return [n_iterations[row] for row in longest], [stop_reasons[row] for row in longest]
+        return score_chunks(objective, stimuli, self.chunks,
+                            lambda x, chunk: transform(x, Step(generation, chunk.rows, self.items, self.streams, chunk.items)))
 
 
 def cma_es(
@@ -323,18 +315,18 @@ def cma_es(
     settings = build_settings(config)
     target = torch.device(device)
     objective = as_objective(objective).to(target)
+    layout = ItemLayout.of_seeds(seeds, settings.n_meis, target)
     starts, sampler_seeds = _starts(settings, seeds, tuple(settings.parameterisation.initial_shape(tuple(int(s) for s in shape))))
     variable_shape = tuple(starts.shape[1:])  # the initial guess may widen it (an alpha channel)
     dimension = math.prod(variable_shape)
     if dimension < 2:
         raise MEIConfigError(f"config.parameterisation: CMA-ES needs at least 2 parameters, {type(settings.parameterisation).__name__} has {dimension}")
-    n_rows = len(starts)
-    row_items = torch.arange(len(seeds), device=target).repeat_interleave(settings.n_meis)
+    n_rows, row_items = layout.n_rows, layout.row_items
     # every random draw of a row (its transforms) is a function of (its item's seed, row, generation)
     draws = settings.transform_draws if settings.transform.random else 1
     # row r's d-th transform draw of a generation comes from stream row r·draws + d (with one draw:
     # row r's own stream, as in the gradient engine)
-    streams = RowStreams(seeds, row_items.repeat_interleave(draws))
+    streams = layout.streams(draws)
     searches = [_search(cma, settings, starts[row], sampler_seeds[row]) for row in range(n_rows)]
     population = searches[0].popsize if searches else 0
 
@@ -391,8 +383,7 @@ def cma_es(
         if callback is not None:
             running = torch.zeros(n_rows, dtype=torch.bool)
             running[still] = True
-            per_item = torch.from_numpy(settings.sign * best).float().view(len(seeds), settings.n_meis)
-            callback(Generation(generation, per_item.mean(1), running.view(len(seeds), settings.n_meis).any(1)))
+            callback(Generation(generation, layout.per_item_mean(torch.from_numpy(settings.sign * best).float()), layout.per_item_any(running)))
         if still != active:
             active, candidates = still, None
 
@@ -400,11 +391,9 @@ def cma_es(
     z = torch.from_numpy(np.stack(returned)).reshape(n_rows, *variable_shape).to(device=target, dtype=torch.float32)
     rows = torch.arange(n_rows, device=target)
     with torch.no_grad():
-        meis = _decode(settings, z, Step(max(n_iterations, default=0), rows, row_items, RowStreams(seeds, row_items), row_items))
-        size = settings.max_batch or n_rows
-        scores = torch.cat([objective(settings.transform.at_evaluation(meis[start : start + size]), row_items[start : start + size])
-                            for start in range(0, n_rows, size)]) if n_rows else meis.new_zeros(0)
-    item_iterations, item_reasons = _item_records(n_iterations, stop_reasons, settings.n_meis)
+        meis = _decode(settings, z, Step(max(n_iterations, default=0), rows, row_items, layout.streams(), row_items))
+    scores = layout.score(objective, meis, settings.max_batch, lambda x, chunk: settings.transform.at_evaluation(x))
+    item_iterations, item_reasons = layout.longest_rows(n_iterations, stop_reasons)
     return BatchResult(
         meis=meis.to("cpu"),
         scores=scores.to("cpu"),

@@ -33,11 +33,11 @@ import torch
 from torch import Tensor
 
 from .components import Reasons, Step, Tracker, Transform
+from .items import Chunk, ItemLayout, chunked, item_rows
 from .method import DEFAULT_STOP_CHECK_EVERY, Method, project_initial
 from .objectives import Objective
 from .precision import forward_precision
 from .parameterisations import Pixels
-from .streams import RowStreams
 from .transforms import Identity
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class BatchResult:
     def items(self, start: int, stop: int) -> BatchResult:
         """The result of items ``start``–``stop - 1`` alone, as if they had been the whole batch
         (items never interact, so this is what a batch of just them returns)."""
-        rows = slice(start * self.n_meis, stop * self.n_meis)
+        rows = item_rows(start, stop, self.n_meis)
         traces = {}
         for name, tracker in self.traces.items():
             traces[name] = copy.copy(tracker)
@@ -132,15 +132,15 @@ class _Batch:
     """The optimised rows and who is still active; stopped items are frozen where they stopped."""
 
     def __init__(self, method: Method, seeds: Sequence[int], shape: tuple[int, ...], device: torch.device):
-        self.method, self.n_items, self.n_meis = method, len(seeds), method.n_meis
-        # sinzlab's initial guess (torch.manual_seed(seed), then the draw): a CPU generator per item,
-        # so the start does not depend on the device or on the batch
+        self.method = method
+        self.layout = layout = ItemLayout.of_seeds(seeds, method.n_meis, device)
+        self.n_items, self.n_meis = layout.n_items, layout.n_meis
         # the optimised variable lives in parameter space (the identity for pixels)
-        variable_shape = method.parameterisation.initial_shape(tuple(shape))
-        initial = torch.cat([method.initial((self.n_meis, *variable_shape), torch.Generator().manual_seed(int(s))) for s in seeds])
-        self.row_items = torch.arange(self.n_items, device=device).repeat_interleave(self.n_meis)
+        initial, _ = layout.starts(method.initial, method.parameterisation.initial_shape(tuple(shape)))
+        self.row_items = layout.row_items
         # every later random draw of a row is a function of (its item's seed, row, step, stream) alone
-        self.streams = RowStreams(seeds, self.row_items)
+        self.streams = layout.streams()
+        self.per_item, self.per_item_all = layout.per_item_mean, layout.per_item_all
         self.rows, self.full = torch.arange(len(self.row_items), device=device), True
         self.items = self.row_items  # item of every processed row: what objectives index by
         self.x = project_initial(method, initial.to(device), self.step(0)).requires_grad_(True)
@@ -155,7 +155,7 @@ class _Batch:
         self.evaluation = self.penalty = self.progress = torch.zeros(len(self.row_items), device=device)
         self.terms: dict[str, Tensor] = {}
         self.chunk = method.max_batch  # rows per forward pass (None: all); halved on out-of-memory
-        self._chunks: tuple[Tensor, int, list[tuple[Tensor, Tensor]]] | None = None
+        self._chunks: tuple[Tensor, int, list[Chunk]] | None = None
         # None: float32 on the CPU, where the forward needs no context at all (one fewer enter/exit per step)
         context = forward_precision(method.precision, self.x.device)
         self._forward_context = None if isinstance(context, contextlib.nullcontext) else context
@@ -181,9 +181,10 @@ class _Batch:
                 return self._evaluate_chunks(objective, step)
             except torch.OutOfMemoryError:
                 current = min(self.chunk or len(self.rows), len(self.rows))
-                if current <= self.n_meis:
+                halved = self.layout.halved(current)
+                if halved is None:
                     raise
-                self.chunk = max(self.n_meis, current // 2 // self.n_meis * self.n_meis)
+                self.chunk = halved
                 log.warning("out of memory with %d rows per forward pass: continuing with %d", current, self.chunk)
                 if self.x.is_cuda:
                     torch.cuda.empty_cache()
@@ -218,25 +219,23 @@ class _Batch:
     def _evaluate_chunks(self, objective: Objective, step: Step) -> _Evaluated:
         grad = torch.zeros_like(self.x)
         parts = []
-        for rows, items in self._chunk_rows():
+        for chunk in self._chunk_rows():
             # a leaf per chunk: the chunk's graph is freed before the next chunk runs
-            leaf = self.x.detach()[rows].requires_grad_(True)
-            part = self._forward(objective, leaf, Step(step.i_iter, rows, self.row_items, self.streams, items))
+            leaf = self.x.detach()[chunk.rows].requires_grad_(True)
+            part = self._forward(objective, leaf, Step(step.i_iter, chunk.rows, self.row_items, self.streams, chunk.items))
             (grad_rows,) = torch.autograd.grad(-part[3].sum(), leaf)
-            grad[rows] = grad_rows
+            grad[chunk.rows] = grad_rows
             parts.append([part[0].detach(), part[1].detach(), part[2], part[3].detach(), part[4]])
         transformed, evaluation, penalty, progress, terms = zip(*parts)
         penalty = None if penalty[0] is None else torch.cat([p.detach() for p in penalty])
         terms = {name: torch.cat([t[name] for t in terms]) for name in terms[0]}
         return _Evaluated(torch.cat(transformed), torch.cat(evaluation), penalty, torch.cat(progress), grad, terms)
 
-    def _chunk_rows(self) -> list[tuple[Tensor, Tensor]]:
-        """Chunks of the processed rows (whole items: an item's rows are consecutive and ``chunk`` is
-        a multiple of ``n_meis``), and their items; the same tensors until the rows change, so that
-        objectives' per-item lookups stay cached."""
+    def _chunk_rows(self) -> list[Chunk]:
+        """Chunks of the processed rows (whole items: an item's rows are consecutive), and their
+        items; the same tensors until the rows change, so that objectives' per-item lookups stay cached."""
         if self._chunks is None or self._chunks[0] is not self.rows or self._chunks[1] != self.chunk:
-            size = max(self.n_meis, self.chunk // self.n_meis * self.n_meis)
-            self._chunks = (self.rows, self.chunk, [(rows, self.row_items[rows]) for rows in self.rows.split(size)])
+            self._chunks = (self.rows, self.chunk, chunked(self.rows, self.row_items, self.layout.chunk_size(self.chunk)))
         return self._chunks[2]
 
     # ---------------------------------------------------------------- records and stopping
@@ -361,24 +360,12 @@ class _Batch:
             mask = self.row_active.view(-1, *[1] * (x.dim() - 1))
             x.copy_(torch.where(mask, x, self._kept))
 
-    def per_item(self, values: Tensor) -> Tensor:
-        return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).mean(1)
-
-    def per_item_all(self, values: Tensor) -> Tensor:
-        """Per item: whether a boolean holds for all of its rows."""
-        return values if self.n_meis == 1 else values.reshape(self.n_items, self.n_meis).all(1)
-
     def scores(self, objective: Objective) -> Tensor:
         """The objective of exactly the returned rows, in float32 (random transforms centred)."""
         transform = self.method.transform
         if not transform.random and self.method.precision == "float32":
             return self.evaluation  # already the objective of the frozen (or last) inputs
-        x = self.meis()
-        size = self.chunk or len(x)
-        with torch.no_grad():
-            parts = [objective(transform.at_evaluation(x[start : start + size]), self.row_items[start : start + size])
-                     for start in range(0, len(x), size)]
-        return torch.cat(parts).float()
+        return self.layout.score(objective, self.meis(), self.chunk, lambda x, chunk: transform.at_evaluation(x)).float()
 
     def meis(self) -> Tensor:
         """The returned MEIs: the optimised variables decoded into stimuli."""
@@ -432,7 +419,7 @@ def optimize(
     """Optimise one item per seed (each with ``method.n_meis`` rows of ``shape`` = C×H×W or C×T×H×W).
 
     The objective is called with the item index of every row it evaluates (item ``k`` owns rows
-    ``k·n_meis … (k+1)·n_meis − 1``); only this function knows how rows map to items.
+    ``k·n_meis … (k+1)·n_meis − 1``: :mod:`mei_core.items`, the one home of that layout).
     """
     started = time.perf_counter()
     batch = _Batch(method, seeds, shape, torch.device(device))

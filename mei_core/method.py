@@ -18,6 +18,7 @@ from torch import Tensor
 from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer, Step, Stopper, Tracker, Transform
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
+from .modality import Modality
 from .parameterisations import Parameterisation, Pixels, build_parameterisation
 from .options import METHOD_OPTIONS, SLOT_ALIASES, check_known
 from .transforms import Compose, Identity, alpha_blend_of
@@ -216,7 +217,7 @@ def check_stimulus(stimulus: Tensor, transform: Transform, shape: Sequence[int],
     shape, blend = list(shape), alpha_blend_of(transform)
     got = list(stimulus.shape[1:])
     if blend is not None:
-        if len(shape) < 3:
+        if not Modality.of(shape, key).has_channels:
             raise MEIConfigError(f"{key}.transform: AlphaBlend makes transparency MEIs of images or videos (channel × …); this ensemble's inputs are {shape}")
         wanted = [shape[0] + 1, *shape[1:]]
         if got != wanted:

@@ -15,7 +15,7 @@ import torch
 
 from .engine import BatchResult, optimize
 from .method import build_method
-from .objectives.base import Objective, as_objective
+from .objectives.base import Objective, with_model_forward_kwargs
 from .presets import fixed_budget
 
 __all__ = ["batched_gradient_ascent"]
@@ -30,7 +30,7 @@ def batched_gradient_ascent(
 ) -> BatchResult:
     """Optimise one item per seed; ``objective`` knows each item's target (unit, cluster, …)."""
     method = build_method(config)
-    objective = as_objective(objective).with_forward_kwargs(method.model_forward_kwargs, "config.model_forward_kwargs")
+    objective = with_model_forward_kwargs(objective, config)
     return optimize(objective.to(device), method, list(seeds), tuple(shape), device)
 
 
@@ -53,7 +53,7 @@ def gradient_ascent(
         if config.setdefault("n_meis", int(shape[0])) != int(shape[0]):
             raise ValueError(f"shape {tuple(shape)} asks for {shape[0]} MEIs but config n_meis is {config['n_meis']}")
     method = build_method(config)
-    objective = as_objective(model).with_forward_kwargs(method.model_forward_kwargs, "config.model_forward_kwargs")
+    objective = with_model_forward_kwargs(model, config)
     result = optimize(objective.to(device), method, [int(seed)], tuple(shape[1:]), device)
     score = result.scores.mean().item()
     output = {

@@ -177,7 +177,7 @@ METHOD_OPTIONS: tuple[Option, ...] = (
     Option("regularize", "string", default="input", choices=("input", "transformed"),
            doc="what regularizers see: the optimised input, or (`transformed`) what the model sees (sinzlab/mei's convention)."),
     Option("model_forward_kwargs", "mapping", default={},
-           doc="keyword arguments the objective passes to every model call (unit and sinzlab-style model objectives)."),
+           doc="keyword arguments the objective passes to every model call, beside a row's `data_key` (unit, video and sinzlab-style model objectives; a `data_key` here that contradicts the row's is an error); held-out members are called with them too."),
     Option("precision", "string", default="float32", choices=("float32", "tf32", "bf16"),
            doc="the model forward's arithmetic: `float32` (TF32 off), `tf32` (TF32 matmuls and convolutions on CUDA; as `float32` on the CPU), `bf16` (`torch.autocast` to bfloat16, CUDA and CPU). The input, its update and the final scores stay float32. On the ground-truth population, bf16 changes the median filter correlation by < 0.001 (benchmarks/README.md)."),
     Option("stop_check_every", "integer", minimum=1, default_doc="1 on the CPU, 10 on a GPU",

@@ -39,6 +39,7 @@ from typing import Any
 
 
 from .errors import MEIConfigError
+from .modality import Modality
 
 __all__ = ["contrast_budget", "default", "fixed_budget", "hoefling2024", "walker2019", "mds", "sinzlab_default", "preset", "PRESETS", "describe_presets",
            "check_input_stats", "NORM_FACTOR", "CLIP_STDS", "LR_FACTOR", "ITERATIONS"]
@@ -106,7 +107,7 @@ def check_input_stats(input_stats: Any, n_channels: int, key: str = "input_stats
 
 
 def _check_shape(input_shape: Any, key: str = "input_shape") -> tuple[int, ...]:
-    if not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (3, 4):
+    if not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (Modality.IMAGE.rank, Modality.VIDEO.rank):
         raise MEIConfigError(f"{key}: expected C×H×W or C×T×H×W (no batch dimension), got {input_shape!r}")
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape):
         raise MEIConfigError(f"{key}: every size must be a positive integer, got {input_shape!r}")
@@ -190,7 +191,7 @@ def default(
     # write pixel-scale detail into the MEI
     sigma_decay = (final_sigma / sigma) ** (1.0 / iterations)
     per_pixel_contrast = budget["norm"] / math.sqrt(math.prod(shape))
-    start_mean = [[[m]] if len(shape) == 3 else [[[m]]] for m in stats["mean"]]  # C×1×1(×1): broadcasts
+    start_mean = [[[m]] if Modality.of(shape) is Modality.IMAGE else [[[m]]] for m in stats["mean"]]  # C×1×1(×1): broadcasts
     start_std = math.sqrt(sum(s * s for s in stats["std"]) / shape[0])
     return {
         "initial": {"path": "FromArray", "kwargs": {"array": start_mean, "noise_std": start_std}},
@@ -291,7 +292,7 @@ def walker2019(input_shape: Sequence[int], input_stats: Mapping[str, Any], *, it
     # one noise std for all channels (FromArray's): exact for their grey-scale images
     noise = settings["noise_level"] * sum(per_level) / len(per_level)
     z_unit = math.sqrt(sum(sd * sd for sd in stats["std"]) / shape[0])
-    grey_image = [[[g]] if len(shape) == 3 else [[[g]]] for g in grey]  # C×1×1(×1): broadcasts
+    grey_image = [[[g]] if Modality.of(shape) is Modality.IMAGE else [[[g]]] for g in grey]  # C×1×1(×1): broadcasts
     clip = {"path": "ClipRange", "kwargs": {"x_min": _per_channel_or_scalar(low), "x_max": _per_channel_or_scalar(high)}}
     return {
         "initial": {"path": "FromArray", "kwargs": {"array": grey_image, "noise_std": noise}},

@@ -44,19 +44,16 @@ class RetinaDemo(DemoKind):
         time-reversed kernel). Correlations are absolute: the SVD leaves the sign to either component."""
         import numpy as np
 
+        from ..stored import stored_slabs
+
         model = self.load(truth_file)
-        position_of = {int(n): i for i, n in enumerate(meis["neuron"].values)}
         frames = meis.sizes["time"]
         window = getattr(objective_options, "window", None)
         start, length = window(frames) if window is not None else (0, frames)
         spatial_r = np.full(len(table), np.nan, dtype=np.float32)
         temporal_r = np.full(len(table), np.nan, dtype=np.float32)
-        for (method, seed), group in table.groupby(["method", "seed"], sort=False):
-            slab = np.asarray(meis["mei"].sel({"method": method, "seed": seed}).values)  # neurons×C×T×H×W
-            for row, neuron, unit, mei_index in zip(group.index, group["neuron_id"], group["output_unit"], group["mei_index"]):
-                mei = slab[position_of[int(neuron)]]
-                if "mei_index" in meis.dims:
-                    mei = mei[int(mei_index)]
+        for slab in stored_slabs(meis, table):
+            for row, unit, mei in zip(slab.rows.index, slab.rows["output_unit"], slab.meis):  # mei: C×T×H×W
                 movie = np.moveaxis(mei, 1, 0).reshape(frames, -1)  # T × C·H·W
                 u, _, vt = np.linalg.svd(movie - movie.mean(), full_matrices=False)
                 true_spatial = model.spatial_filter(int(unit)).detach().numpy().reshape(-1)

@@ -72,17 +72,13 @@ class V1Demo(DemoKind):
         import torch
 
         from ..models.v1 import GroundTruthV1, filter_correlation, relative_activation
+        from ..stored import stored_slabs
 
         population = GroundTruthV1.from_dict(read_json(truth_file)["population"])
-        position_of = {int(n): i for i, n in enumerate(meis["neuron"].values)}
         correlation = np.full(len(table), np.nan, dtype=np.float32)
         activation = np.full(len(table), np.nan, dtype=np.float32)
-        for (method, seed), group in table.groupby(["method", "seed"], sort=False):
-            slab = np.asarray(meis["mei"].sel({"method": method, "seed": seed}).values)
-            for row, neuron, unit, mei_index in zip(group.index, group["neuron_id"], group["output_unit"], group["mei_index"]):
-                mei = slab[position_of[int(neuron)]]
-                if "mei_index" in meis.dims:
-                    mei = mei[int(mei_index)]
+        for slab in stored_slabs(meis, table):
+            for row, unit, mei in zip(slab.rows.index, slab.rows["output_unit"], slab.meis):
                 mei = torch.from_numpy(np.ascontiguousarray(mei))
                 correlation[row] = filter_correlation(mei, population, int(unit))
                 activation[row] = relative_activation(mei, population, int(unit))

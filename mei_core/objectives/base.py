@@ -2,7 +2,13 @@
 
 ``items`` holds the item index of every row of ``x`` (``B``; an item has ``n_meis`` rows, so an index
 may repeat). Objectives keep per-item tables (a unit, a cluster, targets per item) and look them up
-by item, so a batch may mix targets freely and only the engine knows how rows map to items.
+by item, so a batch may mix targets freely and only :mod:`mei_core.items` knows how rows map to items.
+
+Every keyword a model call receives (a row's ``data_key``, a method's ``model_forward_kwargs``, e.g.
+sinzlab configs' ``{data_key: ...}``) comes through one door: :func:`row_forward_kwargs` for the row's
+key, :func:`with_model_forward_kwargs` for the method's, merged by :func:`merged_forward_kwargs`.
+Optimisation (``mei_core.methods``) and held-out scoring (``pipeline/generate``) both use it, so the
+held-out members see the very call the members saw.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
+
+import copy
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +61,45 @@ class Objective(ABC):
         return selected
 
 
+def row_forward_kwargs(data_key: str | None) -> dict[str, Any]:
+    """The keywords of a row's model call: ``data_key=`` when the row has one (none otherwise, so
+    that a model without a ``data_key`` argument can be called)."""
+    return {} if data_key is None else {"data_key": data_key}
+
+
+def merged_forward_kwargs(current: Mapping[str, Any], extra: Mapping[str, Any], key: str = "model_forward_kwargs") -> dict[str, Any]:
+    """An objective's model keywords with a method's added; a keyword both set to different values
+    (e.g. a row's ``data_key`` and another in ``model_forward_kwargs``) is an error naming ``key``."""
+    if not isinstance(extra, Mapping) or not all(isinstance(name, str) for name in extra):
+        raise MEIConfigError(f"{key}: must be a mapping of keyword names to values, got {extra!r}")
+    clashes = sorted(name for name in extra if name in current and current[name] != extra[name])
+    if clashes:
+        raise MEIConfigError(f"{key}: {', '.join(f'{n}={extra[n]!r}' for n in clashes)} contradicts the objective's own "
+                             f"{', '.join(f'{n}={current[n]!r}' for n in clashes)} (set it in one place)")
+    return {**current, **extra}
+
+
+def with_model_forward_kwargs(objective: Any, method_config: Mapping[str, Any], key: str = "config") -> "Objective":
+    """The objective (or callable model) with the method config's ``model_forward_kwargs`` passed to
+    every model call: the one door, used by the methods and by held-out scoring."""
+    forward_kwargs = method_config.get("model_forward_kwargs") or {}
+    return as_objective(objective).with_forward_kwargs(forward_kwargs, f"{key}.model_forward_kwargs")
+
+
+class CallsModel:
+    """Mixin of objectives that call their model with ``self.forward_kwargs`` (``model(x, **forward_kwargs)``)."""
+
+    forward_kwargs: dict[str, Any]
+
+    def with_forward_kwargs(self, forward_kwargs: Mapping[str, Any], key: str = "model_forward_kwargs") -> "Objective":
+        if not forward_kwargs:
+            return self
+        changed = copy.copy(self)
+        changed.forward_kwargs = merged_forward_kwargs(self.forward_kwargs, forward_kwargs, key)
+        changed.__dict__.pop("_per_item_cache", None)
+        return changed
+
+
 def reduce_to_rows(output: Tensor) -> Tensor:
     """Average everything but the batch dimension (e.g. a unit list, or time for video models)."""
     return output if output.dim() == 1 else output.flatten(1).mean(1)
@@ -63,7 +110,7 @@ def move_model(model: Any, device: torch.device | str) -> None:
         model.to(device)
 
 
-class ModelObjective(Objective):
+class ModelObjective(CallsModel, Objective):
     """A sinzlab-style model (e.g. ``ConstrainedOutputModel``) whose output is the objective itself;
     the same for every item."""
 
@@ -73,9 +120,6 @@ class ModelObjective(Objective):
 
     def __call__(self, x: Tensor, items: Tensor) -> Tensor:
         return reduce_to_rows(self.model(x, **self.forward_kwargs))
-
-    def with_forward_kwargs(self, forward_kwargs, key="model_forward_kwargs"):
-        return self if not forward_kwargs else ModelObjective(self.model, {**self.forward_kwargs, **forward_kwargs})
 
     def to(self, device):
         move_model(self.model, device)
@@ -107,7 +151,7 @@ class UnitObjective(Objective):
         if not forward_kwargs:
             return self
         selector = self.selector
-        return UnitObjective(selector.model, selector.units, selector.target_fn, {**selector.forward_kwargs, **forward_kwargs})
+        return UnitObjective(selector.model, selector.units, selector.target_fn, merged_forward_kwargs(selector.forward_kwargs, forward_kwargs, key))
 
     def to(self, device):
         self.selector.to(device)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..config import check_arguments, import_object
 from ..errors import MEIConfigError
+from ..stored import stored_slabs
 from ..hashing import canonical_json
 from ..models.connectome import TargetActivation, activation_table, target_loss
 from .base import Objective, move_model
@@ -202,16 +203,14 @@ class TargetsKind(ObjectiveKind):
         _, items = parse_items(context.objectives)
         targets = {int(n): k["targets"] for n, k in zip(items.frame["neuron_id"], items.item_kwargs)}
         table = context.table
-        position_of = {int(n): i for i, n in enumerate(context.meis["neuron"].values)}
         columns = {name: np.full(len(table), np.nan, dtype=np.float32) for name in ("target_rmse", "max_abs_target_error", "heldout_target_rmse")}
         tidy = []
-        for (method, seed), group in table.groupby(["method", "seed"], sort=False):
-            slab = torch.from_numpy(np.asarray(context.meis["mei"].sel({"method": method, "seed": seed}).values))
+        for slab in stored_slabs(context.meis, table):
+            meis = torch.from_numpy(slab.meis)
             with torch.no_grad():
-                reached = model(slab).numpy()
-                held = held_out(slab).numpy() if held_out is not None else None
-            for row, item in zip(group.index, group["neuron_id"]):
-                position = position_of[int(item)]
+                reached = model(meis).numpy()
+                held = held_out(meis).numpy() if held_out is not None else None
+            for position, (row, item) in enumerate(zip(slab.rows.index, slab.rows["neuron_id"])):
                 layer, neuron, value = (np.asarray(v) for v in zip(*targets[int(item)]))
                 errors = reached[position][neuron, layer] - value
                 columns["target_rmse"][row] = np.sqrt(np.mean(errors**2))
@@ -219,7 +218,7 @@ class TargetsKind(ObjectiveKind):
                 if held is not None:
                     columns["heldout_target_rmse"][row] = np.sqrt(np.mean((held[position][neuron, layer] - value) ** 2))
                 frame = activation_table(reached[position], groups).drop(columns="batch")
-                tidy.append(frame.assign(ensemble=context.manifest["name"], method=method, seed=int(seed), item=int(item)))
+                tidy.append(frame.assign(ensemble=context.manifest["name"], method=slab.method, seed=slab.seed, item=int(item)))
         for name, values in columns.items():
             table[name] = values
         if tidy:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Objective, UnitObjective
+from .base import Objective, UnitObjective, row_forward_kwargs
 from .kinds import Items, ObjectiveKind
 
 
@@ -13,4 +13,4 @@ class UnitKind(ObjectiveKind):
     description = "one output unit per item (output B×N, or B×T×N averaged over time)"
 
     def objective(self, model: nn.Module, items: Items, data_key: str | None) -> Objective:
-        return UnitObjective(model, items.units, forward_kwargs={"data_key": data_key} if data_key is not None else None)
+        return UnitObjective(model, items.units, forward_kwargs=row_forward_kwargs(data_key))

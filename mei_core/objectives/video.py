@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import MEIConfigError
 from ..hashing import canonical_json
-from .base import Objective, move_model
+from .base import CallsModel, Objective, move_model, row_forward_kwargs
 from .kinds import Items, ObjectiveKind
 
 __all__ = [
@@ -115,10 +115,6 @@ class SliceMeanReducer(ResponseReducer):
 # ------------------------------------------------------------------------------------- helpers
 
 
-def _forward(model: Any, x: Tensor, data_key: str | None) -> Tensor:
-    return model(x) if data_key is None else model(x, data_key=data_key)
-
-
 def _as_time_neurons(responses: Tensor, who: str) -> Tensor:
     """``B×T'×N`` responses (a ``B×N`` answer is treated as a single time step)."""
     if responses.dim() == 2:
@@ -164,7 +160,7 @@ def _group_means(responses: Tensor, index: Tensor, weight: Tensor, largest: int,
 # ----------------------------------------------------------------------------------- objectives
 
 
-class IncreaseObjective(Objective):
+class IncreaseObjective(CallsModel, Objective):
     """Most exciting inputs of (groups of) output neurons.
 
     Row ``b``'s value is ``reducer(mean_{n ∈ G_b} model(x)[b, :, n])``: the response of its neuron
@@ -182,13 +178,13 @@ class IncreaseObjective(Objective):
         response_reducer: ResponseReducer | None = None,
     ):
         self.model = model
-        self.data_key = data_key
+        self.forward_kwargs = row_forward_kwargs(data_key)
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
         self.index, self.weight, self.largest = _group_table(neuron_indices_per_item, type(self).__name__)
 
     def row_responses(self, x: Tensor, items: Tensor) -> Tensor:
         """Each row's group-mean response over time, ``B×T'``."""
-        responses = _as_time_neurons(_forward(self.model, x, self.data_key), type(self).__name__)
+        responses = _as_time_neurons(self.model(x, **self.forward_kwargs), type(self).__name__)
         index = self.per_item(self.index, items, like=responses)
         weight = self.per_item(self.weight, items, like=responses, dtype=responses.dtype)
         return _group_means(responses, index, weight, self.largest, type(self).__name__)
@@ -209,7 +205,7 @@ class DecreaseObjective(IncreaseObjective):
     sign = -1.0
 
 
-class InnerNeuronObjective(Objective):
+class InnerNeuronObjective(CallsModel, Objective):
     """Maximise a channel of an inner layer at the layer's spatial centre.
 
     A forward hook on ``dict(model.named_modules())[layer_name]`` catches the layer output
@@ -239,7 +235,7 @@ class InnerNeuronObjective(Objective):
         self.model = model
         self.layer_name = layer_name
         self.layer = modules[layer_name]
-        self.data_key = data_key
+        self.forward_kwargs = row_forward_kwargs(data_key)
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
         self.channels = torch.tensor(channels, dtype=torch.long)
         self.largest = max(channels)  # on the host: checked against the layer without a device read
@@ -251,7 +247,7 @@ class InnerNeuronObjective(Objective):
         caught: list[Any] = []
         handle = self.layer.register_forward_hook(lambda module, inputs, output: caught.append(output))
         try:
-            _forward(self.model, x, self.data_key)
+            self.model(x, **self.forward_kwargs)
         finally:
             handle.remove()
         if not caught:
@@ -288,7 +284,7 @@ class InnerNeuronObjective(Objective):
         return self
 
 
-class ContrastiveNeuronObjective(Objective):
+class ContrastiveNeuronObjective(CallsModel, Objective):
     """Most discriminative stimuli (Burg et al., ICLR 2024), one on-cluster per row.
 
     A cluster is a list of output neurons; its score is ``r_k = reducer(mean_{n ∈ k} model(x)[b, :, n])``.
@@ -317,7 +313,7 @@ class ContrastiveNeuronObjective(Objective):
         on_sets = [frozenset(int(n) for n in c) for c in on_clusters_per_item]
         off_sets = [frozenset(int(n) for n in c) for c in off_clusters]
         self.model = model
-        self.data_key = data_key
+        self.forward_kwargs = row_forward_kwargs(data_key)
         self.temperature = float(temperature)
         self.response_reducer = response_reducer if response_reducer is not None else MeanReducer()
         self.on_index, self.on_weight, self.largest = _group_table(on_clusters_per_item, "ContrastiveNeuronObjective (on clusters)")
@@ -335,7 +331,7 @@ class ContrastiveNeuronObjective(Objective):
 
     def cluster_scores(self, x: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """``(scores B×(1+n_off), mask B×(1+n_off))``: column 0 the on-cluster, then the off clusters."""
-        responses = _as_time_neurons(_forward(self.model, x, self.data_key), "ContrastiveNeuronObjective")
+        responses = _as_time_neurons(self.model(x, **self.forward_kwargs), "ContrastiveNeuronObjective")
         on_index = self.per_item(self.on_index, items, like=responses)
         on_weight = self.per_item(self.on_weight, items, like=responses, dtype=responses.dtype)
         on = _group_means(responses, on_index, on_weight, self.largest, "ContrastiveNeuronObjective")

@@ -17,6 +17,8 @@ from torch import nn
 from ..config import check_arguments, check_numbers_are_numbers, import_object
 from ..errors import MEIConfigError
 from ..files import read_json, write_json
+from ..modality import Modality
+from ..objectives.base import row_forward_kwargs
 from .ground_truth import ground_truth_kind
 from ..hashing import canonical_json, sha256_files, sha256_text, source_hashes
 from ..models.ensemble import EnsembleModel
@@ -194,11 +196,11 @@ def _probe(model: nn.Module, input_shape: list[int], key: str, data_key: str | N
     with torch.no_grad():
         try:
             zeros = torch.zeros(1, *input_shape)
-            output = model(zeros, data_key=data_key) if data_key is not None else model(zeros)
+            output = model(zeros, **row_forward_kwargs(data_key))
         except Exception as error:  # a model that rejects the declared shape: say so with the key
             raise MEIConfigError(f"{key}: the member fails on an input of shape {[1, *input_shape]}: {error}") from error
     # connectome models ([S, L] inputs) answer B×N×L: their units are the neurons of dim 1
-    return int(output.shape[1] if len(input_shape) == 2 else output.shape[-1])
+    return int(output.shape[1] if Modality.of(input_shape, key) is Modality.CONNECTOME else output.shape[-1])
 
 
 def assemble_ensemble(spec_path: str, manifest_path: str, base: str | Path = ".") -> dict[str, Any]:

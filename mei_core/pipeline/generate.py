@@ -22,9 +22,11 @@ from tqdm import tqdm
 
 from ..config import import_object
 from ..engine import BatchResult, step_callback
+from ..items import ItemLayout, seed_major
 from .ensembles import load_ensemble
 from ..files import read_json
 from ..hashing import canonical_json, sha256_file, sha256_text
+from ..objectives.base import with_model_forward_kwargs
 from ..objectives.kinds import as_table, build_objective
 from .shards import ShardFileError, read_metadata, read_shard, write_heldout, write_shard
 
@@ -107,7 +109,7 @@ def generate_shard(
     # each equals the MEI computed for that seed alone
     rows = as_table(shard["rows"])
     batch_rows = pd.concat([rows] * len(todo), ignore_index=True)
-    batch_seeds = [int(seeds[k]) for k in todo for _ in range(len(rows))]
+    batch_seeds = seed_major([seeds[k] for k in todo], len(rows))
     target = resolve_device(device)
     model = load_ensemble(manifest).to(target)
     objective = build_objective(model, batch_rows)
@@ -137,16 +139,20 @@ def generate_shard(
             "runtime_s": runtime / len(todo), "seeds_in_batch": len(todo),  # runtime_s: this file's share of the job
             "torch": torch.__version__, "ensemble_hash": manifest["ensemble_hash"],
             "shard_key": keys[k],
+            # what every model call got besides the input (held-out scoring calls its members the same way)
+            "model_forward_kwargs": config.get("model_forward_kwargs") or {},
         })
     log.info("wrote %d shard file(s) (seeds %s): %d items in %.1f s", len(todo), seed_names, len(batch_rows), runtime)
     return [Path(out) for out in out_paths]
 
 
-def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequence[str], out_paths: Sequence[str], device: str = "auto", threads: int = 1) -> list[np.ndarray]:
+def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequence[str], out_paths: Sequence[str], device: str = "auto",
+                  threads: int = 1) -> list[np.ndarray]:
     """The same objective evaluated by the held-out (validation) ensemble on each MEI of the shard
     files of one shard (one per seed), as the members' ensemble scored it (``scored_inputs``: e.g. a
-    transparency MEI blended onto its evaluation background); NaN without held-out members. A score
-    file that already holds the scores of its shard file's content (same key) is kept."""
+    transparency MEI blended onto its evaluation background) with the keywords its model calls got
+    (the method's ``model_forward_kwargs``, recorded in the shard file); NaN without held-out
+    members. A score file that already holds the scores of its shard file's content (same key) is kept."""
     if len(shard_paths) != len(out_paths):
         raise ValueError(f"{len(shard_paths)} shard files but {len(out_paths)} output files")
     started = time.perf_counter()
@@ -165,11 +171,11 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequenc
         if objective is None:
             scores = np.full(len(shard), np.nan, dtype=np.float32)
         else:
-            items = torch.arange(len(spec["rows"]), device=target).repeat_interleave(shard.n_meis)
+            # the model call the members' objective made: the same door for the method's keywords
+            scored_by = with_model_forward_kwargs(objective, shard.metadata, shard_paths[k])
+            layout = ItemLayout(len(spec["rows"]), shard.n_meis, target)
             meis = torch.from_numpy(shard.scored_inputs).to(target)  # what the members' objective scored
-            size = int(manifest.get("max_batch") or len(meis)) // shard.n_meis * shard.n_meis or shard.n_meis
-            with torch.no_grad():
-                scores = torch.cat([objective(meis[i : i + size], items[i : i + size]) for i in range(0, len(meis), size)]).cpu().numpy()
+            scores = layout.score(scored_by, meis, manifest.get("max_batch")).cpu().numpy()
         write_heldout(out_paths[k], scores, {"ensemble_hash": manifest["ensemble_hash"], "heldout_key": keys[k]})
         written.append(scores)
     log.info("wrote %d held-out score file(s) in %.1f s", len(todo), time.perf_counter() - started)

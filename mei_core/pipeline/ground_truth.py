@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import MEIConfigError
 from ..registry import Registry
+from ..stored import stored_slabs
 
 
 def _demo_kinds_with_ground_truth(registry: Registry) -> None:
@@ -61,12 +62,9 @@ class FiltersGroundTruth:
 
     def validate(self, truth_file: str, meis: Any, table: pd.DataFrame, objective_options: Any) -> pd.DataFrame:
         filters, quadrature, invariant = self.read(truth_file)
-        position_of = {int(n): i for i, n in enumerate(meis["neuron"].values)}
         correlation = np.full(len(table), np.nan, dtype=np.float32)
-        for (method, seed), group in table.groupby(["method", "seed"], sort=False):
-            slab = np.asarray(meis["mei"].sel({"method": method, "seed": seed}).values)
-            rows = [position_of[int(n)] for n in group["neuron_id"]]
-            chosen = slab[rows, group["mei_index"].to_numpy()] if "mei_index" in meis.dims else slab[rows]
+        for slab in stored_slabs(meis, table):
+            chosen, group = slab.meis, slab.rows
             units = group["output_unit"].to_numpy()
             r = _pearson(chosen, filters[units])
             if quadrature is not None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import MEIConfigError
 from ..files import atomic_path, write_json_if_changed
+from ..modality import Modality
 from ..hashing import canonical_json, method_hash, sha256_text, source_hashes
 from .paths import MEMBER_GROUPS, TABLES, Paths
 
@@ -222,7 +223,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         raise MEIConfigError(f"objectives.{unknown[0]}: no ensemble of that name (ensembles: {', '.join(ensembles)})")
     known_probes, probes = _read_probe_cache(base / paths.probe_cache()), {}
     plan.heldout_ensembles = [name for name, ensemble in config["ensembles"].items() if ensemble.get("validation_members")]
-    plan.video_ensembles = [name for name, ensemble in config["ensembles"].items() if len(ensemble["input_shape"]) == 4]
+    plan.video_ensembles = [name for name, ensemble in config["ensembles"].items() if Modality.of(ensemble["input_shape"]) is Modality.VIDEO]
     for name, ensemble in config["ensembles"].items():
         if "input_stats" in ensemble:
             from ..presets import check_input_stats

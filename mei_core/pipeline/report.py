@@ -13,6 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from ..files import atomic_path
+from ..stored import first_meis
 
 
 def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | None = None, max_neurons: int = 48) -> None:
@@ -20,14 +21,8 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
     (when known) the correlation to the true filter."""
     dataset = xr.open_zarr(zarr_path)
     seed = int(dataset["seed"].values[0])
-    selection = {"method": method, "seed": seed}
-    meis = dataset["mei"].sel(selection)
-    if "mei_index" in meis.dims:
-        meis = meis.isel(mei_index=0)
+    meis, scores = first_meis(dataset, method), first_meis(dataset, method, "score")
     neurons = dataset["neuron"].values[:max_neurons]
-    scores = dataset["score"].sel(selection)
-    if "mei_index" in scores.dims:
-        scores = scores.isel(mei_index=0)
     # one ground-truth figure per MEI where validation has one: filter r, spatial r, or target RMSE
     correlation: dict[int, str] = {}
     if validation_path:
@@ -130,10 +125,7 @@ def video_gifs(zarr_path: str, method: str, out_dir: str, fps: float = 5.0, max_
     meis = dataset["mei"]
     if "time" not in meis.dims:
         return []
-    seed = int(dataset["seed"].values[0])
-    meis = meis.sel({"method": method, "seed": seed})
-    if "mei_index" in meis.dims:
-        meis = meis.isel(mei_index=0)
+    meis = first_meis(dataset, method)
     neurons = dataset["neuron"].values if max_neurons is None else dataset["neuron"].values[:max_neurons]
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import xarray as xr
 import zarr
 
 from ..files import atomic_path, read_json, remove_stale_temporaries
+from ..modality import Modality
 from .shards import ShardData, ShardFileError, read_heldout, read_metadata, read_shard
 
 SCORE_SCHEMA = pa.schema([
@@ -60,7 +61,7 @@ TRACE_SCHEMA = pa.schema([
 
 def spatial_dims(input_shape: Sequence[int]) -> list[str]:
     """Names of an input's dims: images, videos, or connectome inputs (sensory neurons × layers)."""
-    return {2: ["sensory", "layer"], 3: ["channel", "y", "x"], 4: ["channel", "time", "y", "x"]}[len(input_shape)]
+    return Modality.of(input_shape).dims
 
 
 @dataclass
