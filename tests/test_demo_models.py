@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from quality import at_least, at_most
 import torch
 
 from mei_core.demo.v1 import (
@@ -178,6 +179,7 @@ def test_training_is_bitwise_deterministic(tiny_data: tuple[torch.Tensor, torch.
     assert not torch.equal(first.readout.mask, other.readout.mask)
 
 
+@pytest.mark.quality
 def test_tiny_training_fits_simple_cells(
     population: GroundTruthV1, tiny_data: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
@@ -186,7 +188,8 @@ def test_tiny_training_fits_simple_cells(
     model, trained = train_demo_cnn(images, responses, seed=0, epochs=4, population=population)
     simple_before = untrained["mean_test_correlation_by_type"]["simple"]
     simple_after = trained["mean_test_correlation_by_type"]["simple"]
-    assert simple_after > 0.5 and simple_after > simple_before + 0.2
+    at_least("simple cells' test r", simple_after, 0.5)
+    at_least("simple cells' test r gained", simple_after - simple_before, 0.2)
     assert trained["target"] == "clean_rates" and len(trained["test_correlation"]) == population.n_neurons
     assert not model.training
     json.dumps(trained)  # metrics must be storable as-is

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from quality import at_least, at_most
 import torch
 
 from helpers import small_cnn
@@ -107,6 +108,7 @@ def walker_deepdraw(model: torch.nn.Module, unit: int, start: torch.Tensor, low:
     return src.detach()
 
 
+@pytest.mark.quality
 def test_walker2019_follows_their_deepdraw_from_the_same_start():
     model = small_cnn()
     stats = {"mean": [0.0], "std": [1.0], "range": [-1.5, 2.5]}  # z-units; the display's 0…255 is the range
@@ -120,8 +122,8 @@ def test_walker2019_follows_their_deepdraw_from_the_same_start():
     # not bitwise: their frequency mask indexes negative frequencies one off (min(k, N − 1 − k)) and
     # scipy blurs in float64; the MEIs' changes from the start agree to r > 0.9999
     changes = torch.stack([(ours.meis - start).flatten(), (theirs - start).flatten()])
-    assert torch.corrcoef(changes)[0, 1] > 0.9999
-    assert (ours.meis - theirs).abs().max() < 0.003
+    at_least("r of changes, ours/theirs", torch.corrcoef(changes)[0, 1], 0.9999)
+    at_most("max |ours − theirs|", (ours.meis - theirs).abs().max(), 0.003)
     assert ours.scores.item() > model(start)[0, 3].item() + 0.01
 
 
@@ -198,6 +200,7 @@ def openretina_mds_notebook(model: torch.nn.Module, cluster: int, seed: int, sha
     return stimulus.detach()
 
 
+@pytest.mark.quality
 def test_the_mds_of_a_cluster_drives_it_above_the_others_where_its_mei_does_not():
     from mei_core.objectives import build_objective
 
@@ -216,10 +219,11 @@ def test_the_mds_of_a_cluster_drives_it_above_the_others_where_its_mei_does_not(
         return table.diagonal() / others
 
     on_mds, on_mei = responses(discriminative), responses(exciting)
-    assert (selectivity(on_mds) > 1.3).all(), on_mds
+    at_least("min MDS selectivity", selectivity(on_mds).min(), 1.3)
     # the green cluster's MDS darkens UV: the green-and-UV cluster answers it with a fifth of the
     # green cluster's response, whereas the green MEI drives both to within a factor 1.5
-    assert selectivity(on_mds)[0] > 4 and selectivity(on_mei)[0] < 1.5
+    at_least("green MDS selectivity", selectivity(on_mds)[0], 4)
+    at_most("green MEI selectivity", selectivity(on_mei)[0], 1.5)
     assert (selectivity(on_mds) > selectivity(on_mei)).all()
     # the preset is openretina's MDS notebook loop (up to float rounding in the low-pass kernel)
     for cluster, seed in ((0, 0), (2, 2)):
