@@ -178,10 +178,13 @@ def test_every_candidate_of_a_search_sees_the_same_new_jitter_draws_each_generat
     assert not torch.equal(generations[0], generations[1])  # new draws every generation
 
 
+@pytest.mark.quality
 def test_a_jittered_search_gives_the_same_meis_in_any_batch_and_they_still_drive_the_cells_under_jitter(population):
     simple = cells_of(population, "simple")[:4]
     plain = {**cma_es_preset("Gabor", norm=10.0, max_generations=150), "population_size": 20}
-    jittered = {**plain, "transform": {"path": "Jitter", "kwargs": {"max_jitter": 2}}}  # 4 draws per generation (the default)
+    # 16 draws per generation (4 by default): a search on 4 draws of 25 shifts wanders, and its MEIs
+    # spread so widely over seeds, and so over platforms, that no threshold holds (benchmarks/README.md)
+    jittered = {**plain, "transform": {"path": "Jitter", "kwargs": {"max_jitter": 2}}, "transform_draws": 16}
     with_jitter = cma_es(UnitObjective(population, simple), jittered, seeds=[0, 1, 2, 3], shape=(1, 24, 24))
     without = cma_es(UnitObjective(population, simple), plain, seeds=[0, 1, 2, 3], shape=(1, 24, 24))
 
@@ -194,9 +197,11 @@ def test_a_jittered_search_gives_the_same_meis_in_any_batch_and_they_still_drive
          for mei, unit in zip(with_jitter.meis, simple)]
     ratio = response_under_jitter(with_jitter.meis) / response_under_jitter(without.meis)
     # the unjittered MEI of these linear-nonlinear cells is their filter, already the most jitter-robust
-    # stimulus: the jittered search comes close to it (measured r 0.91–0.98, ratio 0.89–0.95)
-    assert statistics.median(r) >= 0.92 and min(r) >= 0.88, r
-    assert ratio.min() >= 0.87, ratio
+    # stimulus: the jittered search comes close to it (over 10 groups of 4 seeds: median r 0.92–0.98,
+    # min r 0.92–0.97, median ratio 0.97–1.02; thresholds 3× that spread below the worst)
+    at_least("median r", statistics.median(r), 0.75)
+    at_least("min r", min(r), 0.75)
+    at_least("median ratio under jitter", ratio.median(), 0.84)
     # the score is of the unshifted MEI
     torch.testing.assert_close(with_jitter.scores, population(with_jitter.meis)[torch.arange(4), simple])
     # the third cell alone, and first in another batch: the same MEI, bitwise
