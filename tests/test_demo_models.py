@@ -160,7 +160,8 @@ def test_demo_cnn_builder_round_trip_and_rng_hygiene() -> None:
     assert model.readout.mask.shape[0] == 5 and model.readout.features.shape == (5, 4)
 
     normalised = build_demo_cnn(**kwargs, batchnorm=True).eval()
-    assert torch.equal(normalised(x[:1]), normalised(x)[:1])  # eval mode: no batch coupling
+    # eval mode: no batch coupling (to float32 rounding: a convolution may take another kernel for one row)
+    torch.testing.assert_close(normalised(x[:1]), normalised(x)[:1], rtol=1e-6, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
