@@ -68,7 +68,7 @@ def test_gabor_cma_es_on_a_responses_only_model_recovers_the_simple_cells(popula
     # the ±3 clip flattens a Gabor's peaks; under it a wider envelope drives the cell more than the
     # true filter does, so r is capped near 0.97 here (1.00 at norm 10, where the clip is inactive)
     at_least("median r", statistics.median(r), 0.95)
-    at_least("min r", min(r), 0.9)
+    at_least("min r", min(r), 0.88)  # 0.915 with cma 4.5.0, 0.924 with 4.0.0: 3× that spread below 0.915
     assert result.meis.shape == (len(simple), 1, 24, 24)
     torch.testing.assert_close(result.meis.flatten(1).norm(dim=1), torch.full((len(simple),), 24.0), rtol=0.05, atol=0)
     assert result.meis.abs().max() <= 3.0
