@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from quality import at_least, at_most
 
 from mei_core import MEIConfigError, batched_gradient_ascent, default_preset
 from mei_core.cmaes import cma_es, cma_es_preset
@@ -53,6 +54,7 @@ class PoissonSpikes(nn.Module):
         return torch.poisson(self.model(x), generator=self.generator)
 
 
+@pytest.mark.quality
 def test_gabor_cma_es_on_a_responses_only_model_recovers_the_simple_cells(population):
     simple = cells_of(population, "simple")
     model = ResponsesOnly(population)
@@ -65,7 +67,8 @@ def test_gabor_cma_es_on_a_responses_only_model_recovers_the_simple_cells(popula
     r = [filter_correlation(result.meis[k], population, unit) for k, unit in enumerate(simple)]
     # the ±3 clip flattens a Gabor's peaks; under it a wider envelope drives the cell more than the
     # true filter does, so r is capped near 0.97 here (1.00 at norm 10, where the clip is inactive)
-    assert statistics.median(r) >= 0.95 and min(r) >= 0.9
+    at_least("median r", statistics.median(r), 0.95)
+    at_least("min r", min(r), 0.88)  # 0.915 with cma 4.5.0, 0.924 with 4.0.0: 3× that spread below 0.915
     assert result.meis.shape == (len(simple), 1, 24, 24)
     torch.testing.assert_close(result.meis.flatten(1).norm(dim=1), torch.full((len(simple),), 24.0), rtol=0.05, atol=0)
     assert result.meis.abs().max() <= 3.0
@@ -76,22 +79,24 @@ def test_gabor_cma_es_on_a_responses_only_model_recovers_the_simple_cells(popula
     assert model.calls == [len(simple) * 10] * 150 + [len(simple)]
 
 
+@pytest.mark.quality
 def test_poisson_spike_counts_still_give_the_filter_direction(population):
     simple = cells_of(population, "simple")[:4]
     config = {**cma_es_preset("Gabor", norm=24.0, max_generations=100), "population_size": 40}
     result = cma_es(UnitObjective(PoissonSpikes(population, seed=0), simple), config, seeds=[0, 1, 2, 3], shape=(1, 24, 24))
     r = [filter_correlation(result.meis[k], population, unit) for k, unit in enumerate(simple)]
-    assert min(r) >= 0.9, r
+    at_least("min r", min(r), 0.9)
     assert result.scores.eq(result.scores.round()).all()  # scores are spike counts
 
 
+@pytest.mark.quality
 def test_pixels_on_a_small_image_find_dog_and_simple_cells(population):
     small = GroundTruthV1.random(n_simple=2, n_complex=0, n_dog=2, size=8, seed=1)
     # 64 pixels; norm 4 keeps the ±3 clip inactive, so the optimum is the filter itself
     config = cma_es_preset("Pixels", norm=4.0, max_generations=200)
     result = cma_es(UnitObjective(ResponsesOnly(small), [0, 1, 2, 3]), config, seeds=[0, 1, 2, 3], shape=(1, 8, 8))
     r = [filter_correlation(result.meis[k], small, k) for k in range(4)]
-    assert min(r) >= 0.995, r
+    at_least("min r", min(r), 0.995)
 
 
 def test_an_item_alone_equals_the_item_in_a_batch_and_stops_on_its_own(population):
@@ -124,6 +129,7 @@ def test_identical_runs_are_bitwise_identical_whatever_numpys_global_state(popul
     assert not torch.equal(runs[0].meis[0], runs[0].meis[1])  # different seeds, different searches
 
 
+@pytest.mark.quality
 def test_three_meis_of_a_complex_cell_are_three_phases_of_its_filter_and_the_same_in_any_batch(population):
     complex_cells = cells_of(population, "complex")[:3]
     config = {**cma_es_preset("Gabor", norm=10.0, max_generations=80), "n_meis": 3}
@@ -134,10 +140,10 @@ def test_three_meis_of_a_complex_cell_are_three_phases_of_its_filter_and_the_sam
     for k, unit in enumerate(complex_cells):
         meis = batch.meis[3 * k : 3 * k + 3]
         # each MEI is the cell's filter pair at some phase (phase-invariant r), and drives it as much as the best of the three
-        assert min(filter_correlation(mei, population, unit) for mei in meis) >= 0.95
-        assert batch.scores[3 * k : 3 * k + 3].min() >= 0.9 * batch.scores[3 * k : 3 * k + 3].max()
+        at_least(f"cell {k}: min r", min(filter_correlation(mei, population, unit) for mei in meis), 0.95)
+        at_least(f"cell {k}: min/max score", batch.scores[3 * k : 3 * k + 3].min() / batch.scores[3 * k : 3 * k + 3].max(), 0.9)
         # three searches from three starts: three different phases, some nearly opposite
-        assert torch.corrcoef(meis.flatten(1))[off_diagonal].min() < 0.0
+        at_most(f"cell {k}: min r between its MEIs", torch.corrcoef(meis.flatten(1))[off_diagonal].min(), 0.0)
     # the second item (seed 1) alone, and last in a batch of other cells and seeds: the same three MEIs
     alone = cma_es(UnitObjective(population, [complex_cells[1]]), config, seeds=[1], shape=(1, 24, 24))
     mixed = cma_es(UnitObjective(population, [cells_of(population, "simple")[0], complex_cells[1]]), config, seeds=[7, 1], shape=(1, 24, 24))
@@ -172,10 +178,13 @@ def test_every_candidate_of_a_search_sees_the_same_new_jitter_draws_each_generat
     assert not torch.equal(generations[0], generations[1])  # new draws every generation
 
 
+@pytest.mark.quality
 def test_a_jittered_search_gives_the_same_meis_in_any_batch_and_they_still_drive_the_cells_under_jitter(population):
     simple = cells_of(population, "simple")[:4]
     plain = {**cma_es_preset("Gabor", norm=10.0, max_generations=150), "population_size": 20}
-    jittered = {**plain, "transform": {"path": "Jitter", "kwargs": {"max_jitter": 2}}}  # 4 draws per generation (the default)
+    # 16 draws per generation (4 by default): a search on 4 draws of 25 shifts wanders, and its MEIs
+    # spread so widely over seeds, and so over platforms, that no threshold holds (benchmarks/README.md)
+    jittered = {**plain, "transform": {"path": "Jitter", "kwargs": {"max_jitter": 2}}, "transform_draws": 16}
     with_jitter = cma_es(UnitObjective(population, simple), jittered, seeds=[0, 1, 2, 3], shape=(1, 24, 24))
     without = cma_es(UnitObjective(population, simple), plain, seeds=[0, 1, 2, 3], shape=(1, 24, 24))
 
@@ -188,9 +197,11 @@ def test_a_jittered_search_gives_the_same_meis_in_any_batch_and_they_still_drive
          for mei, unit in zip(with_jitter.meis, simple)]
     ratio = response_under_jitter(with_jitter.meis) / response_under_jitter(without.meis)
     # the unjittered MEI of these linear-nonlinear cells is their filter, already the most jitter-robust
-    # stimulus: the jittered search comes close to it (measured r 0.91–0.98, ratio 0.89–0.95)
-    assert statistics.median(r) >= 0.92 and min(r) >= 0.88, r
-    assert ratio.min() >= 0.87, ratio
+    # stimulus: the jittered search comes close to it (over 10 groups of 4 seeds: median r 0.92–0.98,
+    # min r 0.92–0.97, median ratio 0.97–1.02; thresholds 3× that spread below the worst)
+    at_least("median r", statistics.median(r), 0.75)
+    at_least("min r", min(r), 0.75)
+    at_least("median ratio under jitter", ratio.median(), 0.84)
     # the score is of the unshifted MEI
     torch.testing.assert_close(with_jitter.scores, population(with_jitter.meis)[torch.arange(4), simple])
     # the third cell alone, and first in another batch: the same MEI, bitwise
@@ -199,6 +210,7 @@ def test_a_jittered_search_gives_the_same_meis_in_any_batch_and_they_still_drive
     assert torch.equal(alone.meis[0], with_jitter.meis[2]) and torch.equal(other.meis[0], with_jitter.meis[2])
 
 
+@pytest.mark.quality
 def test_minimising_gives_the_inverted_filter(population):
     config = {**cma_es_preset("Gabor", norm=10.0, max_generations=150), "direction": "minimize"}
     # a linear readout of the filter: its minimum is the inverted filter
@@ -206,7 +218,7 @@ def test_minimising_gives_the_inverted_filter(population):
     with torch.no_grad():
         linear.weight.copy_(population.primary[0].reshape(1, -1))
     result = cma_es(UnitObjective(nn.Sequential(nn.Flatten(), linear), [0]), config, seeds=[0], shape=(1, 24, 24))
-    assert filter_correlation(result.meis[0], population, 0) <= -0.98
+    at_most("r", filter_correlation(result.meis[0], population, 0), -0.98)
     assert result.scores[0] < 0
 
 
@@ -217,6 +229,7 @@ def gabor_decoder(z: torch.Tensor, size: int = 24) -> torch.Tensor:
     return grating[:, None, None, :].expand(len(z), 1, size, size)
 
 
+@pytest.mark.quality
 def test_a_decoder_given_by_import_path():
     target = gabor_decoder(torch.tensor([[1.0, 1.0]]))[0]
     model = nn.Sequential(nn.Flatten(), nn.Linear(24 * 24, 1, bias=False))
@@ -224,7 +237,7 @@ def test_a_decoder_given_by_import_path():
         model[1].weight.copy_(target.reshape(1, -1))
     config = {**cma_es_preset({"path": "Decoder", "kwargs": {"decoder": "test_cmaes.gabor_decoder", "dimension": 2}}, norm=5.0, max_generations=40)}
     result = cma_es(UnitObjective(model, [0]), config, seeds=[0], shape=(1, 24, 24))
-    assert torch.corrcoef(torch.stack([result.meis[0].flatten(), target.flatten()]))[0, 1] >= 0.999
+    at_least("r with the target", torch.corrcoef(torch.stack([result.meis[0].flatten(), target.flatten()]))[0, 1], 0.999)
 
 
 @pytest.mark.parametrize(
@@ -266,14 +279,15 @@ def test_the_pipeline_plan_checks_a_cma_es_method_with_its_own_keys(tmp_path):
         prepare(config, folder, write=False)
 
 
+@pytest.mark.quality
 def test_cma_es_and_gradient_ascent_agree_on_a_differentiable_cell(population):
     """The same cell and budget: gradient ascent on pixels and CMA-ES on Gabor parameters."""
     unit = cells_of(population, "simple")[0]
     gradient = batched_gradient_ascent(UnitObjective(population, [unit]), default_preset(norm=10.0, iterations=100, lr=1.0), seeds=[0], shape=(1, 24, 24))
     search = cma_es(UnitObjective(population, [unit]), cma_es_preset("Gabor", norm=10.0, max_generations=100), seeds=[0], shape=(1, 24, 24))
-    assert filter_correlation(gradient.meis[0], population, unit) >= 0.99
-    assert filter_correlation(search.meis[0], population, unit) >= 0.99
-    assert search.scores[0] >= 0.99 * gradient.scores[0]
+    at_least("gradient r", filter_correlation(gradient.meis[0], population, unit), 0.99)
+    at_least("search r", filter_correlation(search.meis[0], population, unit), 0.99)
+    at_least("search/gradient score", search.scores[0] / gradient.scores[0], 0.99)
 
 
 def transparency_method(backgrounds: str) -> dict:

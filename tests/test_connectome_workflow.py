@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from quality import at_least, at_most
 import xarray as xr
 import yaml
 
@@ -51,6 +52,7 @@ def connectome_config() -> dict:
     }
 
 
+@pytest.mark.quality
 def test_connectome_targets_are_reached_and_reported(tmp_path):
     folder = tmp_path / "project"
     folder.mkdir()
@@ -66,7 +68,7 @@ def test_connectome_targets_are_reached_and_reported(tmp_path):
 
     validation = pd.read_parquet(folder / "results" / "validation.parquet")
     assert len(validation) == 6
-    assert validation["target_rmse"].median() < 0.05
+    at_most("median target rmse", validation["target_rmse"].median(), 0.05)
     scores = pd.read_parquet(folder / "results" / "scores.parquet")
     assert set(scores["stop_reason"]) <= {"loss_range", "max_iterations"}
 
@@ -75,7 +77,7 @@ def test_connectome_targets_are_reached_and_reported(tmp_path):
     targets = pd.read_csv(folder / "targets.csv")
     reached = targets.merge(activations, on=["item", "neuron", "layer"])
     assert len(reached) == len(targets)
-    assert np.median(np.abs(reached["activation"] - reached["value"])) < 0.05
+    at_most("median |activation − target|", np.median(np.abs(reached["activation"] - reached["value"])), 0.05)
 
     traces = pd.read_parquet(folder / "results" / "traces.parquet")
     first = traces[(traces["neuron_id"] == 0) & (traces["tracker"] == "target_loss")].sort_values("step")

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from quality import at_least, at_most
 import torch
 
 from mei_core.demo.v1 import (
@@ -159,7 +160,8 @@ def test_demo_cnn_builder_round_trip_and_rng_hygiene() -> None:
     assert model.readout.mask.shape[0] == 5 and model.readout.features.shape == (5, 4)
 
     normalised = build_demo_cnn(**kwargs, batchnorm=True).eval()
-    assert torch.equal(normalised(x[:1]), normalised(x)[:1])  # eval mode: no batch coupling
+    # eval mode: no batch coupling (to float32 rounding: a convolution may take another kernel for one row)
+    torch.testing.assert_close(normalised(x[:1]), normalised(x)[:1], rtol=1e-6, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +180,7 @@ def test_training_is_bitwise_deterministic(tiny_data: tuple[torch.Tensor, torch.
     assert not torch.equal(first.readout.mask, other.readout.mask)
 
 
+@pytest.mark.quality
 def test_tiny_training_fits_simple_cells(
     population: GroundTruthV1, tiny_data: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
@@ -186,7 +189,8 @@ def test_tiny_training_fits_simple_cells(
     model, trained = train_demo_cnn(images, responses, seed=0, epochs=4, population=population)
     simple_before = untrained["mean_test_correlation_by_type"]["simple"]
     simple_after = trained["mean_test_correlation_by_type"]["simple"]
-    assert simple_after > 0.5 and simple_after > simple_before + 0.2
+    at_least("simple cells' test r", simple_after, 0.5)
+    at_least("simple cells' test r gained", simple_after - simple_before, 0.2)
     assert trained["target"] == "clean_rates" and len(trained["test_correlation"]) == population.n_neurons
     assert not model.training
     json.dumps(trained)  # metrics must be storable as-is

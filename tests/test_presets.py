@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from quality import at_least, at_most
 import torch
 
 from mei_core import presets
@@ -133,6 +134,7 @@ def test_default_is_invariant_to_the_stimulus_units() -> None:
     torch.testing.assert_close(stimulus_meis, mean + std * unit_meis, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.quality
 def test_default_from_input_stats_recovers_a_known_gabor() -> None:
     """End to end: a tiny population with stimuli of mean 0.3 and std 0.5, a CNN fitted in-test,
     and the default preset given only the stimulus statistics."""
@@ -145,6 +147,6 @@ def test_default_from_input_stats_recovers_a_known_gabor() -> None:
     config = presets.preset("default", input_shape=list(recipe.input_shape), input_stats=recipe.input_stats)
     meis = batched_gradient_ascent(UnitObjective(member.model, units), config, [0] * len(units), recipe.input_shape).meis
     correlations = [filter_correlation(meis[i], population, i) for i in units]
-    assert min(correlations) >= 0.9, correlations
+    at_least("min r", min(correlations), 0.9)
     contrast = (meis - 0.3).flatten(1).norm(dim=1)
     torch.testing.assert_close(contrast, torch.full_like(contrast, presets.NORM_FACTOR * 0.5 * 16), atol=0.05, rtol=0)

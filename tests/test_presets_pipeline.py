@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from quality import at_least, at_most
 
 from workflow_support import snakemake, write_config
 
@@ -72,12 +73,14 @@ def finished(tmp_path_factory):
     return folder
 
 
+@pytest.mark.quality
 def test_the_default_preset_from_input_stats_recovers_known_filters_through_the_pipeline(finished):
     validation = pd.read_parquet(finished / "results" / "validation.parquet")
     default = validation[validation["method"] == "default"]
     # the issue's goal for simple cells; a linear Gabor of 6 px wavelength comes back at r ≈ 0.945,
     # since the preset's gradient blur ends at 0.7 px rather than switching off (config/README.md)
-    assert len(default) == 4 and (default["filter_correlation"] >= 0.90).all()
+    assert len(default) == 4
+    at_least("default: min r", default["filter_correlation"].min(), 0.90)
 
 
 def test_the_method_spec_holds_the_merged_config_that_runs(finished):
@@ -99,6 +102,7 @@ def test_a_grid_runs_one_method_per_value_and_the_report_compares_them(finished)
     assert (finished / "results" / "figures" / "gabors" / "grids" / "sweep.png").stat().st_size > 1000
 
 
+@pytest.mark.quality
 def test_a_published_preset_takes_the_ensembles_statistics_and_recovers_the_filters(finished):
     spec = json.loads((finished / "resources" / "methods" / "gabors" / "walker.json").read_text())
     clip = spec["config"]["project_initial"]["kwargs"]
@@ -107,4 +111,5 @@ def test_a_published_preset_takes_the_ensembles_statistics_and_recovers_the_filt
     validation = pd.read_parquet(finished / "results" / "validation.parquet")
     walker = validation[validation["method"] == "walker"]
     # 60 of Walker et al.'s steps (their schedules compressed) reach r 0.89–0.91 on these Gabors
-    assert len(walker) == 4 and (walker["filter_correlation"] >= 0.85).all()
+    assert len(walker) == 4
+    at_least("walker: min r", walker["filter_correlation"].min(), 0.85)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from quality import at_least, at_most
 import torch
 
 from mei_core.models.retina import RetinaModel, builder, fit_parameters, load_retina, save_description
@@ -140,6 +141,7 @@ def test_poisson_spikes_need_a_generator() -> None:
         _model()(_video(frames=5), spikes=True)
 
 
+@pytest.mark.quality
 def test_fit_parameters_reduces_loss() -> None:
     truth = _model(n_cells=3, seed=1)
     model = RetinaModel.from_description(truth.describe())
@@ -153,7 +155,7 @@ def test_fit_parameters_reduces_loss() -> None:
     history = fit_parameters(model, x, y, epochs=30, lr=0.05, seed=0,
                              parameters=["log_gain", "threshold", "surround_weight"])
     assert len(history) == 30
-    assert history[-1] < 0.2 * history[0]
+    at_most("last/first loss", history[-1] / history[0], 0.2)
     poisson = fit_parameters(RetinaModel.from_description(model.describe()), x, y, epochs=3, lr=0.01,
                              seed=0, loss="poisson", batch_size=2)
     assert len(poisson) == 3 and all(torch.isfinite(torch.tensor(poisson)))
@@ -188,6 +190,7 @@ def test_builder_only_pipeline_member(tmp_path) -> None:
     assert member(torch.zeros(1, 2, 12, *SIZE)).shape == (1, 12, 4)
 
 
+@pytest.mark.quality
 def test_mei_direction_matches_spatial_filter() -> None:
     model = _model(n_cells=4, frames_kernel=12, seed=2)
     for p in model.parameters():
@@ -207,4 +210,4 @@ def test_mei_direction_matches_spatial_filter() -> None:
         _, _, vh = torch.linalg.svd(frames, full_matrices=False)
         profile, truth = vh[0], model.spatial_filter(cell).reshape(-1)
         corr = torch.corrcoef(torch.stack([profile, truth]))[0, 1].abs()
-        assert corr > 0.8, (cell, corr)
+        at_least(f"cell {cell}: r", corr, 0.8)
