@@ -13,6 +13,7 @@ from mei_core.postprocessors import ZeroOutsideMask
 from mei_core.regularizers import SmoothnessRegularizationLoss
 
 from helpers import LinearNeurons, gabor
+from quality import at_most
 
 STEP = Step.of_seeds([0])
 
@@ -37,6 +38,7 @@ def test_the_smoothness_penalty_of_each_row_is_openretinas_for_that_row_alone():
         SmoothnessRegularizationLoss(factor_temporal=1.0)(videos[:, :, 0], STEP)
 
 
+@pytest.mark.quality
 def test_smoothness_lets_an_mei_be_smoother_than_without_it():
     filters = torch.stack([gabor(size=16, wavelength=3.0)])
     config = {"initial": {"path": "RandomNormal"}, "optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 0.05}},
@@ -46,7 +48,7 @@ def test_smoothness_lets_an_mei_be_smoother_than_without_it():
     plain = batched_gradient_ascent(UnitObjective(LinearNeurons(filters), [0]), config, seeds=[1], shape=(1, 16, 16))
     smoothed = batched_gradient_ascent(UnitObjective(LinearNeurons(filters), [0]), smooth, seeds=[1], shape=(1, 16, 16))
     roughness = SmoothnessRegularizationLoss(factor_spatial=1.0)
-    assert roughness(smoothed.meis, STEP).item() < 0.5 * roughness(plain.meis, STEP).item()
+    at_most("roughness with ÷ without the penalty", roughness(smoothed.meis, STEP) / roughness(plain.meis, STEP), 0.5)  # measured 0.017
 
 
 def test_the_mask_holds_every_row_at_zero_outside_it_from_values_or_a_file(tmp_path):

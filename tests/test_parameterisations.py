@@ -256,6 +256,7 @@ def test_every_row_of_the_cppn_is_lucents_network_with_that_rows_weights(normali
         torch.testing.assert_close(images[row], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.quality
 def test_a_cppn_mei_drives_its_neuron_in_a_batch_as_alone():
     filters = torch.stack([gabor(size=12, wavelength=6.0), gabor(size=12, theta=1.2, wavelength=6.0)])
     config = {"initial": {"path": "RandomNormal"}, "optimizer": {"path": "torch.optim.Adam", "kwargs": {"lr": 0.05}},
@@ -269,4 +270,4 @@ def test_a_cppn_mei_drives_its_neuron_in_a_batch_as_alone():
     # the best image in [−1, 1] is the filter's sign (response Σ|f| = 48); a random network gives
     # −1.4 and 0.3; 40 Adam steps on the networks' weights reach 32 and 31
     best = filters.flatten(1).abs().sum(1)
-    assert (batch.scores > 0.5 * best).all()
+    at_least("worst CPPN MEI score ÷ the best image's", (batch.scores / best).min(), 0.5)  # measured 0.65
