@@ -72,6 +72,10 @@ def _state_dict(path: Path, prefix: str | None, key: str) -> Mapping[str, Any]:
     except FileNotFoundError:
         raise MEIConfigError(f"{key}: file {str(path)!r} not found (resolved to {str(path.resolve())!r})") from None
     except Exception as error:  # unpickling refused or corrupt file: say which file
+        if "omegaconf" in str(error) and not _lightning_safe_globals():
+            # torch's own advice (add_safe_globals) cannot work without the package: say what does
+            raise MEIConfigError(f"{key}: {str(path)!r} is a Lightning checkpoint whose hyper_parameters are OmegaConf objects, "
+                                 "and omegaconf is not installed: `pip install omegaconf` to load it (weights-only, as plain data)") from None
         raise MEIConfigError(f"{key}: cannot load {str(path)!r} weights-only: {error}") from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]  # Lightning (and many training scripts) nest the weights

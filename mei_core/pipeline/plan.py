@@ -168,6 +168,37 @@ def check_device(device: str) -> None:
             )
 
 
+def check_method_fn(function: Any, path: str, key: str) -> None:
+    """A ``method_fn`` is called by every job as ``method_fn(objective, config, seeds, shape, device)``
+    (:mod:`mei_core.pipeline.generate`): one that cannot take these is refused here, naming the key,
+    not with a ``TypeError`` in every job."""
+    if not callable(function):
+        raise MEIConfigError(f"{key}: {path!r} is not callable")
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a callable without an inspectable signature: called as it is
+        return
+    try:
+        signature.bind(*METHOD_FN_ARGUMENTS)
+    except TypeError as error:
+        raise MEIConfigError(f"{key}: {path}{signature} cannot be called as method_fn({', '.join(METHOD_FN_ARGUMENTS)}): {error}"
+                             " (see mei_core.methods.batched_gradient_ascent)") from None
+
+
+#: the arguments every job passes to a ``method_fn``, in order
+METHOD_FN_ARGUMENTS = ("objective", "config", "seeds", "shape", "device")
+
+
+def check_folder(base: Path, folder: str, key: str) -> None:
+    """``results``/``resources`` must be (or become) folders: a file there, or above, is named."""
+    path = base / folder
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise MEIConfigError(f"{key}: {folder!r} needs a folder, but {str(candidate)!r} is a file")
+            return
+
+
 def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_run_here: bool = True, in_job: bool = False) -> Plan:
     """Check everything a run needs and write the spec files. Raises MEIConfigError naming the key.
 
@@ -195,6 +226,8 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         check_device(config.get("device", "auto"))
     use_pythonpath(config.get("pythonpath"), base)
     paths = Paths(config.get("results", "results"), config.get("resources", "resources"))
+    for key in ("results", "resources"):
+        check_folder(base, getattr(paths, key), key)
     shard_size = int(config.get("shard_size", 64))
     seeds = [int(s) for s in config["seeds"]]
     ensembles = list(config["ensembles"])
@@ -211,8 +244,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     plan.methods = list(methods_config)
     for name, method in methods_config.items():
         method_fn = method.get("method_fn", DEFAULT_METHOD_FN)
-        if not callable(import_object(method_fn, f"methods.{name}.method_fn")):
-            raise MEIConfigError(f"methods.{name}.method_fn: {method_fn!r} is not callable")
+        check_method_fn(import_object(method_fn, f"methods.{name}.method_fn"), method_fn, f"methods.{name}.method_fn")
         unknown = sorted(set(method.get("ensembles", [])) - set(ensembles))
         if unknown:
             raise MEIConfigError(f"methods.{name}.ensembles: no ensemble {unknown[0]!r} (ensembles: {', '.join(ensembles)})")
