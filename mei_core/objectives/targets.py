@@ -208,12 +208,17 @@ class TargetsKind(ObjectiveKind):
         columns = {name: np.full(len(table), np.nan, dtype=np.float32) for name in ("target_rmse", "max_abs_target_error", "heldout_target_rmse")}
         tidy = []
         for (method, seed), group in table.groupby(["method", "seed"], sort=False):
-            slab = torch.from_numpy(np.asarray(context.meis["mei"].sel({"method": method, "seed": seed}).values))
+            meis = context.meis["mei"].sel({"method": method, "seed": seed})
+            # with n_meis > 1: neuron × mei_index × inputs, flattened so that row (item, i) is item·n + i
+            n_index = meis.sizes.get("mei_index", 1)
+            values = np.asarray(meis.transpose("neuron", "mei_index", ...).values if "mei_index" in meis.dims else meis.values)
+            slab = torch.from_numpy(values.reshape(-1, *values.shape[2 if "mei_index" in meis.dims else 1 :]))
             with torch.no_grad():
                 reached = model(slab).numpy()
                 held = held_out(slab).numpy() if held_out is not None else None
-            for row, item in zip(group.index, group["neuron_id"]):
-                position = position_of[int(item)]
+            mei_indices = group["mei_index"].fillna(0).astype(int) if "mei_index" in group else [0] * len(group)
+            for row, item, mei_index in zip(group.index, group["neuron_id"], mei_indices):
+                position = position_of[int(item)] * n_index + int(mei_index)
                 layer, neuron, value = (np.asarray(v) for v in zip(*targets[int(item)]))
                 errors = reached[position][neuron, layer] - value
                 columns["target_rmse"][row] = np.sqrt(np.mean(errors**2))
@@ -221,7 +226,7 @@ class TargetsKind(ObjectiveKind):
                 if held is not None:
                     columns["heldout_target_rmse"][row] = np.sqrt(np.mean((held[position][neuron, layer] - value) ** 2))
                 frame = activation_table(reached[position], groups).drop(columns="batch")
-                tidy.append(frame.assign(ensemble=context.manifest["name"], method=method, seed=int(seed), item=int(item)))
+                tidy.append(frame.assign(ensemble=context.manifest["name"], method=method, seed=int(seed), item=int(item), mei_index=int(mei_index)))
         for name, values in columns.items():
             table[name] = values
         if tidy:
