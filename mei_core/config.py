@@ -76,12 +76,18 @@ def _import_module(module_name: str) -> Any:
             module = importlib.import_module(module_name)
     except SystemExit as error:
         said = written.getvalue().strip().splitlines()
-        by_argparse = any(frame.f_code.co_filename == argparse.__file__ for frame, _ in traceback.walk_tb(error.__traceback__))
+        frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
+        by_argparse = any(frame.f_code.co_filename == argparse.__file__ for frame in frames)
+        # the module whose top-level code exited: the last frame outside argparse and the import system
+        callers = [frame.f_globals.get("__name__") for frame in frames
+                   if frame.f_code.co_filename != argparse.__file__ and not frame.f_code.co_filename.startswith("<frozen")]
+        culprit = callers[-1] if callers and callers[-1] not in (None, __name__, "importlib") else module_name
+        who = f"module {module_name!r}" + (f" (importing {culprit!r})" if culprit != module_name else "")
         if by_argparse:
             why = f"parses the command line at import (argparse said {said[0] if said else ''!r})"
         else:
             why = "called sys.exit at import" + (f" after writing {' | '.join(said[-3:])!r}" if said else "")
-        raise _ExitAtImport(f"module {module_name!r} {why}, exit code {error.code!r}: "
+        raise _ExitAtImport(f"{who} {why}, exit code {error.code!r}: "
                             "put a script's top-level code under `if __name__ == '__main__':`") from None
     except BaseException:
         sys.stderr.write(written.getvalue())

@@ -148,9 +148,12 @@ def source_hashes(config: Any) -> dict[str, str]:
 
 
 def _digest_of(files: list[Path]) -> str:
+    """Each file named by where it sits on the import path (not its absolute path: a project
+    copied or moved elsewhere keeps its hashes)."""
     digest = hashlib.sha256()
     for file in files:
-        digest.update(f"{file}\0{sha256_file(file)}\0".encode())
+        name = "/".join([*_package_of(file).split("."), file.name]).lstrip("/")
+        digest.update(f"{name}\0{sha256_file(file)}\0".encode())
     return digest.hexdigest()
 
 

@@ -13,6 +13,8 @@ rule demo_dataset:
     output:
         dataset=f"{DEMO}/{V1.files['dataset']}",
         truth=f"{DEMO}/{V1.files['truth']}",
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.demo_spec(wildcards.demo)]),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -31,6 +33,8 @@ rule demo_member:
     output:
         checkpoint=f"{DEMO}/{V1.files['member']}",
         metrics=f"{DEMO}/{V1.files['metrics']}",
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.demo_spec(wildcards.demo)]),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -50,6 +54,8 @@ rule demo_connectome:
     output:
         weights=f"{DEMO}/{CONNECTOME.files['weights']}",
         network=f"{DEMO}/{CONNECTOME.files['network']}",
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.demo_spec(wildcards.demo)]),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -64,6 +70,8 @@ rule demo_retina:
         spec=PATHS.demo_spec("{demo}"),
     output:
         f"{DEMO}/{RETINA.files['description']}",
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.demo_spec(wildcards.demo)]),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -77,6 +85,8 @@ rule demo_virtual_retina:
         spec=PATHS.demo_spec("{demo}"),
     output:
         f"{DEMO}/{VIRTUAL_RETINA.files['description']}",
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.demo_spec(wildcards.demo)]),
     conda:
         "../envs/mei_core.yaml"
     log:
