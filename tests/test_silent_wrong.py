@@ -103,3 +103,49 @@ class NaNFromTheStart(torch.nn.Module):
 def test_a_run_shorter_than_the_finite_check_that_is_nan_says_non_finite():
     result = batched_gradient_ascent(UnitObjective(NaNFromTheStart(), [0, 1]), default_preset(norm=8.0, iterations=5), seeds=[0, 1], shape=(1, 8, 8))
     assert result.stop_reasons == ["non_finite", "non_finite"]
+
+
+def test_a_hand_edited_plan_record_is_not_trusted_by_jobs(tmp_path, capsys):
+    import json
+
+    from mei_core.pipeline.plan import prepare
+    from workflow_support import make_project, tiny_config
+
+    folder = make_project(tmp_path / "project")
+    planned = prepare(tiny_config(), folder)
+    record_path = folder / planned.paths.plan_record()
+    record = json.loads(record_path.read_text())
+    record["plan"]["methods_of_ensemble"]["tiny"] = ["fast"]  # a subset of the methods
+    record_path.write_text(json.dumps(record))
+    in_job = prepare(tiny_config(), folder, in_job=True)
+    assert in_job.methods_of_ensemble["tiny"] == ["fast", "slow"]
+    assert "was changed after it was recorded" in capsys.readouterr().err
+
+
+def test_targets_validation_with_several_meis_per_item_scores_each_mei_against_its_own_targets():
+    import numpy as np
+    import xarray as xr
+
+    from mei_core.hashing import canonical_json
+    from mei_core.models.ensemble import EnsembleModel
+    from mei_core.objectives.kinds import ValidationContext
+    from mei_core.objectives.targets import TargetsKind
+
+    class Identity(torch.nn.Module):  # inputs S×L = neurons × layers: activations are the inputs
+        def forward(self, x):
+            return x
+
+    # 2 items × 2 MEIs of 3 neurons × 1 layer; item 7 targets neuron 1 at 0.5
+    meis = np.zeros((1, 1, 2, 2, 3, 1), np.float32)
+    meis[0, 0, 1, 0, 1, 0], meis[0, 0, 1, 1, 1, 0] = 0.5, 0.25  # item 7: MEI 0 hits the target, MEI 1 misses by 0.25
+    store = xr.Dataset({"mei": (("method", "seed", "neuron", "mei_index", "neuron_in", "layer"), meis)},
+                       coords={"method": ["m"], "seed": [0], "neuron": [3, 7], "mei_index": [0, 1]})
+    objectives = pd.DataFrame({"neuron_id": [3, 7], "output_unit": [0, 1], "data_key": [None, None], "kind": ["targets"] * 2,
+                               "kwargs": [canonical_json({"targets": [[0, 0, 0.0]]}), canonical_json({"targets": [[0, 1, 0.5]]})]})
+    table = pd.DataFrame({"method": ["m"] * 4, "seed": [0] * 4, "neuron_id": [3, 3, 7, 7], "mei_index": [0, 1, 0, 1]})
+    model = EnsembleModel(Identity())
+    context = ValidationContext(manifest={"name": "fly"}, meis=store, objectives=objectives, table=table,
+                                load_ensemble=lambda group: model if group == "members" else None)
+    validated = TargetsKind().validate(context)
+    assert validated["target_rmse"].tolist() == [0.0, 0.0, 0.0, 0.25]
+    assert sorted(set(context.extra_tables["activations"]["mei_index"])) == [0, 1]

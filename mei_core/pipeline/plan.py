@@ -229,10 +229,10 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
             dry_run: bool = False) -> Plan:
     """Check everything a run needs and write the spec files. Raises MEIConfigError naming the key.
 
-    ``dry_run`` (``snakemake -n``): nothing that exists is changed (no spec file rewritten, no cache
-    or plan record written; only spec files that do not exist yet are made, as Snakemake needs every
-    input to exist to plan): the rules' content params (:meth:`Plan.input_digest`) show what would
-    rerun.
+    ``dry_run`` (``snakemake -n``): nothing that exists is changed (no spec file, cache or plan
+    record rewritten; only spec files and a plan record that do not exist yet are made, as Snakemake
+    needs every input to exist to plan): the rules' content params (:meth:`Plan.input_digest`) show
+    what would rerun.
 
     ``jobs_run_here``: the jobs run on this machine (not submitted to a cluster, not a dry run), so
     the device they ask for must exist here. ``in_job``: Snakemake parses the Snakefile for a job (not
@@ -324,6 +324,8 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         for path, payload in pending:
             if not (base / path).exists() and path not in (paths.probe_cache(), paths.file_checksums()):
                 write_json_if_changed(base / path, payload)
+        if not (base / paths.plan_record()).exists():
+            _write_plan_record(config, base, plan)
     elif write:
         for path, payload in pending:
             write_json_if_changed(base / path, payload)
