@@ -157,8 +157,8 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
     for group in MEMBER_GROUPS:
         members = list(ensemble.get(group) or [])
         specs[group] = {"name": name, "group": group, **shared, group: members, "sources": source_hashes(members)}
-    # ground truth is for validation: a new truth file reruns validation, not generation
-    specs["validation_members"]["ground_truth"] = truth
+    # ground truth is for validation only: it is the validate rule's input (Plan.ground_truths), not
+    # part of any member group, so a new truth file reruns validation and nothing before it
     return specs
 
 
@@ -190,8 +190,7 @@ def probe_members(name: str, ensemble: Mapping[str, Any], base: Path, known: Map
 
 def group_files(spec: Mapping[str, Any]) -> list[str]:
     """Files a member group's assembly reads (its rule's inputs)."""
-    truth = spec.get("ground_truth")
-    return [f for m in spec[spec["group"]] for f in member_files(m)] + ([truth["file"]] if truth else [])
+    return [f for m in spec[spec["group"]] for f in member_files(m)]
 
 
 def _probe(model: nn.Module, input_shape: list[int], key: str, data_key: str | None = None) -> int:

@@ -70,6 +70,8 @@ class Plan:
     #: (:meth:`input_digest`), so Snakemake reruns a job whose inputs' content changed where mtimes
     #: cannot tell (a dry run, a checkpoint copied with ``cp -p``)
     contents: dict[str, str] = field(default_factory=dict)
+    #: ensemble → its ``ground_truth`` ({kind, file}): read by validation alone
+    ground_truths: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def planned_shards(self) -> list[Shard]:
         """Every (ensemble, method, seed, shard) of the run, in planning order."""
@@ -120,6 +122,11 @@ class Plan:
         if ensemble not in self.heldout_ensembles:
             return []
         return [self.paths.heldout_file(s.ensemble, s.method, s.seed, s.index) for s in self.shards_of(ensemble)]
+
+    def ground_truth_files(self, ensemble: str) -> list[str]:
+        """The ground-truth file validation of ``ensemble`` reads (none without ground truth)."""
+        truth = self.ground_truths.get(ensemble)
+        return [truth["file"]] if truth else []
 
     def grids_of(self, ensemble: str) -> dict[str, list[str]]:
         """Grid name → its expanded methods that run on ``ensemble`` (in grid order)."""
@@ -297,6 +304,8 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         for group, spec in specs.items():
             plan.files_of_group[(name, group)] = group_files(spec)
             pending.append((paths.member_spec(name, group), spec))
+        if ensemble.get("ground_truth"):
+            plan.ground_truths[name] = {"kind": ensemble["ground_truth"]["kind"], "file": ensemble["ground_truth"]["file"]}
         objective = config["objectives"].get(name, {})
         rows = table_rows(objective, int(ensemble["outputs"]), base, f"objectives.{name}")
         sources = source_hashes(objective)  # a custom objective's module: editing it reruns these shards
@@ -314,7 +323,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     plan.contents = {path: sha256_text(canonical_json(payload)) for path, payload in pending}
     checksum_cache = _read_probe_cache(base / paths.file_checksums())
     checksums: dict[str, list[Any]] = {}
-    for files in plan.files_of_group.values():
+    for files in [*plan.files_of_group.values(), *map(plan.ground_truth_files, plan.ground_truths)]:
         for file in files:
             if file not in produced and (base / file).exists():  # a rule's outputs have honest mtimes
                 plan.contents[file] = file_checksum(base, file, checksum_cache, checksums)
