@@ -7,10 +7,15 @@ alias. Specs are never mutated: every function here reads its input and builds n
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import copy
 import importlib
 import inspect
+import io
 import re
+import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +62,43 @@ def builtin_aliases() -> dict[str, str]:
     return {entry.name: f"{entry.value.__module__}.{entry.name}" for entry in COMPONENTS}
 
 
+class _ExitAtImport(Exception):
+    """A module ended the process while being imported (``sys.exit``, or argparse on ``sys.argv``)."""
+
+
+def _import_module(module_name: str) -> Any:
+    """``importlib.import_module``, but a module that calls ``sys.exit`` at import (a script's
+    top-level code, e.g. argparse parsing Snakemake's own command line) raises :class:`_ExitAtImport`
+    naming it and the code, instead of ending Snakemake with no word. What the module writes to
+    stderr while being imported is passed on, unless it exits (then it goes into the message)."""
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    written = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(written):
+            module = importlib.import_module(module_name)
+    except SystemExit as error:
+        said = written.getvalue().strip().splitlines()
+        frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
+        by_argparse = any(frame.f_code.co_filename == argparse.__file__ for frame in frames)
+        # the module whose top-level code exited: the last frame outside argparse and the import system
+        callers = [frame.f_globals.get("__name__") for frame in frames
+                   if frame.f_code.co_filename != argparse.__file__ and not frame.f_code.co_filename.startswith("<frozen")]
+        culprit = callers[-1] if callers and callers[-1] not in (None, __name__, "importlib") else module_name
+        who = f"module {module_name!r}" + (f" (importing {culprit!r})" if culprit != module_name else "")
+        if by_argparse:
+            why = f"parses the command line at import (argparse said {said[0] if said else ''!r})"
+        else:
+            why = "called sys.exit at import" + (f" after writing {' | '.join(said[-3:])!r}" if said else "")
+        raise _ExitAtImport(f"{who} {why}, exit code {error.code!r}: "
+                            "put a script's top-level code under `if __name__ == '__main__':`") from None
+    except BaseException:
+        sys.stderr.write(written.getvalue())
+        raise
+    sys.stderr.write(written.getvalue())
+    return module
+
+
 def import_object(path: str, key: str) -> Any:
     """Import ``path`` ("module.sub.Name" or a built-in alias), naming ``key`` in every error."""
     if not isinstance(path, str) or not path:
@@ -71,7 +113,7 @@ def import_object(path: str, key: str) -> Any:
             f"Built-in aliases: {', '.join(sorted(aliases))}"
         )
     try:
-        module = importlib.import_module(module_name)
+        module = _import_module(module_name)
     except ModuleNotFoundError as error:
         missing = error.name or ""
         if missing and module_name != missing and not module_name.startswith(missing + "."):
@@ -80,6 +122,8 @@ def import_object(path: str, key: str) -> Any:
                 f"dependency {missing!r} is not installed"
             ) from error
         raise MEIConfigError(f"{key}: module {module_name!r} not found (from path {path!r})") from error
+    except _ExitAtImport as error:
+        raise MEIConfigError(f"{key}: {error}") from None
     except Exception as error:  # a user module that raises on import: say which and why
         raise MEIConfigError(
             f"{key}: importing module {module_name!r} raised {type(error).__name__}: {error}"

@@ -286,7 +286,11 @@ class _Batch:
             stopping = (stopping.reshape(1).expand(self.n_items) if stopping.numel() == 1 else stopping.reshape(self.n_items)) & self.active
             everything = False
         self.stopped_at = torch.where(stopping, i_iter, self.stopped_at)
-        self.reason_codes = torch.where(stopping, self._codes(reason, stopper), self.reason_codes)
+        codes = self._codes(reason, stopper)
+        if not (isinstance(reason, str) and reason == "non_finite"):  # a stopper that ends an item whose objective is already NaN/inf
+            # (e.g. before the first finite check) does not hide it: its reason is non_finite
+            codes = torch.where(torch.isfinite(self.per_item(self.progress)), codes, self._code("non_finite"))
+        self.reason_codes = torch.where(stopping, codes, self.reason_codes)
         self.active = self.active & ~stopping
         self.row_active = self.active[self.row_items]
         self.may_have_stopped = True

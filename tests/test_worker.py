@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import tempfile
 import subprocess
 import sys
 import time
@@ -154,3 +155,94 @@ def test_the_rules_of_a_slurm_jobs_snakemake_are_read_from_its_command_line():
     assert target_job_rules(argv) == {"generate_meis", "score_heldout"}
     assert target_job_rules(["snakemake", "--target-jobs", "assemble_ensemble:ensemble=tiny,group=members", "--nolock"]) == {"assemble_ensemble"}
     assert target_job_rules(["snakemake", "--profile", "cluster"]) == set()
+
+
+# ------------------------------------------------------------------ another user on the same node
+
+
+def squatter(bound, uid, received):
+    """A process of user ``uid`` listening at ``bound``: records what a job sends it, answers code 0."""
+    import socket as sockets
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            server = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+            server.bind(bound)
+            os.chmod(bound, 0o777)
+            server.listen(1)
+            server.settimeout(10)
+            connection, _ = server.accept()
+            connection.settimeout(5)
+            data = b""
+            try:
+                while chunk := connection.recv(1 << 16):
+                    data += chunk
+                    connection.sendall(b'{"code": 0}\n')
+            except OSError:
+                pass
+            with open(received, "wb") as handle:
+                handle.write(data)
+        except BaseException as error:
+            sys.stderr.write(f"squatter: {error!r}\n")
+        finally:
+            os._exit(0)
+    return pid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def test_a_job_sends_nothing_to_a_socket_of_another_user_and_fails_naming_it(tmp_path):
+    from mei_core.pipeline.worker import run_in_worker
+
+    from pathlib import Path
+
+    shared, drop = tmp_path / "shared", Path(tempfile.mkdtemp())  # drop: where the other user may write
+    shared.mkdir()
+    os.chmod(drop, 0o777)
+    path, received = str(shared / "w.sock"), drop / "received"
+    os.environ["MEI_TEST_SECRET"] = "hunter2"
+    try:
+        pid = squatter(str(drop / "s"), 65534, received)
+        deadline = time.monotonic() + 10
+        while not (drop / "s").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.rename(drop / "s", path)  # the other user's process now listens where the job looks
+        code = run_in_worker(path, "generate", {"manifest": "m.json"})
+    finally:
+        del os.environ["MEI_TEST_SECRET"]
+        os.waitpid(pid, 0)  # it ends when the job closes the connection
+        sent = received.read_bytes() if received.exists() else None
+        __import__("shutil").rmtree(drop)
+    assert code == 2  # not the 0 the squatter would have answered
+    assert sent == b""  # the squatter accepted the connection and got nothing: no arguments, environment or stdio
+    assert not (shared / "w.sock.log").exists()  # no worker of ours was started in its place
+
+
+def test_a_socket_folder_of_another_user_or_open_to_others_is_refused(tmp_path, monkeypatch, capsys):
+    from mei_core.pipeline import worker
+
+    open_folder = tmp_path / "open"
+    open_folder.mkdir(mode=0o777)
+    os.chmod(open_folder, 0o777)
+    assert worker.run_in_worker(str(open_folder / "w.sock"), "generate", {}) == 2
+    assert f"others may write to its folder {str(open_folder)!r}" in capsys.readouterr().err
+    assert not (open_folder / "w.sock.lock").exists()  # refused before anything is made there
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert re.search(rf"/mei_core-worker-{os.getuid()}-4242-[^/]+/socket$", worker.socket_path("auto"))
+    auto = str(tmp_path / f"mei_core-worker-{os.getuid()}-4242-node" / "socket")
+    worker.private_folder(auto)
+    assert os.stat(os.path.dirname(auto)).st_mode & 0o777 == 0o700
+    monkeypatch.setattr(worker.os, "getuid", lambda: os.geteuid() + 1)  # as if another user made it
+    with pytest.raises(worker.WorkerRefused, match="belongs to user id"):
+        worker.private_folder(auto)
+
+
+def test_a_job_hands_the_worker_only_the_variables_a_job_reads():
+    from mei_core.pipeline.worker import job_environment
+
+    sent = job_environment({"CUDA_VISIBLE_DEVICES": "1", "PYTHONPATH": "/lab", "OMP_NUM_THREADS": "4", "SLURM_STEP_ID": "3",
+                            "AWS_SECRET_ACCESS_KEY": "s", "GITHUB_TOKEN": "t", "SSH_AUTH_SOCK": "/tmp/agent", "PATHX": "x"})
+    assert sent == {"CUDA_VISIBLE_DEVICES": "1", "PYTHONPATH": "/lab", "OMP_NUM_THREADS": "4", "SLURM_STEP_ID": "3"}

@@ -92,6 +92,19 @@ def test_touching_nothing_reruns_nothing(project):
     assert planned_outputs(project) == {}
 
 
+def test_a_new_ground_truth_file_reruns_validation_and_nothing_before_it(project):
+    import shutil
+
+    config = edited(read_config(project))
+    truth = config["ensembles"]["tiny"]["ground_truth"]
+    shutil.copy(project / truth["file"], project / "truth_copy.json")
+    truth["file"] = "truth_copy.json"
+    write_config(project, config)
+    planned = planned_outputs(project)
+    assert "validate" in planned
+    assert set(planned) <= {"validate", "combine_tables", "checksums", "mei_grid", "grid_figure", "all"}
+
+
 def test_changing_one_method_reruns_only_that_method(project):
     config = edited(read_config(project))
     config["methods"]["slow"]["config"]["stopper"]["kwargs"]["num_iterations"] = 11

@@ -218,16 +218,44 @@ def neuron_rows(spec: Mapping[str, Any], outputs: int, base: Path, key: str) -> 
 
 
 def integer_column(frame: pd.DataFrame, column: str, file: Path, key: str) -> np.ndarray:
-    """A column of whole numbers; a cell that is not one is named by file, row (1-based, after the
-    header) and column instead of being truncated."""
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() | (values != np.floor(values.fillna(0))) | ~np.isfinite(values.fillna(0))
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        cell = frame[column].iloc[row]
-        cell = cell.item() if hasattr(cell, "item") else cell
-        raise MEIConfigError(f"{key}: {str(file)!r} row {row + 1}, column {column!r}: {cell!r} is not an integer")
-    return values.to_numpy().astype(np.int64)
+    """A column of whole numbers that fit in 64 bits; a cell that is not one is named by file, row
+    (1-based, after the header) and column instead of being truncated, rounded or wrapped around
+    (99999999999999999999 would become −2⁶³, 2⁵³ + 1 read as a float would become 2⁵³)."""
+    cells = frame[column]
+    if pd.api.types.is_signed_integer_dtype(cells.dtype):  # exact already
+        return cells.to_numpy().astype(np.int64)
+    exact = [_exact_integer(cell) for cell in cells.tolist()]  # at plan time, once per table
+    for row, value in enumerate(exact):
+        if value is None or not _INT64_MIN <= value <= _INT64_MAX:
+            cell = cells.iloc[row]
+            cell = cell.item() if hasattr(cell, "item") else cell
+            problem = "is not an integer" if value is None else "does not fit a 64-bit integer (−2⁶³…2⁶³−1)"
+            raise MEIConfigError(f"{key}: {str(file)!r} row {row + 1}, column {column!r}: {cell!r} {problem}")
+    return np.array(exact, dtype=np.int64)
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _exact_integer(cell: Any) -> int | None:
+    """The whole number a table cell holds exactly (``None`` if it holds none): integers and their
+    text as they are, floats only where every whole number is exact (|x| ≤ 2⁵³)."""
+    if isinstance(cell, (bool, np.bool_)):
+        return None
+    if isinstance(cell, (int, np.integer)):
+        return int(cell)
+    if isinstance(cell, (float, np.floating)):
+        return int(cell) if math.isfinite(cell) and float(cell).is_integer() and abs(cell) <= 2**53 else None
+    if isinstance(cell, str):
+        text = cell.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return _exact_integer(float(text))
+            except ValueError:
+                return None
+    return None
 
 
 def _check_units(units: Sequence[int], outputs: int, key: str) -> None:

@@ -210,7 +210,8 @@ class TargetsKind(ObjectiveKind):
             with torch.no_grad():
                 reached = model(meis).numpy()
                 held = held_out(meis).numpy() if held_out is not None else None
-            for position, (row, item) in enumerate(zip(slab.rows.index, slab.rows["neuron_id"])):
+            mei_indices = slab.rows["mei_index"].fillna(0).astype(int) if "mei_index" in slab.rows else [0] * len(slab.rows)
+            for position, (row, item, mei_index) in enumerate(zip(slab.rows.index, slab.rows["neuron_id"], mei_indices)):
                 layer, neuron, value = (np.asarray(v) for v in zip(*targets[int(item)]))
                 errors = reached[position][neuron, layer] - value
                 columns["target_rmse"][row] = np.sqrt(np.mean(errors**2))
@@ -218,7 +219,7 @@ class TargetsKind(ObjectiveKind):
                 if held is not None:
                     columns["heldout_target_rmse"][row] = np.sqrt(np.mean((held[position][neuron, layer] - value) ** 2))
                 frame = activation_table(reached[position], groups).drop(columns="batch")
-                tidy.append(frame.assign(ensemble=context.manifest["name"], method=slab.method, seed=slab.seed, item=int(item)))
+                tidy.append(frame.assign(ensemble=context.manifest["name"], method=slab.method, seed=slab.seed, item=int(item), mei_index=int(mei_index)))
         for name, values in columns.items():
             table[name] = values
         if tidy:

@@ -154,11 +154,13 @@ def _concat(args: argparse.Namespace) -> None:
     concatenate_tables(args.inputs, args.out)
 
 
-@command("validate", manifest=REQUIRED, validation_manifest=REQUIRED, zarr=REQUIRED, scores=REQUIRED, table=REQUIRED, out=REQUIRED, activations=REQUIRED)
+@command("validate", manifest=REQUIRED, validation_manifest=REQUIRED, zarr=REQUIRED, scores=REQUIRED, table=REQUIRED, out=REQUIRED, activations=REQUIRED,
+         truth_kind={"default": "none"}, truth={"nargs": "*", "default": []})
 def _validate(args: argparse.Namespace) -> None:
     from .validation import validate_ensemble
 
-    validate_ensemble(args.manifest, args.validation_manifest, args.zarr, args.scores, args.table, args.out, args.activations)
+    truth = {"kind": args.truth_kind, "file": args.truth[0]} if args.truth_kind != "none" and args.truth and args.truth[0] else None
+    validate_ensemble(args.manifest, args.validation_manifest, args.zarr, args.scores, args.table, args.out, args.activations, truth)
 
 
 @command("report", zarr=REQUIRED, method=REQUIRED, out=REQUIRED, validation={"default": None})

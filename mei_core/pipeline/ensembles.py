@@ -74,6 +74,10 @@ def _state_dict(path: Path, prefix: str | None, key: str) -> Mapping[str, Any]:
     except FileNotFoundError:
         raise MEIConfigError(f"{key}: file {str(path)!r} not found (resolved to {str(path.resolve())!r})") from None
     except Exception as error:  # unpickling refused or corrupt file: say which file
+        if "omegaconf" in str(error) and not _lightning_safe_globals():
+            # torch's own advice (add_safe_globals) cannot work without the package: say what does
+            raise MEIConfigError(f"{key}: {str(path)!r} is a Lightning checkpoint whose hyper_parameters are OmegaConf objects, "
+                                 "and omegaconf is not installed: `pip install omegaconf` to load it (weights-only, as plain data)") from None
         raise MEIConfigError(f"{key}: cannot load {str(path)!r} weights-only: {error}") from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]  # Lightning (and many training scripts) nest the weights
@@ -155,8 +159,8 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
     for group in MEMBER_GROUPS:
         members = list(ensemble.get(group) or [])
         specs[group] = {"name": name, "group": group, **shared, group: members, "sources": source_hashes(members)}
-    # ground truth is for validation: a new truth file reruns validation, not generation
-    specs["validation_members"]["ground_truth"] = truth
+    # ground truth is for validation only: it is the validate rule's input (Plan.ground_truths), not
+    # part of any member group, so a new truth file reruns validation and nothing before it
     return specs
 
 
@@ -188,8 +192,7 @@ def probe_members(name: str, ensemble: Mapping[str, Any], base: Path, known: Map
 
 def group_files(spec: Mapping[str, Any]) -> list[str]:
     """Files a member group's assembly reads (its rule's inputs)."""
-    truth = spec.get("ground_truth")
-    return [f for m in spec[spec["group"]] for f in member_files(m)] + ([truth["file"]] if truth else [])
+    return [f for m in spec[spec["group"]] for f in member_files(m)]
 
 
 def _probe(model: nn.Module, input_shape: list[int], key: str, data_key: str | None = None) -> int:

@@ -36,6 +36,10 @@ class Paths:
         """Members already loaded and probed at plan time (by spec, file stats and source)."""
         return f"{self.resources}/ensembles/probed_members.json"
 
+    def file_checksums(self) -> str:
+        """sha256 of member files by size, mtime, ctime and inode (hashed again only when one changes)."""
+        return f"{self.resources}/ensembles/member_checksums.json"
+
     def plan_record(self) -> str:
         """The plan of the last main Snakemake process (read by jobs' own Snakemake processes)."""
         return f"{self.resources}/plan.json"

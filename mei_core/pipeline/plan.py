@@ -22,6 +22,7 @@ import inspect
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,8 +30,8 @@ from typing import Any
 
 from ..errors import MEIConfigError
 from ..files import atomic_path, write_json_if_changed
+from ..hashing import canonical_json, method_hash, sha256_file, sha256_text, source_hashes
 from ..modality import Modality
-from ..hashing import canonical_json, method_hash, sha256_text, source_hashes
 from .paths import MEMBER_GROUPS, TABLES, Paths
 
 # Imported in the functions that use them (not here): .config, .demo, .ensembles, .method,
@@ -65,6 +66,13 @@ class Plan:
     #: methods expanded from a ``grid``: name → {"base": the entry's name, "values": {dotted key: value}}
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)
     files_of_group: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    #: sha256 of what each spec file holds (as planned, written or not: a dry run writes none) and of
+    #: each member file the user supplies; rules pass their inputs' digest as a param
+    #: (:meth:`input_digest`), so Snakemake reruns a job whose inputs' content changed where mtimes
+    #: cannot tell (a dry run, a checkpoint copied with ``cp -p``)
+    contents: dict[str, str] = field(default_factory=dict)
+    #: ensemble → its ``ground_truth`` ({kind, file}): read by validation alone
+    ground_truths: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def planned_shards(self) -> list[Shard]:
         """Every (ensemble, method, seed, shard) of the run, in planning order."""
@@ -90,6 +98,12 @@ class Plan:
         plan.shards = plan.planned_shards()
         return plan
 
+    def input_digest(self, files: list[str]) -> str:
+        """One digest of the planned content of ``files`` (those the plan knows: spec files and
+        user-supplied member files); a rule's ``params`` carry it, Snakemake's params trigger reruns
+        the job when it changes."""
+        return sha256_text(canonical_json([[f, self.contents[f]] for f in files if f in self.contents]))[:16]
+
     def pairs(self) -> list[tuple[str, str]]:
         """(ensemble, method) pairs that are computed."""
         return [(e, m) for e in self.ensembles for m in self.methods_of_ensemble[e]]
@@ -109,6 +123,11 @@ class Plan:
         if ensemble not in self.heldout_ensembles:
             return []
         return [self.paths.heldout_file(s.ensemble, s.method, s.seed, s.index) for s in self.shards_of(ensemble)]
+
+    def ground_truth_files(self, ensemble: str) -> list[str]:
+        """The ground-truth file validation of ``ensemble`` reads (none without ground truth)."""
+        truth = self.ground_truths.get(ensemble)
+        return [truth["file"]] if truth else []
 
     def grids_of(self, ensemble: str) -> dict[str, list[str]]:
         """Grid name → its expanded methods that run on ``ensemble`` (in grid order)."""
@@ -157,6 +176,20 @@ def use_pythonpath(folders: list[str] | None, base_dir: str | Path = ".") -> lis
     return resolved
 
 
+def snakemake_dry_run(argv: list[str]) -> bool:
+    """Whether Snakemake's command line asks for a dry run (``-n``, ``--dry-run``, ``-np``, ...).
+    ``workflow.dryrun`` is known only after the Snakefile has been parsed, too late for the plan;
+    building Snakemake's own parser to ask takes seconds (it loads every plugin)."""
+    for token in argv[1:]:
+        if token in ("--dry-run", "--dryrun") or (re.fullmatch(_SHORT_FLAGS, token) and "n" in token):
+            return True
+    return False
+
+
+#: a cluster of Snakemake's short flags that take no value (-n, -p, -q, -F, ...), e.g. ``-np``
+_SHORT_FLAGS = r"-[ntkfFlSDpqa]+"
+
+
 def check_device(device: str) -> None:
     """``device: cuda`` on a machine without a GPU: say so before any job starts, naming the key."""
     if device == "cuda":
@@ -169,8 +202,45 @@ def check_device(device: str) -> None:
             )
 
 
-def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_run_here: bool = True, in_job: bool = False) -> Plan:
+def check_method_fn(function: Any, path: str, key: str) -> None:
+    """A ``method_fn`` is called by every job as ``method_fn(objective, config, seeds, shape, device)``
+    (:mod:`mei_core.pipeline.generate`): one that cannot take these is refused here, naming the key,
+    not with a ``TypeError`` in every job."""
+    if not callable(function):
+        raise MEIConfigError(f"{key}: {path!r} is not callable")
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a callable without an inspectable signature: called as it is
+        return
+    try:
+        signature.bind(*METHOD_FN_ARGUMENTS)
+    except TypeError as error:
+        raise MEIConfigError(f"{key}: {path}{signature} cannot be called as method_fn({', '.join(METHOD_FN_ARGUMENTS)}): {error}"
+                             " (see mei_core.methods.batched_gradient_ascent)") from None
+
+
+#: the arguments every job passes to a ``method_fn``, in order
+METHOD_FN_ARGUMENTS = ("objective", "config", "seeds", "shape", "device")
+
+
+def check_folder(base: Path, folder: str, key: str) -> None:
+    """``results``/``resources`` must be (or become) folders: a file there, or above, is named."""
+    path = base / folder
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise MEIConfigError(f"{key}: {folder!r} needs a folder, but {str(candidate)!r} is a file")
+            return
+
+
+def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_run_here: bool = True, in_job: bool = False,
+            dry_run: bool = False) -> Plan:
     """Check everything a run needs and write the spec files. Raises MEIConfigError naming the key.
+
+    ``dry_run`` (``snakemake -n``): nothing that exists is changed (no spec file, cache or plan
+    record rewritten; only spec files and a plan record that do not exist yet are made, as Snakemake
+    needs every input to exist to plan): the rules' content params (:meth:`Plan.input_digest`) show
+    what would rerun.
 
     ``jobs_run_here``: the jobs run on this machine (not submitted to a cluster, not a dry run), so
     the device they ask for must exist here. ``in_job``: Snakemake parses the Snakefile for a job (not
@@ -196,6 +266,8 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         check_device(config.get("device", "auto"))
     use_pythonpath(config.get("pythonpath"), base)
     paths = Paths(config.get("results", "results"), config.get("resources", "resources"))
+    for key in ("results", "resources"):
+        check_folder(base, getattr(paths, key), key)
     shard_size = int(config.get("shard_size", 64))
     seeds = [int(s) for s in config["seeds"]]
     ensembles = list(config["ensembles"])
@@ -212,8 +284,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     plan.methods = list(methods_config)
     for name, method in methods_config.items():
         method_fn = method.get("method_fn", DEFAULT_METHOD_FN)
-        if not callable(import_object(method_fn, f"methods.{name}.method_fn")):
-            raise MEIConfigError(f"methods.{name}.method_fn: {method_fn!r} is not callable")
+        check_method_fn(import_object(method_fn, f"methods.{name}.method_fn"), method_fn, f"methods.{name}.method_fn")
         unknown = sorted(set(method.get("ensembles", [])) - set(ensembles))
         if unknown:
             raise MEIConfigError(f"methods.{name}.ensembles: no ensemble {unknown[0]!r} (ensembles: {', '.join(ensembles)})")
@@ -234,6 +305,8 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         for group, spec in specs.items():
             plan.files_of_group[(name, group)] = group_files(spec)
             pending.append((paths.member_spec(name, group), spec))
+        if ensemble.get("ground_truth"):
+            plan.ground_truths[name] = {"kind": ensemble["ground_truth"]["kind"], "file": ensemble["ground_truth"]["file"]}
         objective = config["objectives"].get(name, {})
         rows = table_rows(objective, int(ensemble["outputs"]), base, f"objectives.{name}")
         sources = source_hashes(objective)  # a custom objective's module: editing it reruns these shards
@@ -248,12 +321,37 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
             pending.append((paths.method_spec(name, method), _method_spec(method, methods_config[method], name, ensemble, plan.grids.get(method))))
     plan.shards = plan.planned_shards()
 
+    plan.contents = {path: sha256_text(canonical_json(payload)) for path, payload in pending}
+    checksum_cache = _read_probe_cache(base / paths.file_checksums())
+    checksums: dict[str, list[Any]] = {}
+    for files in [*plan.files_of_group.values(), *map(plan.ground_truth_files, plan.ground_truths)]:
+        for file in files:
+            if file not in produced and (base / file).exists():  # a rule's outputs have honest mtimes
+                plan.contents[file] = file_checksum(base, file, checksum_cache, checksums)
     pending.append((paths.probe_cache(), probes))
-    if write:
+    pending.append((paths.file_checksums(), checksums))
+    if write and dry_run:
+        for path, payload in pending:
+            if not (base / path).exists() and path not in (paths.probe_cache(), paths.file_checksums()):
+                write_json_if_changed(base / path, payload)
+        if not (base / paths.plan_record()).exists():
+            _write_plan_record(config, base, plan)
+    elif write:
         for path, payload in pending:
             write_json_if_changed(base / path, payload)
         _write_plan_record(config, base, plan)
     return plan
+
+
+def file_checksum(base: Path, file: str, known: dict[str, Any], found: dict[str, list[Any]]) -> str:
+    """sha256 of a member file, hashed again only when its size, mtime, ctime or inode changed
+    since ``known`` recorded it (``cp -p`` keeps the mtime, not the ctime); recorded in ``found``."""
+    info = (base / file).stat()
+    stamp = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+    entry = known.get(file)
+    digest = entry[4] if isinstance(entry, list) and len(entry) == 5 and entry[:4] == stamp else sha256_file(base / file)
+    found[file] = [*stamp, digest]
+    return digest
 
 
 # --------------------------------------------------------------------------- the recorded plan
@@ -269,7 +367,8 @@ def _config_key(config: dict, base: Path) -> str | None:
 
 def _write_plan_record(config: dict, base: Path, plan: Plan) -> None:
     key = _config_key(config, base)
-    record = {"config": key, "plan": plan.to_record()}
+    planned = plan.to_record()
+    record = {"config": key, "plan": planned, "plan_sha256": sha256_text(canonical_json(planned))}
     text = json.dumps(record, indent=1, sort_keys=True) + "\n"
     path = base / plan.paths.plan_record()
     if key is None or json.loads(text) != record:  # a value JSON would not give back as it is
@@ -292,6 +391,11 @@ def read_plan_record(config: dict, base: str | Path = ".") -> Plan | None:
     if not isinstance(record, dict) or record.get("config") is None or record["config"] != _config_key(config, base):
         return None
     try:
+        if sha256_text(canonical_json(record["plan"])) != record["plan_sha256"]:
+            # the plan is not the one recorded for this config (edited by hand): never trusted
+            print(f"mei_core: {base / paths.plan_record()} was changed after it was recorded (its plan does not match "
+                  "plan_sha256): ignored, the config is planned again", file=sys.stderr)
+            return None
         return Plan.from_record(record["plan"])
     except (KeyError, TypeError, ValueError):  # a record of another version of this module
         return None

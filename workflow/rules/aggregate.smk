@@ -31,9 +31,14 @@ rule validate:
         table=PATHS.objective_table("{ensemble}"),
         zarr=PATHS.zarr("{ensemble}"),
         scores=PATHS.ensemble_table("{ensemble}", "scores"),
+        # ground truth is read here alone: a new truth file reruns validation, nothing before it
+        truth=lambda wildcards: PLAN.ground_truth_files(wildcards.ensemble),
     output:
         validation=PATHS.ensemble_table("{ensemble}", "validation"),
         activations=PATHS.ensemble_table("{ensemble}", "activations"),
+    params:
+        truth_kind=lambda wildcards: (PLAN.ground_truths.get(wildcards.ensemble) or {}).get("kind", "none"),
+        content=lambda wildcards: PLAN.input_digest(PLAN.ground_truth_files(wildcards.ensemble)),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -41,7 +46,7 @@ rule validate:
     shell:
         "python -m mei_core validate --manifest {input.manifest:q} --validation-manifest {input.validation_manifest:q}"
         " --table {input.table:q} --zarr {input.zarr:q} --scores {input.scores:q} --out {output.validation:q}"
-        " --activations {output.activations:q} > {log:q} 2>&1"
+        " --activations {output.activations:q} --truth-kind {params.truth_kind:q} --truth {input.truth:q} > {log:q} 2>&1"
 
 
 rule combine_tables:

@@ -11,6 +11,8 @@ rule demo_dataset:
     output:
         dataset=f"{DEMO}/{V1.files['dataset']}",
         truth=f"{DEMO}/{V1.files['truth']}",
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.demo_spec(wildcards.demo)]),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -29,6 +31,8 @@ rule demo_member:
     output:
         checkpoint=f"{DEMO}/{V1.files['member']}",
         metrics=f"{DEMO}/{V1.files['metrics']}",
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.demo_spec(wildcards.demo)]),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -58,6 +62,7 @@ for _demo_kind in [entry.value for entry in DEMO_KINDS if entry.value.one_step]:
             # a directive's value is read here, in the loop; the shell line is formatted when the job
             # runs, after the loop has moved on, so it reads the kind from params
             kind=_demo_kind.name,
+            content=lambda wildcards: PLAN.input_digest([PATHS.demo_spec(wildcards.demo)]),
         log:
             PATHS.log("demo", "{demo}", _demo_kind.name),
         shell:

@@ -8,6 +8,8 @@ rule assemble_ensemble:
         members=lambda wildcards: PLAN.member_files(wildcards.ensemble, wildcards.group),
     output:
         manifest=PATHS.manifest("{ensemble}", "{group}"),
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.member_spec(wildcards.ensemble, wildcards.group), *PLAN.member_files(wildcards.ensemble, wildcards.group)]),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -23,6 +25,8 @@ rule build_objective_table:
         spec=PATHS.objective_spec("{ensemble}"),
     output:
         table=PATHS.objective_table("{ensemble}"),
+    params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.objective_spec(wildcards.ensemble)]),
     conda:
         "../envs/mei_core.yaml"
     log:

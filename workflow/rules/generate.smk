@@ -26,6 +26,7 @@ rule generate_meis:
     wildcard_constraints:
         shard=r"\d+",
     params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.method_spec(wildcards.ensemble, wildcards.method), PATHS.shard_spec(wildcards.ensemble, wildcards.shard)]),
         device=config["device"],
         worker=config["worker"],
         seeds=PLAN.seeds,
@@ -52,6 +53,7 @@ rule score_heldout:
     wildcard_constraints:
         shard=r"\d+",
     params:
+        content=lambda wildcards: PLAN.input_digest([PATHS.shard_spec(wildcards.ensemble, wildcards.shard)]),
         device=config["device"],
         worker=config["worker"],
     threads: THREADS
