@@ -147,6 +147,7 @@ def draw_thumbnails(zarr_path: str, method: str, out_dir: str, mean: Sequence[fl
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     per_sheet, columns = layout["per_sheet"], layout["columns"]
+    grey = kind == "connectome" or item_shape[0] not in (2, 3)
     for k, name in enumerate(layout["sheets"]):
         chunk = pixels_all[k * per_sheet:(k + 1) * per_sheet]
         lines = math.ceil(len(chunk) / columns)
@@ -154,6 +155,8 @@ def draw_thumbnails(zarr_path: str, method: str, out_dir: str, mean: Sequence[fl
         padded[:len(chunk)] = chunk
         # (lines·columns)×h×w×3 → (lines·h)×(columns·w)×3
         sheet = padded.reshape(lines, columns, cell[0], cell[1], 3).transpose(0, 2, 1, 3, 4).reshape(lines * cell[0], columns * cell[1], 3)
+        if grey:  # a third of the bytes
+            sheet = sheet[..., 0]
         with atomic_path(str(folder / name), suffix=".png") as temporary:
             imageio.imwrite(temporary, sheet, extension=".png")
     meta = {

@@ -217,7 +217,7 @@
     if (ensemble.kind === "video") {
       const gifs = methods.filter(m => ensemble.methods[m] && ensemble.methods[m].gifs).map(m => {
         const entry = ensemble.methods[m], src = entry.gifs + "/" + entry.gif_name.replace("{neuron}", neuron);
-        return `<figure class="mei"><img src="${esc(src)}" alt="clip of ${esc(m)}"><figcaption>${esc(m)}: seed ${rows.length ? Math.min(...rows.map(i => COL.seed[i])) : ""}, first MEI (its own scale)</figcaption></figure>`;
+        return `<figure class="mei"><img src="${esc(src)}" alt="clip of ${esc(m)}"><figcaption>${esc(m)}: the first seed's first MEI, on its own scale</figcaption></figure>`;
       });
       clips = `<h2>Clips</h2><div class="clips">${gifs.join("")}</div>`;
     }
