@@ -106,13 +106,17 @@ def main() -> None:
     parser.add_argument("--methods", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--keep", default=None, help="write into this folder and keep it")
+    parser.add_argument("--reuse", action="store_true", help="the results in --keep are there already: build and time the browser only")
     args = parser.parse_args()
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mei-browse-soak-"))
     paths = Paths(results=str(folder / "results"), resources=str(folder / "resources"))
     Path(paths.results).mkdir(parents=True, exist_ok=True)
     methods = [f"method{k}" for k in range(args.methods)]
     started = time.perf_counter()
-    count = make_results(paths, args.neurons, list(range(args.seeds)), methods)
+    if args.reuse:
+        count = len(pd.read_parquet(paths.table("scores"), columns=["score"]))
+    else:
+        count = make_results(paths, args.neurons, list(range(args.seeds)), methods)
     print(f"{count} MEIs ({args.methods} methods × {args.seeds} seeds × {args.neurons} neurons, {'×'.join(map(str, SHAPE))}) written in {time.perf_counter() - started:.1f} s")
 
     thumbnail_dirs = []

@@ -289,10 +289,18 @@ def _write_traces(traces_path: str, ensembles: dict[str, dict[str, Any]], tempor
     for ensemble, entry in ensembles.items():
         block_of = {int(n): i // TRACE_BLOCK for i, n in enumerate(entry["neurons"])}
         blocks: dict[int, dict[str, Any]] = {k: {} for k in set(block_of.values())}
-        mine = traces[traces["ensemble"] == ensemble].sort_values(["neuron_id", "method", "seed", "mei_index", "tracker", "step"])
-        for (neuron, method, seed, index, tracker), group in mine.groupby(["neuron_id", "method", "seed", "mei_index", "tracker"], sort=False):
+        series_keys = ["neuron_id", "method", "seed", "mei_index", "tracker"]
+        mine = traces[traces["ensemble"] == ensemble].sort_values(series_keys + ["step"])
+        # one series per (MEI, tracker), contiguous after the sort: cut the columns at its starts
+        # (pandas' per-group objects would cost more than the JSON itself for 50,000 MEIs)
+        group = mine.groupby(series_keys, sort=False).ngroup().to_numpy()
+        starts = np.flatnonzero(np.diff(group, prepend=-1))
+        ends = np.append(starts[1:], len(group))
+        steps, values = mine["step"].astype(int).tolist(), _rounded(mine["value"].to_numpy())
+        heads = mine.iloc[starts][series_keys].itertuples(index=False)
+        for (neuron, method, seed, index, tracker), start, end in zip(heads, starts, ends):
             series = blocks[block_of[int(neuron)]].setdefault(str(int(neuron)), {}).setdefault("traces", {})
-            series.setdefault(f"{method}|{int(seed)}|{int(index)}", {})[str(tracker)] = [group["step"].astype(int).tolist(), _rounded(group["value"].to_numpy())]
+            series.setdefault(f"{method}|{int(seed)}|{int(index)}", {})[str(tracker)] = [steps[start:end], values[start:end]]
         for method, meta in temporal.get(ensemble, {}).items():
             n_neurons, n_meis = len(meta["neurons"]), meta["n_meis"]
             for position, curves in enumerate(meta["temporal"]):
