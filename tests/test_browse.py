@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from mei_core.pipeline.browse import find_chromium, open_in_chromium, sheet_layout, thumbnail_positions, thumbnails
+from mei_core.pipeline.browse import find_chromium, open_in_chromium, sheet_layout, thumbnail_positions, thumbnails, write_browser
 from mei_core.files import read_json
 from workflow_support import copy_project, edited, make_project, planned_outputs, read_config, snakemake, tiny_config, write_config
 
@@ -101,7 +101,7 @@ def finished(tmp_path_factory):
     config = tiny_config()
     config["seeds"] = [0, 1]
     folder = make_project(tmp_path_factory.mktemp("browse") / "project", config)
-    snakemake(folder)
+    snakemake(folder, timeout=1800)  # ≈ 1.5 min alone; much longer on a machine shared by many test runs
     return folder
 
 
@@ -180,6 +180,22 @@ def test_a_neuron_page_shows_all_its_seeds_and_methods_on_one_scale(finished):
     assert float(shown.ids["scale"]["data-limit"]) == pytest.approx(largest, rel=1e-3)
     contrasts = sorted(float(style.split("contrast(")[1].split(")")[0]) for style in shown.thumbs)
     assert contrasts[-1] == pytest.approx(1.0, abs=1e-3) and contrasts[0] < 1.0
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_a_grid_compares_its_methods_side_by_side_under_their_labels(finished, tmp_path):
+    results = finished / "results"
+    index = tmp_path / "browse" / "index.html"
+    write_browser(str(results / "scores.parquet"), str(results / "validation.parquet"), str(results / "traces.parquet"),
+                  [str(results / "browse" / "thumbnails" / "tiny" / m) for m in ("fast", "slow")], str(index), str(tmp_path / "browse" / "data.js"),
+                  str(tmp_path / "browse" / "traces"), grids={"tiny": {"steps": {"methods": ["slow", "fast"], "labels": ["n=10", "n=6"], "figure": None}}})
+    dom = open_in_chromium(index, "compare=tiny/steps")
+    shown = _Rows()
+    shown.feed(dom)
+    assert shown.ids["summary"]["data-methods"] == "2"
+    assert dom.index('data-method="slow">n=10') < dom.index('data-method="fast">n=6')
+    assert len(shown.thumbs) == 4 * 2  # the first seed's MEI of each neuron under each method
 
 
 @pytest.mark.slow

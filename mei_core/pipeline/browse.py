@@ -18,6 +18,8 @@ Thumbnails: images at their own size up to ``THUMBNAIL_BOX`` pixels (larger ones
 videos by their frame of most contrast, connectome inputs (sensory × layer) as a heatmap stretched to
 ``THUMBNAIL_BOX`` square. Channels become colours as in the GIFs (``video_export``): one grey, two
 green/magenta, three RGB; more than three: the first channel in grey.
+
+Size and load time for 50,000 MEIs: README.md, "Looking at the results" (``benchmarks/browse.py``).
 """
 
 from __future__ import annotations

@@ -207,8 +207,8 @@
         const flags = hasFlags && cell("quality_flags", i) ? `<br><span class="bad">${esc(cell("quality_flags", i))}</span>` : "";
         return `<figure class="mei" data-method="${esc(method)}" data-seed="${COL.seed[i]}" data-mei="${COL.mei_index[i]}">` +
           thumb(i, zoom, COL.limit[i] === null ? null : COL.limit[i] / common) +
-          `<figcaption>seed ${COL.seed[i]}${ensemble.methods[method] && COL.mei_index[i] ? " · mei " + COL.mei_index[i] : ""}<br>score ${fmt(COL.score[i])}` +
-          ` · held-out ${fmt(COL.heldout[i])}${truth}<br>${fmt(COL.n_iterations[i])} it., ${esc(cell("stop_reason", i))}${flags}</figcaption>` +
+          `<figcaption>seed ${COL.seed[i]}${COL.mei_index[i] ? " · mei " + COL.mei_index[i] : ""}<br>score ${fmt(COL.score[i])}` +
+          `${COL.heldout[i] === null ? "" : " · held-out " + fmt(COL.heldout[i])}${truth}<br>${fmt(COL.n_iterations[i])} it., ${esc(cell("stop_reason", i))}${flags}</figcaption>` +
           (ensemble.kind === "video" ? `<div class="temporal" data-key="${esc(key)}"></div>` : "") + `</figure>`;
       });
       return `<div class="method-row"><h3><span class="swatch" style="background:${PALETTE[m % PALETTE.length]}"></span>${esc(method)}</h3>${figures.join("")}</div>`;
