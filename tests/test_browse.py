@@ -200,6 +200,26 @@ def test_a_grid_compares_its_methods_side_by_side_under_their_labels(finished, t
 
 @pytest.mark.slow
 @needs_chromium
+def test_quality_flags_are_a_column_when_the_scores_have_them(finished, tmp_path):
+    results = finished / "results"
+    scores = pd.read_parquet(results / "scores.parquet")
+    scores["quality_flags"] = [["low_gain", "clipped"] if n == 2 else [] for n in scores["neuron_id"]]
+    scores.to_parquet(tmp_path / "scores.parquet")
+    index = tmp_path / "browse" / "index.html"
+    write_browser(str(tmp_path / "scores.parquet"), str(results / "validation.parquet"), str(results / "traces.parquet"),
+                  [str(results / "browse" / "thumbnails" / "tiny" / m) for m in ("fast", "slow")], str(index), str(tmp_path / "browse" / "data.js"),
+                  str(tmp_path / "browse" / "traces"))
+    dom = open_in_chromium(index, "filter=flags~clipped")
+    shown = _Rows()
+    shown.feed(dom)
+    assert sorted(int(r["data-neuron"]) for r in shown.rows) == [2, 2, 2, 2]
+    assert dom.count('<td class="flags" data-key="quality_flags">low_gain,clipped</td>') == 4
+    # without the column there is no flags column at all
+    assert 'data-key="quality_flags"' not in open_in_chromium(results / "browse" / "index.html", "")
+
+
+@pytest.mark.slow
+@needs_chromium
 def test_a_screenshot_of_the_table_is_not_blank(finished, tmp_path):
     shot = tmp_path / "table.png"
     open_in_chromium(finished / "results" / "browse" / "index.html", "sort=-score", screenshot=shot)

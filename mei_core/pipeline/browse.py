@@ -242,8 +242,8 @@ def write_browser(scores_path: str, validation_path: str, traces_path: str, thum
     extra = [c for c in ("quality_flags",) if c in scores]
     rows, truth_of = _rows(scores[list(SCORE_COLUMNS) + extra], pd.read_parquet(validation_path))
     rows = rows.rename(columns=SCORE_COLUMNS)
-    if "quality_flags" in rows:  # a list per MEI or a string: shown as one comma-separated string
-        rows["quality_flags"] = rows["quality_flags"].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else ("" if v is None else str(v)))
+    if "quality_flags" in rows:  # a list per MEI or a string (None or NaN: none): one comma-separated string
+        rows["quality_flags"] = rows["quality_flags"].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else ("" if v is None or v != v else str(v)))
     rows["thumb"] = -1
     rows["limit"] = np.nan
     ensembles: dict[str, dict[str, Any]] = {}
