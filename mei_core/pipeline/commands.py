@@ -184,6 +184,23 @@ def _video_gifs(args: argparse.Namespace) -> None:
     video_gifs(args.zarr, args.method, args.out_dir, args.fps)
 
 
+@command("browse-thumbnails", zarr=REQUIRED, method=REQUIRED, out_dir=REQUIRED, mean={"type": float, "nargs": "*", "default": None}, gif_folder={"nargs": "?", "default": None})
+def _browse_thumbnails(args: argparse.Namespace) -> None:
+    from .browse import draw_thumbnails
+
+    draw_thumbnails(args.zarr, args.method, args.out_dir, args.mean or None, args.gif_folder)
+
+
+@command("browse", scores=REQUIRED, validation=REQUIRED, traces=REQUIRED, thumbnails=MANY, out=REQUIRED, data=REQUIRED, trace_dir=REQUIRED,
+         grids={"default": "{}", "help": "JSON: ensemble → grid → {methods, labels, figure}"})
+def _browse(args: argparse.Namespace) -> None:
+    import json
+
+    from .browse import write_browser
+
+    write_browser(args.scores, args.validation, args.traces, args.thumbnails, args.out, args.data, args.trace_dir, json.loads(args.grids))
+
+
 @command("checksums", tables=MANY, out=REQUIRED)
 def _checksums(args: argparse.Namespace) -> None:
     from .verify import write_checksums

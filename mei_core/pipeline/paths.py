@@ -87,6 +87,28 @@ class Paths:
     def figure(self, ensemble: str, method: str) -> str:
         return f"{self.results}/figures/{ensemble}/{method}.png"
 
+    # ------------------------------------------------------------------ the offline results browser
+    def browse_folder(self) -> str:
+        """The browser's folder: ``index.html`` and everything it loads, by relative paths."""
+        return f"{self.results}/browse"
+
+    def browse_index(self) -> str:
+        return f"{self.browse_folder()}/index.html"
+
+    def browse_data(self) -> str:
+        """The table of every MEI, as a script assigning a global (a page opened from the file system may
+        not ``fetch()`` a local JSON file, but it may load a script)."""
+        return f"{self.browse_folder()}/data.js"
+
+    def browse_traces(self) -> str:
+        """Traces per block of neurons, one script each, loaded when a neuron page opens."""
+        return f"{self.browse_folder()}/traces"
+
+    def browse_thumbnails(self, ensemble: str, method: str) -> str:
+        """Thumbnail sprite sheets of one (ensemble, method) and their ``meta.json``: redrawn only when
+        that method's shards change."""
+        return f"{self.browse_folder()}/thumbnails/{ensemble}/{method}"
+
     def log(self, *parts: str) -> str:
         """Job logs (``resources/logs/<rule>/…``); per-shard progress bars are in ``log("meis", …)``."""
         return f"{self.resources}/logs/{'/'.join(parts)}.log"

@@ -113,6 +113,12 @@ def grid_figure(validation_path: str, methods: list[str], labels: list[str], tit
     plt.close(figure)
 
 
+def gif_name(neuron: int | str) -> str:
+    """The file name of a neuron's GIF in its method's video folder (the results browser fills in
+    ``"{neuron}"`` itself)."""
+    return f"neuron{neuron}.gif"
+
+
 def video_gifs(zarr_path: str, method: str, out_dir: str, fps: float = 5.0, max_neurons: int | None = None) -> list[str]:
     """One looping GIF per neuron (first seed, first MEI) of a video ensemble: ``out_dir/neuron<k>.gif``
     with ``k`` the neuron id, beside the PNG grid (e.g. ``results/figures/<ensemble>/<method>/``).
@@ -131,7 +137,7 @@ def video_gifs(zarr_path: str, method: str, out_dir: str, fps: float = 5.0, max_
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for neuron in neurons:
-        path = folder / f"neuron{int(neuron)}.gif"
+        path = folder / gif_name(int(neuron))
         with atomic_path(str(path), suffix=".gif") as temporary:
             export_video(np.asarray(meis.sel({"neuron": neuron}).values), temporary, fps=fps)
         written.append(str(path))
