@@ -62,7 +62,7 @@ def lab_project(folder, input_stats, n_neurons=4, size=12):
         "device": "cpu", "threads": 1, "shard_size": 4, "seeds": [0, 1], "pythonpath": ["lab"],
         "ensembles": {"display": {
             "input_shape": [1, size, size], "outputs": n_neurons, "input_stats": input_stats,
-            "members": [{"builder": "display_lab.build", "builder_kwargs": {"n_neurons": n_neurons, "size": size}}],
+            "members": [{"builder": "display_lab.build", "builder_kwargs": {"n_neurons": n_neurons, "size": size}, "files": ["lab/display_lab.py"]}],
         }},
         "objectives": {"display": {"neurons": "all"}},
         "methods": {"default": {"preset": "default", "params": {"iterations": 40}}},
@@ -254,3 +254,70 @@ def test_a_cell_type_array_of_the_wrong_length_is_refused_naming_the_file(tmp_pa
     np.savez(tmp_path / "truth.npz", filters=np.zeros((3, 1, 4, 4)), cell_type=np.array(["a", "b"]))
     with pytest.raises(MEIConfigError, match=r"ensembles.e.ground_truth.file: 'cell_type' must hold one string per unit \(3\)"):
         FiltersGroundTruth().check(str(tmp_path / "truth.npz"), [1, 4, 4], 3, "ensembles.e.ground_truth.file")
+
+
+# --------------------------------------------------------------------------- through the workflow
+
+
+@pytest.fixture(scope="module")
+def right_and_wrong(tmp_path_factory):
+    """One run, two ensembles of the same display-level model: ``right`` with input_stats from a
+    sample of its training stimuli (and a filters ground truth with cell types), ``wrong`` with the
+    README's old example statistics, let past the check (``check: warn``)."""
+    import importlib.util
+
+    from workflow_support import snakemake, write_config
+
+    folder = tmp_path_factory.mktemp("quality") / "project"
+    folder.mkdir(parents=True)
+    config = lab_project(folder, {"from": "sample.npy"})
+    np.save(folder / "sample.npy", display_sample())
+    spec = importlib.util.spec_from_file_location("display_lab", folder / "lab" / "display_lab.py")
+    lab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lab)
+    filters = lab.build().filters.numpy()[:, None]
+    np.savez(folder / "truth.npz", filters=filters, cell_type=np.array(["simple", "simple", "complex", "complex"]))
+    right = config["ensembles"].pop("display")
+    config["ensembles"] = {"right": {**right, "ground_truth": {"kind": "filters", "file": "truth.npz"}},
+                           "wrong": {**right, "input_stats": {**README_EXAMPLE, "check": "warn"}}}
+    config["objectives"] = {"right": {"neurons": "all"}, "wrong": {"neurons": "all"}}
+    write_config(folder, config)
+    result = snakemake(folder)
+    return folder, result, lab.build()
+
+
+@pytest.mark.slow
+def test_a_run_records_its_sample_stats_flags_the_wrong_stats_meis_and_counts_them(right_and_wrong):
+    import xarray as xr
+
+    from mei_core.pipeline.paths import Paths
+
+    folder, result, model = right_and_wrong
+    output = result.stdout + result.stderr
+    assert "warning: ensembles.wrong.input_stats: implausible for ensembles.wrong.members[0]" in output
+    manifest = json.loads((folder / Paths("results", "resources").manifest("right", "members")).read_text())
+    assert manifest["input_stats"]["from"] == "sample.npy" and manifest["input_stats"]["mean"][0] == pytest.approx(120.0, abs=2.0)
+
+    scores = pd.read_parquet(folder / "results" / "scores.parquet")
+    right, wrong = (scores[scores["ensemble"] == e].sort_values(["seed", "neuron_id"]) for e in ("right", "wrong"))
+    assert (right["quality_flags"] == "").all() and (right["status"] == "ok").all()  # the correct run: nothing flagged
+    assert (right["gain"] > 1.5 * quality.GAIN_MIN).all() and (right["sample_ratio"] > 1.2).all()
+    meis = {e: np.asarray(xr.open_zarr(folder / "results" / f"{e}.zarr")["mei"].sel({"method": "default"}).values) for e in ("right", "wrong")}
+    with torch.no_grad():  # the truth is the model itself: its response at each MEI
+        drive = {e: model(torch.from_numpy(m.reshape(-1, 1, 12, 12))).numpy().reshape(2, 4, 4)[:, np.arange(4), np.arange(4)].reshape(-1)
+                 for e, m in meis.items()}
+    weak = drive["wrong"] < 0.5 * drive["right"]
+    assert weak.sum() >= 6  # black MEIs: the model's neurons hardly respond
+    assert (wrong["quality_flags"].to_numpy()[weak] != "").mean() >= 0.9
+    assert (wrong.loc[wrong["quality_flags"] != "", "status"] == "suspect").all()
+    assert "suspect MEIs by quality flag" in output and "low_gain" in output.split("suspect MEIs by quality flag")[1]
+
+    validation = pd.read_parquet(folder / "results" / "validation.parquet")
+    typed = validation[validation["ensemble"] == "right"]
+    assert typed.groupby("cell_type")["filter_correlation"].median().to_dict().keys() == {"simple", "complex"}
+
+
+def test_the_flag_table_of_config_readme_is_the_one_the_rules_generate():
+    from workflow_support import REPO
+
+    assert quality.flag_table_markdown() in (REPO / "config" / "README.md").read_text()

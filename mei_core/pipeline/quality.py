@@ -51,7 +51,7 @@ CHECK_DRAWS = 64
 BN_STD_FACTOR = 3.0
 BN_MEAN_STDS = 4.0
 #: gain (score ÷ noise response) below which an MEI is flagged ``low_gain``
-GAIN_MIN = 1.25
+GAIN_MIN = 1.3
 #: share of pixels at the clip bounds above which an MEI is flagged ``at_clip``
 CLIP_SHARE_MAX = 0.5
 #: a pixel within this fraction of the clip interval of a bound counts as at the bound
