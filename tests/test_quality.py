@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from mei_core.errors import MEIConfigError
 from mei_core.pipeline import quality
@@ -229,7 +228,7 @@ def test_the_summary_counts_suspect_meis_by_flag_per_ensemble_and_method(tmp_pat
 # --------------------------------------------------------------------------- cell types of a lab's ground truth
 
 
-def test_cell_types_of_a_filters_file_reach_the_validation_table():
+def test_cell_types_of_a_filters_file_reach_the_validation_table(tmp_path):
     import xarray as xr
 
     from mei_core.pipeline.ground_truth import FiltersGroundTruth
@@ -238,12 +237,9 @@ def test_cell_types_of_a_filters_file_reach_the_validation_table():
     meis = xr.Dataset({"mei": (("method", "seed", "neuron", "channel", "y", "x"), filters[None, None])},
                       coords={"method": ["m"], "seed": [0], "neuron": [10, 11, 12]})
     table = pd.DataFrame({"method": ["m"] * 3, "seed": [0] * 3, "neuron_id": [10, 11, 12], "output_unit": [2, 0, 1], "mei_index": [0] * 3})
-    import tempfile, os
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "truth.npz")
-        np.savez(path, filters=filters[[1, 2, 0]], cell_type=np.array(["simple", "complex", "dog"]))
-        validated = FiltersGroundTruth().validate(path, meis, table, None)
+    path = str(tmp_path / "truth.npz")
+    np.savez(path, filters=filters[[1, 2, 0]], cell_type=np.array(["simple", "complex", "dog"]))
+    validated = FiltersGroundTruth().validate(path, meis, table, None)
     assert list(validated["cell_type"]) == ["dog", "simple", "complex"]
     np.testing.assert_allclose(validated["filter_correlation"], 1.0, atol=1e-6)
 
