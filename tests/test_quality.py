@@ -317,3 +317,14 @@ def test_the_flag_table_of_config_readme_is_the_one_the_rules_generate():
     from workflow_support import REPO
 
     assert quality.flag_table_markdown() in (REPO / "config" / "README.md").read_text()
+
+
+def test_figures_are_drawn_around_the_stimulus_mean_on_its_own_range():
+    from mei_core.pipeline.report import _display_order, stimulus_limits
+
+    assert stimulus_limits(DISPLAY, np.zeros(1)) == (-15.0, 120.0, 255.0)  # grey = 120, symmetric to reach 255
+    assert stimulus_limits({"mean": [0.45], "std": [0.18]}, np.zeros(1)) == pytest.approx((-0.09, 0.45, 0.99))  # ± 3 std
+    assert stimulus_limits(None, np.array([-2.0, 0.5])) == (-2.0, 0.0, 2.0)  # no statistics: symmetric about 0
+    # with cell types each type starts a new line of the grid
+    slots = _display_order(np.array([5, 6, 7]), {5: "simple", 6: "dog", 7: "simple"}, columns=4)
+    assert slots == [(0, 5), (1, 7), (4, 6)]
