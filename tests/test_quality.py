@@ -328,3 +328,15 @@ def test_figures_are_drawn_around_the_stimulus_mean_on_its_own_range():
     # with cell types each type starts a new line of the grid
     slots = _display_order(np.array([5, 6, 7]), {5: "simple", 6: "dog", 7: "simple"}, columns=4)
     assert slots == [(0, 5), (1, 7), (4, 6)]
+
+
+@pytest.mark.slow
+def test_a_changed_stimulus_sample_reruns_its_ensemble_and_nothing_else(right_and_wrong, tmp_path):
+    from workflow_support import copy_project, planned_outputs
+
+    folder = copy_project(right_and_wrong[0], tmp_path / "copy")
+    np.save(folder / "sample.npy", display_sample(seed=1))  # other training stimuli: other statistics
+    planned = planned_outputs(folder)
+    assert {"assemble_ensemble", "generate_meis"} <= set(planned)
+    rerun = [f for rule in ("assemble_ensemble", "generate_meis") for f in planned[rule]]
+    assert any("/right/" in f for f in rerun) and not any("/wrong/" in f for f in rerun)

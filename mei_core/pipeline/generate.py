@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -145,11 +145,12 @@ def generate_shard(
     return [Path(out) for out in out_paths]
 
 
-def baseline_of(objective, result: BatchResult, manifest: dict, max_batch: int | None, device: torch.device) -> dict[str, np.ndarray]:
+def baseline_of(objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], result: BatchResult, manifest: dict,
+                max_batch: int | None, device: torch.device) -> dict[str, np.ndarray]:
     """Per row of ``result``, the label-free baselines of ``quality.baseline_responses`` (the response
     to the mean stimulus and to noise drawn from ``input_stats``; with ``input_stats.from``, the best
     response over the sample at the MEI's contrast), evaluated by the members' objective in chunks of
-    ``max_batch`` rows. None without ``input_stats`` (e.g. connectome inputs)."""
+    ``max_batch`` rows. Empty without ``input_stats`` (e.g. connectome inputs)."""
     from . import quality
 
     stats = manifest.get("input_stats")
