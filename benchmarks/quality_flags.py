@@ -111,7 +111,8 @@ def check_table() -> list[dict]:
             rows.append({"population": name, "stated": variant,
                          "bn_std_ratio": [round(v.bn_std_ratio, 3) for v in verdicts],
                          "bn_mean_offset": [round(v.bn_mean_offset, 2) for v in verdicts],
-                         "refused": any(v.problem for v in verdicts)})
+                         "response_cv": [round(v.response_cv, 3) for v in verdicts],
+                         "judged": "refused" if any(v.problem and v.decisive for v in verdicts) else "warned" if any(v.problem for v in verdicts) else "plausible"})
     return rows
 
 

@@ -340,3 +340,15 @@ def test_a_changed_stimulus_sample_reruns_its_ensemble_and_nothing_else(right_an
     assert {"assemble_ensemble", "generate_meis"} <= set(planned)
     rerun = [f for rule in ("assemble_ensemble", "generate_meis") for f in planned[rule]]
     assert any("/right/" in f for f in rerun) and not any("/wrong/" in f for f in rerun)
+
+
+def test_without_a_batch_norm_a_rate_model_warns_about_a_contrast_far_from_its_training_one(capsys):
+    # rates of linear filters (unit-std stimuli drive them about one unit) through a softplus
+    filters = torch.randn(3, 144, generator=torch.Generator().manual_seed(0)) / 4.0
+    rates = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 3, bias=False), torch.nn.Softplus()).eval()
+    rates[1].weight.data.copy_(filters)
+    plausible = quality.stats_check(rates, [1, 12, 12], {"mean": [0.0], "std": [1.0]})
+    tiny = quality.stats_check(rates, [1, 12, 12], {"mean": [0.0], "std": [0.01]})
+    assert plausible.problem is None and tiny.response_cv < quality.RESPONSE_CV_RANGE[0] < plausible.response_cv
+    quality.judge_stats([("member", tiny)], "refuse", "ensembles.e.input_stats")  # a warning, even with check: refuse
+    assert "warning: ensembles.e.input_stats: implausible for member: the model has no batch norm" in capsys.readouterr().err

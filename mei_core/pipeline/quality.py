@@ -6,7 +6,9 @@ Three parts, each used where its data is (evidence for every threshold: ``config
 * ``input_stats`` from a sample of the training stimuli (``sample_stats``: ``.npy``/``.npz``/Zarr,
   ``N×C×H×W`` images or ``N×C×T×H×W`` videos), and the plausibility check of stated statistics against
   a model (``stats_check``): the first batch-norm layer's running statistics, where the model has one,
-  compared with what stimuli drawn from the stated statistics give there. Run at plan time for members
+  compared with what stimuli drawn from the stated statistics give there (refused when implausible);
+  without one, for rate models, the spread of the responses to such stimuli relative to the response
+  to their mean (a warning only). Run at plan time for members
   whose files exist, else at their assembly: before any generation job either way.
 * per MEI, label-free (``baseline_responses`` in the generate job, where the model is loaded;
   ``clip_fraction`` and ``seed_agreement`` at aggregation, where every seed is present): the response
@@ -50,6 +52,10 @@ CHECK_DRAWS = 64
 #: running stds from its running mean (medians over channels)
 BN_STD_FACTOR = 3.0
 BN_MEAN_STDS = 4.0
+#: without a batch norm, for models whose responses are rates (never negative): the statistics are
+#: doubtful when the response spread over stimuli drawn from them ÷ the response to their mean stimulus
+#: (median over neurons) lies outside this interval (a warning only: it assumes rate outputs)
+RESPONSE_CV_RANGE = (0.5, 6.0)
 #: gain (score ÷ noise response) below which an MEI is flagged ``low_gain``
 GAIN_MIN = 1.3
 #: share of pixels at the clip bounds above which an MEI is flagged ``at_clip``
@@ -235,13 +241,32 @@ def mean_stimulus(input_shape: Sequence[int], stats: Mapping[str, Any]) -> Any:
 @dataclass
 class StatsVerdict:
     """What the check found for one member: the first batch norm's statistics under the stated stimulus
-    statistics (NaN without a batch norm), and the reason the stats are implausible (``None``: plausible
-    or not decidable)."""
+    statistics (NaN without a batch norm), or without one the response spread ÷ response at the mean
+    (NaN when the model's responses are not rates), and the reason the stats are implausible (``None``:
+    plausible or not decidable); ``decisive``: a batch-norm finding (refused), else a warning only."""
 
     bn_layer: str | None
     bn_std_ratio: float
     bn_mean_offset: float
     problem: str | None
+    response_cv: float = math.nan
+    decisive: bool = True
+
+
+def response_cv(forward: Callable[[Any], Any], input_shape: Sequence[int], stats: Mapping[str, Any], stimuli: Any) -> float:
+    """Median over output units of (std of the responses to ``stimuli``) ÷ (response to the mean
+    stimulus); NaN when any response is negative (not a rate: the ratio means nothing). Inputs
+    ``B×C×…``; the model's outputs are flattened to units per stimulus."""
+    import torch
+
+    with torch.no_grad():
+        responses = forward(stimuli).flatten(1).double()
+        at_mean = forward(mean_stimulus(input_shape, stats)).flatten(1).double()[0]
+    if (responses < 0).any() or (at_mean < 0).any():
+        return math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (responses.std(0) / at_mean).numpy()
+    return float(np.median(np.where(np.isnan(ratio), 0.0, ratio)))
 
 
 def first_batchnorm(model: Any) -> tuple[str, Any] | None:
@@ -292,7 +317,13 @@ def stats_check(model: Any, input_shape: Sequence[int], stats: Mapping[str, Any]
     stimuli = pink_noise(CHECK_DRAWS, input_shape, stats, seed=NOISE_SEED)
     found = bn_statistics(model, stimuli, forward)
     if found is None:
-        return StatsVerdict(None, math.nan, math.nan, None)
+        cv = response_cv(forward, input_shape, stats, stimuli)
+        low, high = RESPONSE_CV_RANGE
+        problem = None
+        if cv == math.inf or (math.isfinite(cv) and not low <= cv <= high):
+            problem = (f"the model has no batch norm to compare with; its responses to stimuli of these statistics spread {cv:.3g}× its "
+                       f"response to their mean (at training statistics {low:g}–{high:g}× for rate models; too low: contrast too small, too high: too large)")
+        return StatsVerdict(None, math.nan, math.nan, problem, cv, decisive=False)
     layer, ratio, offset = found
     problem = None
     if not (1 / BN_STD_FACTOR <= ratio <= BN_STD_FACTOR):
@@ -307,13 +338,13 @@ def stats_check(model: Any, input_shape: Sequence[int], stats: Mapping[str, Any]
 def judge_stats(verdicts: Sequence[tuple[str, StatsVerdict]], mode: str, key: str) -> None:
     """Refuse (``mode`` refuse: MEIConfigError naming ``key``) or warn (stderr) when a member finds the
     stated statistics implausible."""
-    problems = [(member, v.problem) for member, v in verdicts if v.problem]
+    problems = [(member, v) for member, v in verdicts if v.problem]
     if not problems or mode == "off":
         return
-    member, problem = problems[0]
-    message = (f"{key}: implausible for {member}: {problem}. input_stats must be the statistics of the stimuli the members were "
+    member, verdict = problems[0]
+    message = (f"{key}: implausible for {member}: {verdict.problem}. input_stats must be the statistics of the stimuli the members were "
                f"trained on, in the same units (give a sample of them: input_stats: {{from: FILE}})")
-    if mode == "refuse":
+    if mode == "refuse" and any(v.decisive for _, v in problems):
         raise MEIConfigError(message + f"; to run anyway set {key}.check: warn")
     print(f"warning: {message}", file=sys.stderr)
 
