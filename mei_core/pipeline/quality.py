@@ -1,15 +1,15 @@
 """Whether an MEI, or the stimulus statistics it was made with, can be trusted: one home for the rules.
 
 Three parts, each used where its data is (evidence for every threshold: ``config/README.md``,
-"Quality flags", measured by ``benchmarks/quality_flags.py``):
+"Stimulus statistics and quality flags", measured by ``benchmarks/quality_flags.py``):
 
 * ``input_stats`` from a sample of the training stimuli (``sample_stats``: ``.npy``/``.npz``/Zarr,
   ``N×C×H×W`` images or ``N×C×T×H×W`` videos), and the plausibility check of stated statistics against
   a model (``stats_check``): the first batch-norm layer's running statistics, where the model has one,
   compared with what stimuli drawn from the stated statistics give there (refused when implausible);
   without one, for rate models, the spread of the responses to such stimuli relative to the response
-  to their mean (a warning only). Run at plan time for members
-  whose files exist, else at their assembly: before any generation job either way.
+  to their mean (a warning only). Run at plan time for members whose files exist, else at their
+  assembly: before any generation job either way.
 * per MEI, label-free (``baseline_responses`` in the generate job, where the model is loaded;
   ``clip_fraction`` and ``seed_agreement`` at aggregation, where every seed is present): the response
   to the mean stimulus and to noise drawn from ``input_stats``, ``gain`` = score ÷ noise response, the
@@ -18,8 +18,8 @@ Three parts, each used where its data is (evidence for every threshold: ``config
 * ``quality_flags``: the flag names each MEI earns (``FLAG_RULES``); a flagged MEI's status is ``suspect``.
 
 Noise "drawn from input_stats" is 1/f (pink) noise per channel and frame with the stated mean and std,
-clipped to the stated range: natural stimuli have 1/f spectra, white noise of the same std drives
-smooth first-layer filters several times less.
+clipped to the stated range: natural stimuli have roughly 1/f spectra, so the first layer sees about
+the contrast structure it saw in training (batch-norm std ratios 0.998–1.002 at the right statistics).
 
 This module imports numpy only; the functions that evaluate models import torch when called.
 """
@@ -368,7 +368,7 @@ def baseline_responses(objective: Callable[[Any, Any], Any], row_items: np.ndarr
     (the best objective over the sample). Noise and sample stimuli are compared at the MEI's contrast:
     each one's deviation from the mean is rescaled to the row's ``mei_contrast`` (L2 norm of MEI − mean):
     at the full contrast of the training stimuli, noise drives a neuron about as much as an MEI of a
-    tenth of it (``config/README.md``, "Quality flags"). Every evaluation is one batched call per chunk
+    tenth of it (``config/README.md``, "Stimulus statistics and quality flags"). Every evaluation is one batched call per chunk
     of ``max_batch`` rows."""
     import torch
 
@@ -502,7 +502,7 @@ def quality_flags(table: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def flag_table_markdown() -> str:
-    """The flag rules as a Markdown table (config/README.md, "Quality flags")."""
+    """The flag rules as a Markdown table (config/README.md, "Stimulus statistics and quality flags")."""
     lines = ["| flag | rule |", "|---|---|"]
     lines += [f"| `{rule.name}` | {rule.rule} |" for rule in FLAG_RULES]
     return "\n".join(lines)

@@ -333,7 +333,7 @@ def concatenate_tables(paths: Sequence[str], out_path: str) -> None:
 
 def summary(scores_path: str) -> str:
     """MEIs per status, per ensemble and method, and suspect MEIs per quality flag (printed at the end
-    of a run; the flags' rules: ``quality.FLAG_RULES``, config/README.md "Quality flags")."""
+    of a run; the flags' rules: ``quality.FLAG_RULES``, config/README.md "Stimulus statistics and quality flags")."""
     columns = ["ensemble", "method", "status"] + (["quality_flags"] if "quality_flags" in pq.read_schema(scores_path).names else [])
     scores = pd.read_parquet(scores_path, columns=columns)
     counts = scores.groupby(["ensemble", "method", "status"]).size().unstack("status", fill_value=0)
@@ -346,5 +346,5 @@ def summary(scores_path: str) -> str:
         flagged = scores[scores["status"].eq("suspect")]
         by_flag = flagged.assign(flag=flagged["quality_flags"].str.split(",")).explode("flag")
         table = by_flag.groupby(["ensemble", "method", "flag"]).size().unstack("flag", fill_value=0)
-        text += f"\nsuspect MEIs by quality flag (an MEI may have several; rules: config/README.md, \"Quality flags\"):\n{table.to_string()}"
+        text += f"\nsuspect MEIs by quality flag (an MEI may have several; rules: config/README.md, \"Stimulus statistics and quality flags\"):\n{table.to_string()}"
     return text
