@@ -123,10 +123,12 @@ def member_files(member: Mapping[str, Any]) -> list[str]:
     return files + list(member.get("files") or [])
 
 
-def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced: set[str]) -> dict[str, dict[str, Any]]:
+def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced: set[str],
+                   input_stats: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Everything about an ensemble's members that can be checked before any job: files exist (or a
     demo rule makes them), builders import, one dataset. Returns the spec of each member group (what
-    its manifest is assembled from, including the source hash of user builder modules)."""
+    its manifest is assembled from, including the source hash of user builder modules, and
+    ``input_stats``: the statistics as ``quality.resolve_input_stats`` records them)."""
     for group in MEMBER_GROUPS:
         for i, member in enumerate(ensemble.get(group) or []):
             key = f"ensembles.{name}.{group}[{i}]"
@@ -152,6 +154,8 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
             kind.check(str(base / truth["file"]), ensemble["input_shape"], ensemble["outputs"], f"ensembles.{name}.ground_truth.file")
     # max_batch travels to the jobs through the manifest, outside the ensemble's identity (ensemble_hash)
     shared = {k: ensemble[k] for k in ("input_shape", "outputs", "dataset_id", "data_key", "max_batch") if k in ensemble}
+    if input_stats is not None:
+        shared["input_stats"] = dict(input_stats)
     for group in MEMBER_GROUPS:
         for k, v in enumerate(ensemble.get(group) or []):
             check_numbers_are_numbers(v.get("builder_kwargs"), f"ensembles.{name}.{group}[{k}].builder_kwargs")
@@ -164,12 +168,13 @@ def check_ensemble(name: str, ensemble: Mapping[str, Any], base: Path, produced:
     return specs
 
 
-def probe_members(name: str, ensemble: Mapping[str, Any], base: Path, known: Mapping[str, int], probed: dict[str, int]) -> None:
+def probe_members(name: str, ensemble: Mapping[str, Any], base: Path, known: Mapping[str, int], probed: dict[str, int],
+                  input_stats: Mapping[str, Any] | None = None) -> None:
     """Load every member whose files exist and check it answers the declared input shape with the
-    declared number of outputs, before any job. Results are cached by the member's spec, its files'
-    size and modification time and its builder's source (``known`` → ``probed``), so a dry run loads
-    nothing twice; members
-    made by demo rules are checked by their assembly job instead."""
+    declared number of outputs, and that ``input_stats`` are plausible for it (``check_stats``), before
+    any job. Results are cached by the member's spec, its files' size and modification time, its
+    builder's source and the statistics (``known`` → ``probed``), so a dry run loads nothing twice;
+    members made by demo rules are checked by their assembly job instead."""
     for group in MEMBER_GROUPS:
         for i, member in enumerate(ensemble.get(group) or []):
             key = f"ensembles.{name}.{group}[{i}]"
@@ -179,10 +184,12 @@ def probe_members(name: str, ensemble: Mapping[str, Any], base: Path, known: Map
             stats = [(f, (base / f).stat().st_size, (base / f).stat().st_mtime_ns) for f in files]
             fingerprint = sha256_text(canonical_json({
                 "member": member, "input_shape": ensemble["input_shape"], "data_key": ensemble.get("data_key"),
-                "files": stats, "sources": source_hashes(member),
+                "files": stats, "sources": source_hashes(member), "input_stats": input_stats,
             }))
             if fingerprint not in known:
-                outputs = _probe(load_member(member, key, base), ensemble["input_shape"], key, ensemble.get("data_key"))
+                model = load_member(member, key, base)
+                outputs = _probe(model, ensemble["input_shape"], key, ensemble.get("data_key"))
+                check_stats(model, key, name, ensemble["input_shape"], input_stats, ensemble.get("data_key"))
             else:
                 outputs = known[fingerprint]
             if outputs != ensemble["outputs"]:
@@ -191,8 +198,25 @@ def probe_members(name: str, ensemble: Mapping[str, Any], base: Path, known: Map
 
 
 def group_files(spec: Mapping[str, Any]) -> list[str]:
-    """Files a member group's assembly reads (its rule's inputs)."""
-    return [f for m in spec[spec["group"]] for f in member_files(m)]
+    """Files a member group's assembly reads (its rule's inputs), the stimulus sample of
+    ``input_stats.from`` among them: a changed sample is assembled (and checked) again. The ground
+    truth is not: only validation reads it."""
+    sample = (spec.get("input_stats") or {}).get("from")
+    return [f for m in spec[spec["group"]] for f in member_files(m)] + ([sample] if sample else [])
+
+
+def check_stats(model: nn.Module, key: str, name: str, input_shape: list[int], input_stats: Mapping[str, Any] | None,
+                data_key: str | None = None) -> None:
+    """Refuse or warn (``input_stats.check``) when the stated statistics are implausible for this
+    member (the rule: ``quality.stats_check``). Connectome inputs have no stimulus statistics."""
+    if not input_stats or len(input_shape) not in (3, 4) or input_stats.get("check") == "off":
+        return
+    from .quality import judge_stats, stats_check
+
+    stats = {k: input_stats[k] for k in ("mean", "std", "range") if k in input_stats}
+    forward = (lambda x: model(x, data_key=data_key)) if data_key is not None else model
+    verdict = stats_check(model, input_shape, stats, forward)
+    judge_stats([(key, verdict)], input_stats.get("check", "refuse"), f"ensembles.{name}.input_stats")
 
 
 def _probe(model: nn.Module, input_shape: list[int], key: str, data_key: str | None = None) -> int:
@@ -219,11 +243,16 @@ def assemble_ensemble(spec_path: str, manifest_path: str, base: str | Path = "."
         outputs = _probe(model, spec["input_shape"], key, spec.get("data_key"))
         if outputs != spec["outputs"]:
             raise MEIConfigError(f"{key}: the member has {outputs} outputs but ensembles.{name}.outputs is {spec['outputs']}")
+        # members made by a demo rule are first seen here: their statistics are judged before any generation job
+        check_stats(model, key, name, spec["input_shape"], spec.get("input_stats"), spec.get("data_key"))
         dataset_id = member.get("dataset_id", spec.get("dataset_id"))
         entries.append({**member, "sha256": sha256_files(base, member_files(member)), "dataset_id": dataset_id})
     manifest = {k: v for k, v in spec.items() if k != group}
     manifest[group] = entries
     identity = {k: manifest.get(k) for k in ("input_shape", "outputs", "data_key", "sources")} | {"members": entries}
+    if manifest.get("input_stats"):
+        # the statistics define the baseline responses stored with every MEI; the check mode changes no result
+        identity["input_stats"] = {k: v for k, v in manifest["input_stats"].items() if k != "check"}
     manifest["ensemble_hash"] = sha256_text(canonical_json(identity))
     write_json(manifest_path, manifest)
     return manifest

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +131,12 @@ def generate_shard(
         step_callback.reset(token)
         bar.close()
 
+    # the baselines call the members as the method did (its model_forward_kwargs: the one door)
+    quality = baseline_of(with_model_forward_kwargs(objective, config), result, manifest, config.get("max_batch"), target)
+    rows_per_seed = len(rows) * result.n_meis  # the result's rows: seed-major, n_meis rows per item
     runtime = time.perf_counter() - started
     for position, k in enumerate(todo):
+        own_rows = slice(position * rows_per_seed, (position + 1) * rows_per_seed)
         write_shard(out_paths[k], rows, result.items(position * len(rows), (position + 1) * len(rows)), {
             "ensemble": manifest["name"], "method": method["name"], "method_hash": method["method_hash"],
             "seed": int(seeds[k]), "shard": int(shard["index"]), "host": platform.node(),
@@ -141,13 +145,33 @@ def generate_shard(
             "shard_key": keys[k],
             # what every model call got besides the input (held-out scoring calls its members the same way)
             "model_forward_kwargs": config.get("model_forward_kwargs") or {},
-        })
+        }, {name: values[own_rows] for name, values in quality.items()})
     log.info("wrote %d shard file(s) (seeds %s): %d items in %.1f s", len(todo), seed_names, len(batch_rows), runtime)
     return [Path(out) for out in out_paths]
 
 
-def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequence[str], out_paths: Sequence[str], device: str = "auto",
-                  threads: int = 1) -> list[np.ndarray]:
+def baseline_of(objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], result: BatchResult, manifest: dict,
+                max_batch: int | None, device: torch.device) -> dict[str, np.ndarray]:
+    """Per row of ``result``, the label-free baselines of ``quality.baseline_responses`` (the response
+    to the mean stimulus and to noise drawn from ``input_stats``; with ``input_stats.from``, the best
+    response over the sample at the MEI's contrast), evaluated by the members' objective in chunks of
+    ``max_batch`` rows. Empty without ``input_stats`` (e.g. connectome inputs)."""
+    from . import quality
+
+    stats = manifest.get("input_stats")
+    if not stats or len(manifest["input_shape"]) not in (3, 4):
+        return {}
+    plain = {k: stats[k] for k in ("mean", "std", "range") if k in stats}
+    shape = list(manifest["input_shape"])
+    with torch.no_grad():
+        scored = result.transform.at_evaluation(result.meis.to(device))
+    mean = quality.mean_stimulus(shape, plain).to(scored)
+    contrast = (scored - mean).flatten(1).norm(dim=1).cpu().numpy()
+    sample = quality.sample_rows(stats["from"]) if stats.get("from") else None
+    return quality.baseline_responses(objective, result.row_items.numpy(), shape, plain, device, contrast, max_batch, sample)
+
+
+def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequence[str], out_paths: Sequence[str], device: str = "auto", threads: int = 1) -> list[np.ndarray]:
     """The same objective evaluated by the held-out (validation) ensemble on each MEI of the shard
     files of one shard (one per seed), as the members' ensemble scored it (``scored_inputs``: e.g. a
     transparency MEI blended onto its evaluation background) with the keywords its model calls got

@@ -5,7 +5,9 @@
   ``quadrature`` (a second filter per unit, the quadrature partner of a phase-invariant cell) and
   ``invariant`` (``N`` booleans: use the pair; default: where ``quadrature`` is not all zero).
   Adds ``filter_correlation``: Pearson r of the MEI with the unit's filter or, for invariant units,
-  the phase-invariant ``sqrt(r_a² + r_b²)`` with the orthonormalised pair.
+  the phase-invariant ``sqrt(r_a² + r_b²)`` with the orthonormalised pair. An optional ``cell_type``
+  array (``N`` strings, one per output unit) becomes the ``cell_type`` column of ``validation.parquet``
+  (and groups the MEI figures).
 - ``v1``, ``retina``, ``vr``: the demos' own ground truth (``mei_core.demo``).
 """
 
@@ -40,11 +42,17 @@ class FiltersGroundTruth:
     name = "filters"
 
     def read(self, truth_file: str, key: str = "ground_truth.file") -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        filters, quadrature, invariant, _ = self.read_all(truth_file, key)
+        return filters, quadrature, invariant
+
+    def read_all(self, truth_file: str, key: str = "ground_truth.file") -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """Filters, quadrature partners, invariance and the optional ``cell_type`` of each unit."""
         try:
-            with np.load(truth_file) as data:
+            with np.load(truth_file, allow_pickle=False) as data:
                 filters = np.asarray(data["filters"], dtype=np.float64)
                 quadrature = np.asarray(data["quadrature"], dtype=np.float64) if "quadrature" in data else None
                 invariant = np.asarray(data["invariant"], dtype=bool) if "invariant" in data else None
+                cell_type = np.asarray(data["cell_type"]) if "cell_type" in data else None
         except KeyError:
             raise MEIConfigError(f"{key}: {truth_file!r} has no array 'filters' (one filter per output unit)") from None
         except Exception as error:
@@ -53,15 +61,17 @@ class FiltersGroundTruth:
             raise MEIConfigError(f"{key}: 'quadrature' has shape {quadrature.shape} but 'filters' has {filters.shape}")
         if invariant is None:
             invariant = np.zeros(len(filters), bool) if quadrature is None else np.abs(quadrature.reshape(len(filters), -1)).sum(1) > 0
-        return filters, quadrature, invariant
+        if cell_type is not None and (cell_type.shape != (len(filters),) or cell_type.dtype.kind not in "UST"):
+            raise MEIConfigError(f"{key}: 'cell_type' must hold one string per unit ({len(filters)}), got {cell_type.dtype} of shape {list(cell_type.shape)}")
+        return filters, quadrature, invariant, None if cell_type is None else cell_type.astype(str)
 
     def check(self, truth_file: str, input_shape: list[int], outputs: int, key: str) -> None:
-        filters, _, _ = self.read(truth_file, key)
+        filters, _, _, _ = self.read_all(truth_file, key)
         if list(filters.shape[1:]) != list(input_shape) or len(filters) != outputs:
             raise MEIConfigError(f"{key}: 'filters' has shape {list(filters.shape)}; expected [{outputs}, {', '.join(map(str, input_shape))}] (one filter per output unit)")
 
     def validate(self, truth_file: str, meis: Any, table: pd.DataFrame, objective_options: Any) -> pd.DataFrame:
-        filters, quadrature, invariant = self.read(truth_file)
+        filters, quadrature, invariant, cell_type = self.read_all(truth_file)
         correlation = np.full(len(table), np.nan, dtype=np.float32)
         for slab in stored_slabs(meis, table):
             chosen, group = slab.meis, slab.rows
@@ -73,6 +83,8 @@ class FiltersGroundTruth:
                 r = np.where(invariant[units], np.sqrt(r**2 + r_pair**2), r)
             correlation[group.index] = r
         table["filter_correlation"] = correlation
+        if cell_type is not None:
+            table["cell_type"] = cell_type[table["output_unit"].to_numpy()]
         return table
 
 

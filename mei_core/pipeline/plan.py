@@ -112,7 +112,8 @@ class Plan:
         return [s for s in self.shards if s.ensemble == ensemble]
 
     def member_files(self, ensemble: str, group: str) -> list[str]:
-        """Checkpoints, TorchScript and data files (and ground truth) a member group is assembled from."""
+        """Checkpoints, TorchScript and data files (and the stimulus sample of ``input_stats.from``) a
+        member group is assembled from."""
         return self.files_of_group[(ensemble, group)]
 
     def shard_files(self, ensemble: str) -> list[str]:
@@ -296,12 +297,18 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     plan.heldout_ensembles = [name for name, ensemble in config["ensembles"].items() if ensemble.get("validation_members")]
     plan.video_ensembles = [name for name, ensemble in config["ensembles"].items() if Modality.of(ensemble["input_shape"]) is Modality.VIDEO]
     for name, ensemble in config["ensembles"].items():
+        stats_record = None
         if "input_stats" in ensemble:
             from ..presets import check_input_stats
+            from .quality import resolve_input_stats
 
-            check_input_stats(ensemble["input_stats"], ensemble["input_shape"][0], f"ensembles.{name}.input_stats")
-        specs = check_ensemble(name, ensemble, base, produced)
-        probe_members(name, ensemble, base, known_probes, probes)
+            # {from: FILE} becomes the file's statistics here, so presets and the manifest read numbers
+            key = f"ensembles.{name}.input_stats"
+            stats, stats_record = resolve_input_stats(ensemble["input_stats"], ensemble["input_shape"], base, key, known_probes, probes)
+            check_input_stats(stats, ensemble["input_shape"][0], key)
+            ensemble = {**ensemble, "input_stats": stats}
+        specs = check_ensemble(name, ensemble, base, produced, stats_record)
+        probe_members(name, ensemble, base, known_probes, probes, stats_record)
         for group, spec in specs.items():
             plan.files_of_group[(name, group)] = group_files(spec)
             pending.append((paths.member_spec(name, group), spec))

@@ -16,33 +16,76 @@ from ..files import atomic_path
 from ..stored import first_meis
 
 
+def stimulus_limits(input_stats: dict | None, picture: np.ndarray) -> tuple[float, float, float]:
+    """``(low, centre, high)`` of the colour scale: around the stimulus mean (grey = mean), as far as the
+    stimulus's own range reaches from it (``mean ± max|range − mean|``, else ``mean ± 3 std``), so an MEI
+    shows its contrast in stimulus units and one made around the wrong mean looks dark or bright.
+    Without ``input_stats``: symmetric about 0 to the picture's largest value (connectomes, no stats)."""
+    if not input_stats:
+        limit = float(np.nanmax(np.abs(picture))) or 1.0
+        return -limit, 0.0, limit
+    mean = float(np.mean(input_stats["mean"]))
+    value_range = input_stats.get("range")
+    if value_range is not None:
+        values = np.asarray(value_range, dtype=np.float64).reshape(-1)
+        half = float(np.max(np.abs(values - mean)))
+    else:
+        half = 3.0 * float(np.max(input_stats["std"]))
+    return mean - half, mean, mean + half
+
+
+def _display_order(neurons: np.ndarray, types: dict[int, str], columns: int) -> list[tuple[int, int | None]]:
+    """Grid slots ``(slot, neuron)``: neurons in table order or, when cell types are known, one block
+    of lines per type (in order of first appearance), each starting on a new line."""
+    if not types:
+        return list(enumerate(int(n) for n in neurons))
+    slots, slot = [], 0
+    for kind in dict.fromkeys(types.get(int(n), "") for n in neurons):
+        for neuron in (int(n) for n in neurons if types.get(int(n), "") == kind):
+            slots.append((slot, neuron))
+            slot += 1
+        slot = -(-slot // columns) * columns  # the next type starts a new line
+    return slots
+
+
 def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | None = None, max_neurons: int = 48) -> None:
     """MEIs of the first seed for up to ``max_neurons`` neurons, titled with neuron id, score and
-    (when known) the correlation to the true filter."""
+    (when known) the correlation to the true filter, grouped in lines per cell type when known. Drawn
+    in stimulus units around ``input_stats.mean`` (``stimulus_limits``); a suspect MEI (a quality flag,
+    ``quality.FLAG_RULES``) has a red frame and its flags in the title."""
     dataset = xr.open_zarr(zarr_path)
+    input_stats = dataset.attrs.get("input_stats")
     seed = int(dataset["seed"].values[0])
     meis, scores = first_meis(dataset, method), first_meis(dataset, method, "score")
     neurons = dataset["neuron"].values[:max_neurons]
     # one ground-truth figure per MEI where validation has one: filter r, spatial r, or target RMSE
     correlation: dict[int, str] = {}
+    flags: dict[int, str] = {}
+    types: dict[int, str] = {}
     if validation_path:
         validation = pd.read_parquet(validation_path)
         ensemble = dataset.attrs.get("ensemble")
         rows = validation[(validation["method"] == method) & (validation["seed"] == seed) & (validation["mei_index"] == 0)]
         if ensemble is not None and "ensemble" in rows:
             rows = rows[rows["ensemble"] == ensemble]
+        if "quality_flags" in rows:
+            flags = {int(n): str(f) for n, f in zip(rows["neuron_id"], rows["quality_flags"]) if isinstance(f, str) and f}
+        if "cell_type" in rows and rows["cell_type"].notna().any():
+            types = {int(n): str(t) for n, t in zip(rows["neuron_id"], rows["cell_type"])}
         for column, label in (("filter_correlation", "r"), ("spatial_correlation", "r_xy"), ("target_rmse", "rmse")):
             if column in rows and rows[column].notna().any():
                 correlation = {int(n): f"{label}={v:.2g}" for n, v in zip(rows["neuron_id"], rows[column]) if np.isfinite(v)}
                 break
     columns = min(8, len(neurons))
-    lines = math.ceil(len(neurons) / columns)
+    slots = _display_order(neurons, types, columns)
+    lines = math.ceil((slots[-1][0] + 1) / columns) if slots else 1
     video = "time" in meis.dims
     rows_per_line = 2 if video else 1  # videos: a frame, and under it the time course of its peak pixel
     figure, axes = plt.subplots(lines * rows_per_line, columns, figsize=(1.6 * columns, 2.0 * lines * rows_per_line), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for index, neuron in enumerate(neurons):
+    for index, neuron in slots:
+        neuron = int(neuron)
         line, column = divmod(index, columns)
         axis = axes[line * rows_per_line, column]
         image = np.asarray(meis.sel({"neuron": neuron}).values)
@@ -53,7 +96,7 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
             trace_axis.axis("on")
             for channel, colour in zip(range(image.shape[0]), ("tab:green", "tab:purple", "tab:blue")):
                 trace_axis.plot(image[channel, :, y, x], color=colour, linewidth=1)
-            trace_axis.axhline(0, color="0.7", linewidth=0.5)
+            trace_axis.axhline(stimulus_limits(input_stats, image)[1], color="0.7", linewidth=0.5)  # the stimulus mean
             trace_axis.set_xticks([0, image.shape[1] - 1])
             trace_axis.set_yticks([])
             trace_axis.set_xlabel("frame", fontsize=6, labelpad=0)
@@ -63,15 +106,31 @@ def mei_grid(zarr_path: str, method: str, out_path: str, validation_path: str | 
             picture = image
         else:
             picture = image[0] if image.shape[0] != 3 else np.moveaxis(image, 0, -1)
-        limit = float(np.nanmax(np.abs(picture))) or 1.0
+        low, _, high = stimulus_limits(input_stats, picture)
+        if picture.ndim == 3:  # colour: imshow wants [0, 1], mapped from the same limits
+            picture = np.clip((picture - low) / (high - low), 0.0, 1.0)
+            low, high = 0.0, 1.0
         connectome = "sensory" in meis.dims
-        axis.imshow(picture, cmap="gray", vmin=-limit, vmax=limit, aspect="auto" if connectome else "equal",
+        axis.imshow(picture, cmap="gray", vmin=low, vmax=high, aspect="auto" if connectome else "equal",
                     interpolation="nearest" if connectome else "antialiased")
-        title = f"n{int(neuron)} s={float(scores.sel({'neuron': neuron})):.2g}"
-        if int(neuron) in correlation:
-            title += f"\n{correlation[int(neuron)]}"
-        axis.set_title(title, fontsize=7)
-    figure.suptitle(f"{dataset.attrs.get('ensemble', '')} · {method} · seed {seed}", fontsize=9)
+        title = (f"{types[neuron]} " if neuron in types else "") + f"n{neuron} s={float(scores.sel({'neuron': neuron})):.2g}"
+        if neuron in correlation:
+            title += f"\n{correlation[neuron]}"
+        if neuron in flags:  # suspect: a red frame and the flags
+            title += f"\n{flags[neuron]}"
+            axis.axis("on")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            for spine in axis.spines.values():
+                spine.set_edgecolor("red")
+                spine.set_linewidth(2)
+        axis.set_title(title, fontsize=7, color="red" if neuron in flags else "black")
+    scale = ""
+    if input_stats:
+        low, centre, high = stimulus_limits(input_stats, np.zeros(1))
+        scale = f" · grey = mean {centre:.3g}, black {low:.3g}, white {high:.3g}"
+    suspect = f" · {len(flags)} suspect (red)" if flags else ""
+    figure.suptitle(f"{dataset.attrs.get('ensemble', '')} · {method} · seed {seed}{scale}{suspect}", fontsize=9)
     figure.tight_layout()
     with atomic_path(out_path, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=110)

@@ -46,7 +46,18 @@ SCORE_SCHEMA = pa.schema([
     ("mei_norm", pa.float32()),
     ("shard", pa.int32()),
     ("ensemble_hash", pa.string()),
+    # label-free quality (mei_core.pipeline.quality; NaN where it does not apply, e.g. without input_stats)
+    ("mean_response", pa.float32()),
+    ("noise_response", pa.float32()),
+    ("gain", pa.float32()),
+    ("clip_fraction", pa.float32()),
+    ("sample_best", pa.float32()),
+    ("sample_ratio", pa.float32()),
+    ("seed_agreement", pa.float32()),
+    ("quality_flags", pa.string()),
 ])
+#: the columns computed from a whole ensemble (every seed) after its shards are read
+LATE_COLUMNS = ("seed_agreement", "quality_flags")
 TRACE_SCHEMA = pa.schema([
     ("ensemble", pa.string()),
     ("method", pa.string()),
@@ -114,7 +125,10 @@ def checked_compressors() -> list[Any]:
 
 def _create_store(staging: Path, layout: StoreLayout, manifest: dict[str, Any], table: pd.DataFrame) -> dict[str, zarr.Array]:
     """An empty store (NaN / −1 where a shard is missing) with the item arrays to fill."""
-    xr.Dataset(coords=layout.coords(), attrs={"ensemble": manifest["name"], "ensemble_hash": manifest["ensemble_hash"]}).to_zarr(
+    attrs = {"ensemble": manifest["name"], "ensemble_hash": manifest["ensemble_hash"]}
+    if manifest.get("input_stats"):  # figures draw MEIs in the stimulus's units around its mean
+        attrs["input_stats"] = manifest["input_stats"]
+    xr.Dataset(coords=layout.coords(), attrs=attrs).to_zarr(
         staging, mode="w", zarr_format=3, consolidated=False
     )
     group = zarr.open_group(staging, mode="a")
@@ -136,10 +150,28 @@ def _create_store(staging: Path, layout: StoreLayout, manifest: dict[str, Any], 
     return arrays
 
 
-def _score_table(shard: ShardData, heldout: np.ndarray, ensemble_hash: str) -> pa.Table:
-    """One row per MEI of a shard."""
+def _quality_columns(shard: ShardData, scores: np.ndarray, input_stats: dict[str, Any] | None) -> dict[str, np.ndarray]:
+    """The label-free columns one shard file holds the data for (``quality``): its stored baselines,
+    the gain and sample ratio they give, and the share of pixels at the clip bounds."""
+    from .quality import clip_fraction
+
+    n = len(shard)
+    missing = np.full(n, np.nan, np.float32)
+    columns = {name: shard.arrays.get(name, missing).astype(np.float32) for name in ("mean_response", "noise_response", "sample_best")}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # a ratio to a baseline that is not positive says nothing (objectives that may be negative)
+        columns["gain"] = np.where(columns["noise_response"] > 0, scores / columns["noise_response"], np.nan).astype(np.float32)
+        columns["sample_ratio"] = np.where(columns["sample_best"] > 0, scores / columns["sample_best"], np.nan).astype(np.float32)
+    stats = {k: input_stats[k] for k in ("mean", "std", "range") if k in input_stats} if input_stats else None
+    columns["clip_fraction"] = clip_fraction(shard["meis"], stats) if stats and shard["meis"].ndim in (4, 5) else missing
+    return columns
+
+
+def _score_table(shard: ShardData, heldout: np.ndarray, ensemble_hash: str, input_stats: dict[str, Any] | None = None) -> pa.Table:
+    """One row per MEI of a shard; ``LATE_COLUMNS`` are null until ``_with_flags`` fills them."""
     metadata, n = shard.metadata, len(shard)
     flat = shard["meis"].reshape(n, -1)
+    quality = _quality_columns(shard, shard["scores"], input_stats)
     return pa.table({
         "ensemble": [metadata["ensemble"]] * n,
         "method": [metadata["method"]] * n,
@@ -158,7 +190,42 @@ def _score_table(shard: ShardData, heldout: np.ndarray, ensemble_hash: str) -> p
         "mei_norm": np.linalg.norm(flat, axis=1).astype(np.float32),
         "shard": np.full(n, metadata["shard"], np.int32),
         "ensemble_hash": [ensemble_hash] * n,
+        **quality,
+        "seed_agreement": np.full(n, np.nan, np.float32),
+        "quality_flags": [""] * n,
     }, schema=SCORE_SCHEMA)
+
+
+def _with_flags(table: pa.Table, agreement: np.ndarray) -> pa.Table:
+    """A shard's score rows with their seed agreement, their quality flags and, for a flagged MEI
+    that is otherwise ok, the status ``suspect``."""
+    from .quality import quality_flags
+
+    columns = {name: table[name].to_numpy(zero_copy_only=False) for name in ("gain", "sample_ratio", "clip_fraction")}
+    columns["seed_agreement"] = agreement.astype(np.float32)
+    flags = quality_flags(columns)
+    status = table["status"].to_numpy(zero_copy_only=False)
+    status = np.where((status == "ok") & (flags != ""), "suspect", status)
+    for name, values in (("seed_agreement", columns["seed_agreement"]), ("quality_flags", flags), ("status", status)):
+        table = table.set_column(table.schema.get_field_index(name), SCORE_SCHEMA.field(name), pa.array(values, SCORE_SCHEMA.field(name).type))
+    return table
+
+
+def _seed_agreements(mei: zarr.Array, layout: StoreLayout) -> np.ndarray | None:
+    """``quality.seed_agreement`` of every MEI of the store (``item_shape``), read one method and one
+    chunk of neurons at a time; ``None`` for connectome inputs (no image to compare)."""
+    from .quality import seed_agreement
+
+    if len(layout.input_shape) not in (3, 4):
+        return None
+    agreement = np.full(layout.item_shape, np.nan, np.float32)
+    step = layout.item_chunks[2]
+    for m in range(len(layout.methods)):
+        for start in range(0, len(layout.neuron_ids), step):
+            block = np.asarray(mei[m, :, start : start + step])  # seeds × neurons(× mei_index) × input
+            items = block.reshape(block.shape[0], -1, *layout.input_shape)
+            agreement[m, :, start : start + step] = seed_agreement(items).reshape(block.shape[: len(layout.item_shape) - 1])
+    return agreement
 
 
 def _trace_table(shard: ShardData) -> pa.Table:
@@ -202,6 +269,8 @@ def aggregate_ensemble(
         remove_stale_temporaries(output)  # left by a killed aggregation
     arrays = _create_store(staging, layout, manifest, table)
     sources = {"mei": "meis", "opacity": "opacity", "score": "scores", "n_iterations": "n_iterations"}
+    # score rows wait (small: no MEIs) until every seed is in the store: seed agreement needs them all
+    score_tables: list[tuple[pa.Table, tuple[Any, ...]]] = []
     with atomic_path(scores_path, suffix=".parquet") as scores_tmp, atomic_path(traces_path, suffix=".parquet") as traces_tmp:
         with pq.ParquetWriter(scores_tmp, SCORE_SCHEMA) as score_writer, pq.ParquetWriter(traces_tmp, TRACE_SCHEMA) as trace_writer:
             for shard_path, heldout_path in zip(shard_paths, heldout_paths or [None] * len(shard_paths), strict=True):
@@ -216,9 +285,13 @@ def aggregate_ensemble(
                     if values[name] is None:  # opacity of a method without transparency: stays NaN
                         continue
                     _write_rows(array, m, s, positions, shard["mei_index"], values[name], layout.n_meis > 1)
-                score_writer.write_table(_score_table(shard, heldout, manifest["ensemble_hash"]))
+                where = (m, s, positions) + ((shard["mei_index"],) if layout.n_meis > 1 else ())
+                score_tables.append((_score_table(shard, heldout, manifest["ensemble_hash"], manifest.get("input_stats")), where))
                 if len(shard["trace_step"]):
                     trace_writer.write_table(_trace_table(shard))
+            agreement = _seed_agreements(arrays["mei"], layout)
+            for table, where in score_tables:
+                score_writer.write_table(_with_flags(table, agreement[where] if agreement is not None else np.full(len(table), np.nan, np.float32)))
         zarr.consolidate_metadata(str(staging))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
@@ -260,9 +333,19 @@ def concatenate_tables(paths: Sequence[str], out_path: str) -> None:
 
 
 def summary(scores_path: str) -> str:
-    """MEIs per status, per ensemble and method (printed at the end of a run)."""
-    scores = pd.read_parquet(scores_path, columns=["ensemble", "method", "status"])
+    """MEIs per status, per ensemble and method, and suspect MEIs per quality flag (printed at the end
+    of a run; the flags' rules: ``quality.FLAG_RULES``, config/README.md "Stimulus statistics and quality flags")."""
+    columns = ["ensemble", "method", "status"] + (["quality_flags"] if "quality_flags" in pq.read_schema(scores_path).names else [])
+    scores = pd.read_parquet(scores_path, columns=columns)
     counts = scores.groupby(["ensemble", "method", "status"]).size().unstack("status", fill_value=0)
     bad = int(scores["status"].ne("ok").sum())
-    headline = f"{len(scores)} MEIs, {bad} not ok" + (" (see the status and stop_reason columns of scores.parquet)" if bad else "")
-    return f"{headline}\n{counts.to_string()}"
+    suspect = int(scores["status"].eq("suspect").sum())
+    headline = f"{len(scores)} MEIs, {bad} not ok" + (f" ({suspect} suspect)" if suspect else "")
+    headline += " (see the status, stop_reason and quality_flags columns of scores.parquet)" if bad else ""
+    text = f"{headline}\n{counts.to_string()}"
+    if suspect:
+        flagged = scores[scores["status"].eq("suspect")]
+        by_flag = flagged.assign(flag=flagged["quality_flags"].str.split(",")).explode("flag")
+        table = by_flag.groupby(["ensemble", "method", "flag"]).size().unstack("flag", fill_value=0)
+        text += f"\nsuspect MEIs by quality flag (an MEI may have several; rules: config/README.md, \"Stimulus statistics and quality flags\"):\n{table.to_string()}"
+    return text

@@ -8,7 +8,8 @@ Arrays of a shard file, one entry per row (``n_meis`` consecutive rows per item)
 ``trace_name``, ``trace_value``); ``metadata`` (JSON: ensemble, method, method_hash, seed, shard,
 n_items, n_meis, device, host, runtime_s (this file's share of its job's runtime), seeds_in_batch,
 torch, ensemble_hash, shard_key: what its content follows from, so a rerun keeps a file whose key is
-current; transparency). Only where they apply: ``opacity`` (rows × spatial dims: a transparency
+current; transparency). With ``input_stats``, per row the baselines of ``quality.baseline_responses``:
+``mean_response``, ``noise_response`` and, with a stimulus sample, ``sample_best``. Only where they apply: ``opacity`` (rows × spatial dims: a transparency
 MEI's opacity, 1 opaque, as its ``AlphaBlend`` reads the alpha channel) and ``scored_inputs`` (what
 the objective scored when that is not ``meis``: the method transform's ``at_evaluation`` view, e.g. a
 transparency MEI blended onto its evaluation background, or a centre crop; the held-out ensemble
@@ -103,8 +104,14 @@ def _stimulus_arrays(result: BatchResult) -> dict[str, np.ndarray]:
     return arrays
 
 
-def write_shard(path: str | os.PathLike, rows: pd.DataFrame, result: BatchResult, metadata: dict[str, Any]) -> None:
-    """Write one shard atomically: the engine's result for the items of ``rows`` (one row per item)."""
+#: label-free baselines per row (``quality.baseline_responses``), stored where the model was loaded
+QUALITY_ARRAYS = ("mean_response", "noise_response", "sample_best")
+
+
+def write_shard(path: str | os.PathLike, rows: pd.DataFrame, result: BatchResult, metadata: dict[str, Any],
+                quality: dict[str, np.ndarray] | None = None) -> None:
+    """Write one shard atomically: the engine's result for the items of ``rows`` (one row per item),
+    and the rows' ``quality`` baselines (``QUALITY_ARRAYS``; absent without ``input_stats``)."""
     item = result.row_items.numpy()
     stimulus = _stimulus_arrays(result)
     arrays = {
@@ -116,6 +123,7 @@ def write_shard(path: str | os.PathLike, rows: pd.DataFrame, result: BatchResult
         "n_iterations": np.asarray(result.n_iterations, dtype=np.int32)[item],
         "stop_reason": np.asarray(result.stop_reasons, dtype=str)[item],
         **_traces(result),
+        **{name: np.asarray(values, dtype=np.float32) for name, values in (quality or {}).items() if name in QUALITY_ARRAYS},
     }
     metadata = {**metadata, "n_items": len(rows), "n_meis": result.n_meis, "device": str(result.device), "transparency": "opacity" in stimulus}
     with atomic_path(path, suffix=".npz") as temporary:

@@ -13,7 +13,7 @@ from ..files import atomic_path, read_json
 from ..objectives.kinds import ValidationContext, options_of, validate_items
 
 ACTIVATION_COLUMNS = {"ensemble": "string", "method": "string", "seed": "int64", "item": "int64", "mei_index": "int64", "neuron": "int64", "layer": "int64", "group": "string", "activation": "float32"}
-SCORE_COLUMNS = ["ensemble", "method", "seed", "neuron_id", "output_unit", "mei_index", "score", "heldout_score"]
+SCORE_COLUMNS = ["ensemble", "method", "seed", "neuron_id", "output_unit", "mei_index", "score", "heldout_score", "status", "quality_flags"]
 
 
 def validate_ensemble(members_manifest_path: str, validation_manifest_path: str, zarr_path: str, scores_path: str,
