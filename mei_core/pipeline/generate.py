@@ -26,7 +26,7 @@ from .ensembles import load_ensemble
 from ..files import read_json
 from ..hashing import canonical_json, sha256_file, sha256_text
 from ..objectives.kinds import as_table, build_objective
-from .shards import ShardFileError, read_metadata, read_shard, write_heldout, write_shard
+from .shards import holds, read_metadata, read_shard, shard_key, write_heldout, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,10 @@ def with_max_batch(config: dict, max_batch: int | None) -> dict:
     return {**config, "max_batch": min(int(max_batch), config.get("max_batch") or int(max_batch))}
 
 
-def shard_key(manifest: dict, method: dict, shard: dict, seed: int, device: str) -> str:
-    """What a shard file's content follows from: the ensemble, the method, the shard's rows, the seed
-    and the requested device. A file that records the same key is kept when its job reruns."""
-    return sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "method_hash": method["method_hash"],
-                                       "shard": shard, "seed": int(seed), "device": device}))
-
-
 def heldout_key(manifest: dict, shard_path: str, device: str) -> str:
     """What a held-out score file follows from: the held-out ensemble, the shard file it scores (by
-    that file's ``shard_key``, or its bytes for a file written before keys) and the requested device."""
-    shard = read_metadata(shard_path).get("shard_key") or sha256_file(shard_path)
+    that file's ``content_sha256``, or its bytes for a file written before them) and the requested device."""
+    shard = read_metadata(shard_path).get("content_sha256") or sha256_file(shard_path)
     return sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "shard": shard, "device": device}))
 
 
@@ -66,11 +59,7 @@ def _to_write(out_paths: Sequence[str], key_name: str, keys: Sequence[str]) -> l
     others are kept as they are (Snakemake's ``update`` outputs are not deleted before a rerun)."""
     todo = []
     for position, (path, key) in enumerate(zip(out_paths, keys)):
-        try:
-            current = Path(path).exists() and read_metadata(path).get(key_name) == key
-        except ShardFileError:
-            current = False
-        if current:
+        if holds(path, key_name, key):
             log.info("kept %s: it holds the result of its current inputs", path)
         else:
             todo.append(position)
@@ -170,7 +159,8 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequenc
             size = int(manifest.get("max_batch") or len(meis)) // shard.n_meis * shard.n_meis or shard.n_meis
             with torch.no_grad():
                 scores = torch.cat([objective(meis[i : i + size], items[i : i + size]) for i in range(0, len(meis), size)]).cpu().numpy()
-        write_heldout(out_paths[k], scores, {"ensemble_hash": manifest["ensemble_hash"], "heldout_key": keys[k]})
+        write_heldout(out_paths[k], scores, {"ensemble_hash": manifest["ensemble_hash"], "heldout_key": keys[k],
+                                             "shard_sha256": shard.metadata["content_sha256"]})
         written.append(scores)
     log.info("wrote %d held-out score file(s) in %.1f s", len(todo), time.perf_counter() - started)
     return written
