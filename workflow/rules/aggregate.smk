@@ -54,7 +54,8 @@ rule validate:
 
 
 # each table's job records its sha256; `checksums` gathers the records and refuses a file changed
-# since its job wrote it (so a rerun never records an edited result as intact)
+# since its job wrote it (so a rerun never records an edited result as intact). Its output is
+# `update`: when it refuses, the previous checksums.json stays, and `verify` still names the file.
 rule combine_tables:
     input:
         lambda wildcards: [PATHS.ensemble_table(ensemble, wildcards.table) for ensemble in PLAN.ensembles],
@@ -77,7 +78,7 @@ rule checksums:
         records=[PATHS.checksum_record(PATHS.table(table)) for table in TABLES],
         stores=[PATHS.zarr(ensemble) for ensemble in PLAN.ensembles],
     output:
-        PATHS.checksums(),
+        update(PATHS.checksums()),
     conda:
         "../envs/mei_core.yaml"
     log:
