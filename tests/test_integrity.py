@@ -115,8 +115,8 @@ def test_forcerun_recomputes_a_shard_whose_files_hold_their_key(project):
 def aggregate_command(project: Path) -> list[str]:
     """The aggregation of the project's ensemble, as its rule runs it (read from Snakemake's dry run)."""
     result = snakemake(project, "--dry-run", "--printshellcmds", "--forcerun", "aggregate", "--until", "aggregate")
-    line = next(line.strip() for line in result.stdout.splitlines() if "python -m mei_core aggregate" in line)
-    return ["bash", "-c", line.replace("python -m", f"{sys.executable} -m", 1)]
+    line = next(line for line in result.stdout.splitlines() if "python -m mei_core aggregate" in line)
+    return ["bash", "-c", f"{sys.executable} -m" + line.split("python -m", 1)[1]]
 
 
 def test_an_aggregation_waits_for_another_writing_the_same_store(project):
@@ -129,4 +129,9 @@ def test_an_aggregation_waits_for_another_writing_the_same_store(project):
         time.sleep(8)  # time enough to finish (≈ 2 s alone): it waits for the lock instead
         assert second.poll() is None
     assert second.wait(timeout=120) == 0
-    assert np.isfinite(xr.open_zarr(project / "results/tiny.zarr")["mei"].values).all()
+    original = xr.open_zarr(project / "results/tiny.zarr")["mei"].values
+    # two at once (as from two working directories sharing `results:`): one complete store, as before
+    both = [subprocess.Popen(command, cwd=project, env=environment) for _ in range(2)]
+    assert [process.wait(timeout=300) for process in both] == [0, 0]
+    np.testing.assert_array_equal(xr.open_zarr(project / "results/tiny.zarr")["mei"].values, original)
+    assert np.isfinite(original).all() and verify(project).returncode == 0
