@@ -53,8 +53,8 @@ def test_another_methods_shard_in_a_slot_is_refused_by_name_and_the_previous_sto
     assert "resources/meis/tiny/fast/seed0/shard1.npz: holds other arrays than those the store" in verify(project).stderr
 
 
-def test_a_shard_file_with_edited_arrays_or_another_shards_heldout_file_is_refused_by_name(finished, tmp_path):
-    from mei_core.pipeline.shards import ShardFileError, read_heldout, read_shard
+def test_a_shard_file_with_edited_arrays_is_refused_by_name_and_not_kept_and_another_shards_heldout_file_is_refused(finished, tmp_path):
+    from mei_core.pipeline.shards import ShardFileError, holds, read_heldout, read_metadata, read_shard
 
     shard_path = tmp_path / "shard.npz"
     with np.load(finished / MEIS / "fast/seed0/shard0.npz") as npz:
@@ -63,11 +63,14 @@ def test_a_shard_file_with_edited_arrays_or_another_shards_heldout_file_is_refus
     np.savez(shard_path, **arrays)
     with pytest.raises(ShardFileError, match=f"{shard_path}: its arrays differ from the content hash written with them"):
         read_shard(shard_path)
+    key = read_metadata(shard_path)["shard_key"]
+    # so a job that reruns (e.g. for a new seed) writes it again instead of keeping it
+    assert not holds(shard_path, "shard_key", key) and holds(finished / MEIS / "fast/seed0/shard0.npz", "shard_key", key)
     shard = read_shard(finished / MEIS / "fast/seed0/shard0.npz")
     other = finished / HELDOUT / "fast/seed0/shard1.npz"
     with pytest.raises(ShardFileError, match=f"{other}: holds the held-out scores of another shard file"):
         read_heldout(other, shard, "shard0.npz")
-    assert read_heldout(finished / HELDOUT / "fast/seed0/shard0.npz", shard).shape == (len(shard),)
+    assert read_heldout(finished / HELDOUT / "fast/seed0/shard0.npz", shard, "shard0.npz").shape == (len(shard),)
 
 
 def test_an_edited_table_is_never_recorded_as_intact_by_a_rerun(project):

@@ -211,12 +211,13 @@ def write_heldout(path: str | os.PathLike, scores: np.ndarray, metadata: dict[st
             np.savez(handle, metadata=np.asarray(json.dumps(metadata)), **arrays)
 
 
-def read_heldout(path: str | os.PathLike, shard: ShardData | None = None, shard_path: str | os.PathLike | None = None) -> np.ndarray:
-    """The held-out scores of a file; with ``shard``, refused unless they score that shard file's content."""
+def read_heldout(path: str | os.PathLike, shard: ShardData, shard_path: str | os.PathLike) -> np.ndarray:
+    """The held-out scores of ``shard`` (read from ``shard_path``), refused unless the file was
+    written for that shard file's content."""
     metadata, arrays = _load(path)
     if "heldout_scores" not in arrays:
         raise _unreadable(path, KeyError("no array 'heldout_scores'"))
-    if shard is not None and metadata.get("shard_sha256") != shard.metadata["content_sha256"]:
+    if metadata.get("shard_sha256") != shard.metadata["content_sha256"]:
         raise ShardFileError(f"{path}: holds the held-out scores of another shard file than {shard_path} (another slot's, or of an older "
                              f"version of it); delete it and rerun to make it again")
     return arrays["heldout_scores"]
