@@ -118,18 +118,30 @@ def _objective_table(args: argparse.Namespace) -> None:
     write_objective_table(args.spec, args.out)
 
 
+#: --recompute: the job was forced (--forcerun): its outputs are deleted first, so none is kept for
+#: holding its current key (Snakemake backs `update` outputs up and restores them if the job fails)
+RECOMPUTE: dict[str, Any] = {"action": "store_true"}
+
+
+def _discard_if(recompute: bool, outputs: list[str]) -> None:
+    for output in outputs if recompute else []:
+        Path(output).unlink(missing_ok=True)
+
+
 # one job per shard: every seed in one batch, one file per seed (--out in the order of --seeds)
-@command("generate", job=True, manifest=REQUIRED, method=REQUIRED, shard=REQUIRED, seeds={"type": int, **MANY}, out=MANY, device={"default": "auto"}, threads=THREADS)
+@command("generate", job=True, manifest=REQUIRED, method=REQUIRED, shard=REQUIRED, seeds={"type": int, **MANY}, out=MANY, device={"default": "auto"}, threads=THREADS, recompute=RECOMPUTE)
 def _generate(args: argparse.Namespace) -> None:
     from .generate import generate_shard
 
+    _discard_if(args.recompute, args.out)
     generate_shard(args.manifest, args.method, args.shard, args.seeds, args.out, args.device, args.threads, getattr(args, "started", None))
 
 
-@command("score", job=True, manifest=REQUIRED, shard_spec=REQUIRED, shards=MANY, out=MANY, device={"default": "auto"}, threads=THREADS)
+@command("score", job=True, manifest=REQUIRED, shard_spec=REQUIRED, shards=MANY, out=MANY, device={"default": "auto"}, threads=THREADS, recompute=RECOMPUTE)
 def _score(args: argparse.Namespace) -> None:
     from .generate import score_heldout
 
+    _discard_if(args.recompute, args.out)
     score_heldout(args.manifest, args.shard_spec, args.shards, args.out, args.device, args.threads)
 
 
@@ -140,18 +152,24 @@ def _worker(args: argparse.Namespace) -> None:
     serve(args.socket, run_command, args.idle)
 
 
-@command("aggregate", manifest=REQUIRED, table=REQUIRED, shards=MANY, heldout={"nargs": "*", "default": []}, methods=MANY, seeds={"type": int, **MANY}, zarr=REQUIRED, scores=REQUIRED, traces=REQUIRED)
+@command("aggregate", manifest=REQUIRED, table=REQUIRED, shards=MANY, heldout={"nargs": "*", "default": []}, methods=MANY, seeds={"type": int, **MANY}, zarr=REQUIRED, scores=REQUIRED, traces=REQUIRED,
+         method_specs=MANY, shard_specs=MANY, device=REQUIRED)
 def _aggregate(args: argparse.Namespace) -> None:
     from .results import aggregate_ensemble
 
-    aggregate_ensemble(args.manifest, args.table, args.shards, args.heldout, args.methods, args.seeds, args.zarr, args.scores, args.traces)
+    aggregate_ensemble(args.manifest, args.table, args.shards, args.heldout, args.methods, args.seeds, args.zarr, args.scores, args.traces,
+                       args.method_specs, args.shard_specs, args.device)
 
 
-@command("concat", inputs=MANY, out=REQUIRED)
+# --record: where the job records the sha256 of the table it wrote (verify)
+@command("concat", inputs=MANY, out=REQUIRED, record={"default": None})
 def _concat(args: argparse.Namespace) -> None:
     from .results import concatenate_tables
+    from .verify import write_table_record
 
     concatenate_tables(args.inputs, args.out)
+    if args.record:
+        write_table_record(args.out, args.record)
 
 
 @command("validate", manifest=REQUIRED, validation_manifest=REQUIRED, zarr=REQUIRED, scores=REQUIRED, table=REQUIRED, out=REQUIRED, activations=REQUIRED,
@@ -201,11 +219,11 @@ def _browse(args: argparse.Namespace) -> None:
     write_browser(args.scores, args.validation, args.traces, args.thumbnails, args.out, args.data, args.trace_dir, json.loads(args.grids))
 
 
-@command("checksums", tables=MANY, out=REQUIRED)
+@command("checksums", tables=MANY, out=REQUIRED, records={"nargs": "*", "default": None}, stores={"nargs": "*", "default": []})
 def _checksums(args: argparse.Namespace) -> None:
     from .verify import write_checksums
 
-    write_checksums(args.tables, args.out)
+    write_checksums(args.tables, args.out, args.records, args.stores)
 
 
 @command("summary", scores=REQUIRED)

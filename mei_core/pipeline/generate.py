@@ -28,7 +28,7 @@ from ..files import read_json
 from ..hashing import canonical_json, sha256_file, sha256_text
 from ..objectives.base import with_model_forward_kwargs
 from ..objectives.kinds import as_table, build_objective
-from .shards import ShardFileError, read_metadata, read_shard, write_heldout, write_shard
+from .shards import holds, read_metadata, read_shard, shard_key, write_heldout, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,10 @@ def with_max_batch(config: dict, max_batch: int | None) -> dict:
     return {**config, "max_batch": min(int(max_batch), config.get("max_batch") or int(max_batch))}
 
 
-def shard_key(manifest: dict, method: dict, shard: dict, seed: int, device: str) -> str:
-    """What a shard file's content follows from: the ensemble, the method, the shard's rows, the seed
-    and the requested device. A file that records the same key is kept when its job reruns."""
-    return sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "method_hash": method["method_hash"],
-                                       "shard": shard, "seed": int(seed), "device": device}))
-
-
 def heldout_key(manifest: dict, shard_path: str, device: str) -> str:
     """What a held-out score file follows from: the held-out ensemble, the shard file it scores (by
-    that file's ``shard_key``, or its bytes for a file written before keys) and the requested device."""
-    shard = read_metadata(shard_path).get("shard_key") or sha256_file(shard_path)
+    that file's ``content_sha256``, or its bytes for a file written before them) and the requested device."""
+    shard = read_metadata(shard_path).get("content_sha256") or sha256_file(shard_path)
     return sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "shard": shard, "device": device}))
 
 
@@ -68,11 +61,7 @@ def _to_write(out_paths: Sequence[str], key_name: str, keys: Sequence[str]) -> l
     others are kept as they are (Snakemake's ``update`` outputs are not deleted before a rerun)."""
     todo = []
     for position, (path, key) in enumerate(zip(out_paths, keys)):
-        try:
-            current = Path(path).exists() and read_metadata(path).get(key_name) == key
-        except ShardFileError:
-            current = False
-        if current:
+        if holds(path, key_name, key):
             log.info("kept %s: it holds the result of its current inputs", path)
         else:
             todo.append(position)
@@ -200,7 +189,8 @@ def score_heldout(manifest_path: str, shard_spec_path: str, shard_paths: Sequenc
             layout = ItemLayout(len(spec["rows"]), shard.n_meis, target)
             meis = torch.from_numpy(shard.scored_inputs).to(target)  # what the members' objective scored
             scores = layout.score(scored_by, meis, manifest.get("max_batch")).cpu().numpy()
-        write_heldout(out_paths[k], scores, {"ensemble_hash": manifest["ensemble_hash"], "heldout_key": keys[k]})
+        write_heldout(out_paths[k], scores, {"ensemble_hash": manifest["ensemble_hash"], "heldout_key": keys[k],
+                                             "shard_sha256": shard.metadata["content_sha256"]})
         written.append(scores)
     log.info("wrote %d held-out score file(s) in %.1f s", len(todo), time.perf_counter() - started)
     return written

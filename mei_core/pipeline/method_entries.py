@@ -22,25 +22,51 @@ from __future__ import annotations
 import copy
 import inspect
 import itertools
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MEIConfigError
 
 
-def _format(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+#: a grid value that shows in a method's name as it is (the name is a folder in every path of its
+#: files); any other value shows as ``#<position in its list>``, and the spec has it in full
+_NAME_SAFE = re.compile(r"[A-Za-z0-9_.+\-']{1,40}")
+
+
+def _label(value: Any, position: int) -> str:
+    """A grid value as it shows in a method's name: ``repr`` (floats round-trip, strings are quoted,
+    so 0.1, 0.10000001 and '0.1' differ) when that is a safe file-name token, else ``#position``."""
+    text = repr(value) if isinstance(value, (str, float)) else str(value)
+    return text if _NAME_SAFE.fullmatch(text) else f"#{position}"
+
+
+def _short_keys(keys: list[str]) -> list[str]:
+    """Each dotted key by its shortest suffix that no other key of the grid shares
+    (``config.optimizer.kwargs.lr`` → ``lr``, unless the grid also varies ``config.scheduler.kwargs.lr``)."""
+    short = []
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if not any(other != key and (other == suffix or other.endswith("." + suffix)) for other in keys):
+                break
+        short.append(suffix)
+    return short
 
 
 def expand_grids(methods: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Methods with every ``grid`` expanded into one method per combination of values, and for each
-    expanded method its grid ``{"base": name, "values": {dotted key: value}}``."""
+    expanded method its grid ``{"base": name, "values": {dotted key: value}}``. Each combination gets
+    its own copy of every value (a nested key of one combination never changes another's), keys are
+    applied parents first (``config.optimizer`` before ``config.optimizer.kwargs.lr``), and two
+    combinations (or a combination and another method) with one name are refused."""
     expanded: dict[str, dict[str, Any]] = {}
     grids: dict[str, dict[str, Any]] = {}
     for name, entry in methods.items():
         grid = entry.get("grid")
         if not grid:
-            expanded[name] = dict(entry)
+            _add(expanded, name, dict(entry), f"methods.{name}")
             continue
         keys = list(grid)
         for key in keys:
@@ -48,14 +74,39 @@ def expand_grids(methods: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, di
                 raise MEIConfigError(f"methods.{name}.grid.{key}: expected a non-empty list of values")
             if key.split(".")[0] not in ("params", "config"):
                 raise MEIConfigError(f"methods.{name}.grid.{key}: grid keys start with 'params.' (preset parameters) or 'config.' (method config)")
-        for values in itertools.product(*(grid[k] for k in keys)):
-            label = ",".join(f"{k.rsplit('.', 1)[-1]}={_format(v)}" for k, v in zip(keys, values))
+        short = _short_keys(keys)
+        parents_first = sorted(range(len(keys)), key=lambda k: keys[k].count("."))
+        for positions in itertools.product(*(range(len(grid[k])) for k in keys)):
+            values = [grid[key][i] for key, i in zip(keys, positions)]
+            label = ",".join(f"{s}={_label(v, i)}" for s, v, i in zip(short, values, positions))
             member = copy.deepcopy({k: v for k, v in entry.items() if k != "grid"})
-            for key, value in zip(keys, values):
-                _set_dotted(member, key, value)
-            expanded[f"{name}[{label}]"] = member
-            grids[f"{name}[{label}]"] = {"base": name, "values": dict(zip(keys, values))}
+            for k in parents_first:
+                _set_dotted(member, keys[k], copy.deepcopy(values[k]))
+            _add(expanded, f"{name}[{label}]", member, f"methods.{name}.grid")
+            grids[f"{name}[{label}]"] = {"base": name, "values": dict(zip(keys, copy.deepcopy(values)))}
     return expanded, grids
+
+
+def _add(expanded: dict[str, dict[str, Any]], name: str, entry: dict[str, Any], key: str) -> None:
+    if name in expanded:
+        raise MEIConfigError(f"{key}: gives a second method named {name!r} (a value listed twice, or a method of that name); "
+                             f"each method needs its own name")
+    expanded[name] = entry
+
+
+def refuse_identical_grid_members(specs: Mapping[str, Mapping[str, Any]], ensemble: str) -> None:
+    """Two methods of one grid that run the same config on ``ensemble`` (same ``method_hash``, e.g. a
+    grid over a preset parameter that a ``config`` key overrides, or values equal as numbers) would
+    give identical results under two names: refused, naming both."""
+    seen: dict[tuple[str, str], str] = {}
+    for method, spec in specs.items():
+        if not spec.get("grid"):
+            continue
+        identity = (spec["grid"]["base"], spec["method_hash"])
+        if identity in seen:
+            raise MEIConfigError(f"methods.{identity[0]}.grid: {seen[identity]} and {method} run the same config on ensemble {ensemble!r} "
+                                 f"(does a 'config' key override what the grid varies, or are two values equal?)")
+        seen[identity] = method
 
 
 def _set_dotted(entry: dict[str, Any], dotted: str, value: Any) -> None:

@@ -84,6 +84,10 @@ class Paths:
         """sha256 of every Parquet table in ``results`` (read by ``python -m mei_core verify``)."""
         return f"{self.results}/checksums.json"
 
+    def checksum_record(self, output: str) -> str:
+        """The sha256 of a result, recorded by the job that wrote it (``verify``)."""
+        return f"{self.resources}/checksums/{output}.json"
+
     def figure(self, ensemble: str, method: str) -> str:
         return f"{self.results}/figures/{ensemble}/{method}.png"
 

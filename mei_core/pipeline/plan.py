@@ -260,7 +260,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     from ..config import import_object
     from ..demo import demo_kind
     from .ensembles import check_ensemble, group_files, probe_members
-    from .method_entries import expand_grids
+    from .method_entries import expand_grids, refuse_identical_grid_members
     from ..objectives.kinds import table_rows
 
     if jobs_run_here:
@@ -324,8 +324,9 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
             chunk = rows[index * shard_size : (index + 1) * shard_size]
             pending.append((paths.shard_spec(name, index), {"ensemble": name, "index": index, "rows": chunk, "sources": sources}))
         plan.methods_of_ensemble[name] = [m for m in plan.methods if name in methods_config[m].get("ensembles", ensembles)]
-        for method in plan.methods_of_ensemble[name]:
-            pending.append((paths.method_spec(name, method), _method_spec(method, methods_config[method], name, ensemble, plan.grids.get(method))))
+        method_specs = {method: _method_spec(method, methods_config[method], name, ensemble, plan.grids.get(method)) for method in plan.methods_of_ensemble[name]}
+        refuse_identical_grid_members(method_specs, name)
+        pending.extend((paths.method_spec(name, method), spec) for method, spec in method_specs.items())
     plan.shards = plan.planned_shards()
 
     plan.contents = {path: sha256_text(canonical_json(payload)) for path, payload in pending}

@@ -7,12 +7,21 @@ one Parquet row per MEI in
 ``scores.parquet`` and tracked traces in long format in ``traces.parquet``. Shards are read one at a
 time and written straight into their Zarr region and the Parquet writers, so memory stays bounded by
 one shard whatever the run's size.
+
+Aggregation trusts no file for being where it is: every shard and held-out file must hold the arrays
+its content hash was written for, and the key of its slot (``shards.shard_key``: ensemble, method,
+rows, seed, device); anything else is refused by name. The store is built beside the old one under
+a lock (two runs sharing a results folder take turns) and replaces it only when complete, with a
+record of every file in it (``verify``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +35,8 @@ import zarr
 
 from ..files import atomic_path, read_json, remove_stale_temporaries
 from ..modality import Modality
-from .shards import ShardData, ShardFileError, read_heldout, read_metadata, read_shard
+from .shards import ShardData, ShardFileError, read_heldout, read_metadata, read_shard, shard_key
+from .verify import write_store_record
 
 SCORE_SCHEMA = pa.schema([
     ("ensemble", pa.string()),
@@ -242,6 +252,49 @@ def _trace_table(shard: ShardData) -> pa.Table:
     }, schema=TRACE_SCHEMA)
 
 
+@dataclass(frozen=True)
+class Slot:
+    """Where a shard file belongs: method, seed and shard positions, and the key its file must record."""
+
+    method: int
+    seed: int
+    shard: int
+    key: str
+
+
+def _slots(manifest: dict[str, Any], method_specs: Sequence[dict[str, Any]], shard_specs: Sequence[dict[str, Any]], seeds: Sequence[int], device: str) -> list[Slot]:
+    """The slots of an ensemble's shard files, in the plan's order (``Plan.planned_shards``: method,
+    then seed, then shard)."""
+    return [Slot(m, s, i, shard_key(manifest, method, shard, seed, device))
+            for m, method in enumerate(method_specs) for s, seed in enumerate(seeds) for i, shard in enumerate(shard_specs)]
+
+
+def _check_slot(path: str, shard: ShardData, slot: Slot, methods: Sequence[str], seeds: Sequence[int]) -> None:
+    """Refuse a shard file that holds another slot's result, saying what it holds instead."""
+    if shard.metadata.get("shard_key") == slot.key:
+        return
+    metadata = shard.metadata
+    expected = f"method {methods[slot.method]!r}, seed {seeds[slot.seed]}, shard {slot.shard}"
+    found = f"method {metadata.get('method')!r}, seed {metadata.get('seed')}, shard {metadata.get('shard')}"
+    why = f"it holds {found}" if found != expected else "it was written for another version of this method, ensemble, rows or device"
+    raise ShardFileError(f"{path}: not the result of its slot ({expected}): {why}; delete it and rerun snakemake to make it again")
+
+
+@contextlib.contextmanager
+def store_lock(store: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a store's folder (``.<name>-lock`` beside it) while it is rebuilt:
+    two runs that share a results folder (two working directories, one ``results:``) take turns
+    instead of writing into each other's store. Released when the process ends, however it ends."""
+    target = Path(store)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def aggregate_ensemble(
     manifest_path: str,
     table_path: str,
@@ -252,40 +305,69 @@ def aggregate_ensemble(
     zarr_path: str,
     scores_path: str,
     traces_path: str,
+    method_spec_paths: Sequence[str],
+    shard_spec_paths: Sequence[str],
+    device: str,
 ) -> None:
     """Stream the shards of one ensemble (and their held-out scores, in the same order; none for an
-    ensemble without held-out members) into its Zarr store and its score/trace tables. The store is
-    built beside the old one and replaces it only when complete."""
+    ensemble without held-out members) into its Zarr store and its score/trace tables. Shard files
+    come in the plan's order (method, seed, shard; ``method_spec_paths`` in the order of ``methods``,
+    ``shard_spec_paths`` by shard index), and each must record its slot's key (``device``: the
+    requested one, part of the key). The store is built beside the old one and replaces it only when
+    complete; a failing aggregation leaves the old one as it was."""
     manifest = read_json(manifest_path)
+    method_specs = [read_json(path) for path in method_spec_paths]
+    if [spec["name"] for spec in method_specs] != list(methods):
+        raise ValueError(f"method specs {list(method_spec_paths)} are not those of methods {list(methods)}")
+    slots = _slots(manifest, method_specs, [read_json(path) for path in shard_spec_paths], seeds, device)
+    if len(slots) != len(shard_paths):
+        raise ValueError(f"{len(shard_paths)} shard files for {len(slots)} slots ({len(methods)} methods × {len(seeds)} seeds × {len(shard_spec_paths)} shards)")
     table = pd.read_parquet(table_path)
     layout = _layout(manifest, table, shard_paths, methods, seeds)
     neuron_position = {int(n): i for i, n in enumerate(layout.neuron_ids)}
-    method_position = {m: i for i, m in enumerate(layout.methods)}
-    seed_position = {s: i for i, s in enumerate(layout.seeds)}
 
     target = Path(zarr_path)
-    staging = target.with_name(f".{target.name}.partial")
-    for output in (target, Path(scores_path), Path(traces_path)):
-        remove_stale_temporaries(output)  # left by a killed aggregation
+    with store_lock(target):
+        for output in (target, Path(scores_path), Path(traces_path)):
+            remove_stale_temporaries(output)  # left by a killed aggregation (none runs now: we hold the lock)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+        try:
+            consumed = _fill(staging, layout, manifest, table, shard_paths, heldout_paths, slots, neuron_position, scores_path, traces_path)
+            write_store_record(staging, consumed)
+            _replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fill(staging: Path, layout: StoreLayout, manifest: dict[str, Any], table: pd.DataFrame, shard_paths: Sequence[str], heldout_paths: Sequence[str],
+          slots: Sequence[Slot], neuron_position: dict[int, int], scores_path: str, traces_path: str) -> dict[str, str]:
+    """Write every checked shard into the staging store and the tables; returns the content hash of
+    every shard and held-out file it read (by path), for the store's record."""
     arrays = _create_store(staging, layout, manifest, table)
     sources = {"mei": "meis", "opacity": "opacity", "score": "scores", "n_iterations": "n_iterations"}
     # score rows wait (small: no MEIs) until every seed is in the store: seed agreement needs them all
     score_tables: list[tuple[pa.Table, tuple[Any, ...]]] = []
+    consumed: dict[str, str] = {}
     with atomic_path(scores_path, suffix=".parquet") as scores_tmp, atomic_path(traces_path, suffix=".parquet") as traces_tmp:
         with pq.ParquetWriter(scores_tmp, SCORE_SCHEMA) as score_writer, pq.ParquetWriter(traces_tmp, TRACE_SCHEMA) as trace_writer:
-            for shard_path, heldout_path in zip(shard_paths, heldout_paths or [None] * len(shard_paths), strict=True):
+            for shard_path, heldout_path, slot in zip(shard_paths, heldout_paths or [None] * len(shard_paths), slots, strict=True):
                 shard = read_shard(shard_path)
-                heldout = read_heldout(heldout_path) if heldout_path else np.full(len(shard), np.nan, np.float32)
+                _check_slot(shard_path, shard, slot, layout.methods, layout.seeds)
+                consumed[str(shard_path)] = shard.metadata["content_sha256"]
+                if heldout_path:
+                    heldout = read_heldout(heldout_path, shard, shard_path)
+                    consumed[str(heldout_path)] = read_metadata(heldout_path)["content_sha256"]
+                else:
+                    heldout = np.full(len(shard), np.nan, np.float32)
                 if len(heldout) != len(shard):
                     raise ShardFileError(f"{heldout_path}: {len(heldout)} held-out scores for the {len(shard)} MEIs of {shard_path}; delete it and rerun")
-                m, s = method_position[shard.metadata["method"]], seed_position[shard.metadata["seed"]]
                 positions = np.asarray([neuron_position[int(n)] for n in shard["neuron_id"]])
                 values = {name: shard.arrays.get(source) for name, source in sources.items()} | {"heldout_score": heldout}
                 for name, array in arrays.items():
                     if values[name] is None:  # opacity of a method without transparency: stays NaN
                         continue
-                    _write_rows(array, m, s, positions, shard["mei_index"], values[name], layout.n_meis > 1)
-                where = (m, s, positions) + ((shard["mei_index"],) if layout.n_meis > 1 else ())
+                    _write_rows(array, slot.method, slot.seed, positions, shard["mei_index"], values[name], layout.n_meis > 1)
+                where = (slot.method, slot.seed, positions) + ((shard["mei_index"],) if layout.n_meis > 1 else ())
                 score_tables.append((_score_table(shard, heldout, manifest["ensemble_hash"], manifest.get("input_stats")), where))
                 if len(shard["trace_step"]):
                     trace_writer.write_table(_trace_table(shard))
@@ -293,8 +375,20 @@ def aggregate_ensemble(
             for table, where in score_tables:
                 score_writer.write_table(_with_flags(table, agreement[where] if agreement is not None else np.full(len(table), np.nan, np.float32)))
         zarr.consolidate_metadata(str(staging))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+    return consumed
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """``staging`` in the place of ``target``: the old store is moved aside (a name a later
+    aggregation cleans up if this one is killed in between), the new one renamed in, the old deleted."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+        old.rmdir()
+        target.rename(old)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_rows(array: zarr.Array, m: int, s: int, positions: np.ndarray, mei_index: np.ndarray, values: np.ndarray, has_mei_dim: bool) -> None:

@@ -8,19 +8,26 @@ Arrays of a shard file, one entry per row (``n_meis`` consecutive rows per item)
 ``trace_name``, ``trace_value``); ``metadata`` (JSON: ensemble, method, method_hash, seed, shard,
 n_items, n_meis, device, host, runtime_s (this file's share of its job's runtime), seeds_in_batch,
 torch, ensemble_hash, shard_key: what its content follows from, so a rerun keeps a file whose key is
-current; transparency). With ``input_stats``, per row the baselines of ``quality.baseline_responses``:
+current, and aggregation refuses a file in another slot's place; transparency; content_sha256: of
+its arrays, so an edited or damaged file is refused by name). With ``input_stats``, per row the baselines of ``quality.baseline_responses``:
 ``mean_response``, ``noise_response`` and, with a stimulus sample, ``sample_best``. Only where they apply: ``opacity`` (rows × spatial dims: a transparency
 MEI's opacity, 1 opaque, as its ``AlphaBlend`` reads the alpha channel) and ``scored_inputs`` (what
 the objective scored when that is not ``meis``: the method transform's ``at_evaluation`` view, e.g. a
 transparency MEI blended onto its evaluation background, or a centre crop; the held-out ensemble
 scores the same inputs).
+
+A held-out score file: ``heldout_scores`` and ``metadata`` (its ``heldout_key``, its own
+``content_sha256``, and ``shard_sha256``: the content of the shard file whose MEIs it scored).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +35,7 @@ import pandas as pd
 
 from ..errors import MEIConfigError
 from ..files import atomic_path
+from ..hashing import canonical_json, sha256_text
 
 if TYPE_CHECKING:
     from ..engine import BatchResult
@@ -38,6 +46,24 @@ if TYPE_CHECKING:
 
 class ShardFileError(MEIConfigError):
     """A shard or held-out score file that cannot be read; the message names it and says what to do."""
+
+
+def shard_key(manifest: dict, method: dict, shard: dict, seed: int, device: str) -> str:
+    """What a shard file's content follows from, i.e. the identity of its slot: the ensemble, the
+    method, the shard's rows, the seed and the requested device. A file that records the same key is
+    kept when its job reruns; aggregation refuses a file whose key is not its slot's."""
+    return sha256_text(canonical_json({"ensemble_hash": manifest["ensemble_hash"], "method_hash": method["method_hash"],
+                                       "shard": shard, "seed": int(seed), "device": device}))
+
+
+def content_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 of arrays by name, dtype, shape and bytes (what ``np.load`` gives back bit for bit)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(canonical_json([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(memoryview(array).cast("B"))  # the bytes, without a copy
+    return digest.hexdigest()
 
 
 @dataclass
@@ -125,7 +151,8 @@ def write_shard(path: str | os.PathLike, rows: pd.DataFrame, result: BatchResult
         **_traces(result),
         **{name: np.asarray(values, dtype=np.float32) for name, values in (quality or {}).items() if name in QUALITY_ARRAYS},
     }
-    metadata = {**metadata, "n_items": len(rows), "n_meis": result.n_meis, "device": str(result.device), "transparency": "opacity" in stimulus}
+    metadata = {**metadata, "n_items": len(rows), "n_meis": result.n_meis, "device": str(result.device), "transparency": "opacity" in stimulus,
+                "content_sha256": content_sha256(arrays)}
     with atomic_path(path, suffix=".npz") as temporary:
         with open(temporary, "wb") as handle:
             np.savez(handle, metadata=np.asarray(json.dumps(metadata)), **arrays)
@@ -135,13 +162,25 @@ def _unreadable(path: str | os.PathLike, error: Exception) -> ShardFileError:
     return ShardFileError(f"{path}: cannot read this file ({type(error).__name__}: {error}); delete it and rerun to make it again")
 
 
-def read_shard(path: str | os.PathLike) -> ShardData:
+def _load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metadata and arrays of a shard or held-out file whose arrays match the content hash written
+    with them (a file edited, damaged or written before content hashes is refused by name)."""
     try:
-        with np.load(path) as shard:
-            arrays = {name: shard[name] for name in shard.files if name != "metadata"}
-            metadata = json.loads(str(shard["metadata"]))
+        with np.load(path) as npz:
+            arrays = {name: npz[name] for name in npz.files if name != "metadata"}
+            metadata = json.loads(str(npz["metadata"]))
     except Exception as error:  # truncated, corrupt or foreign file
         raise _unreadable(path, error) from error
+    recorded = metadata.get("content_sha256")
+    if recorded is None:
+        raise ShardFileError(f"{path}: written without a content hash (by an older version); delete it and rerun to make it again")
+    if content_sha256(arrays) != recorded:
+        raise ShardFileError(f"{path}: its arrays differ from the content hash written with them (edited or damaged since); delete it and rerun to make it again")
+    return metadata, arrays
+
+
+def read_shard(path: str | os.PathLike) -> ShardData:
+    metadata, arrays = _load(path)
     missing = {"meis", "scores", "neuron_id", "mei_index"} - set(arrays)
     if missing:
         raise _unreadable(path, KeyError(f"no array(s) {sorted(missing)}"))
@@ -149,6 +188,7 @@ def read_shard(path: str | os.PathLike) -> ShardData:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata alone (its arrays are not read, nor checked against its content hash)."""
     try:
         with np.load(path) as shard:
             return json.loads(str(shard["metadata"]))
@@ -156,16 +196,36 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise _unreadable(path, error) from error
 
 
+def content_of(path: str | os.PathLike) -> str:
+    """The content hash of a shard or held-out file, once its arrays are checked against it."""
+    return _load(path)[0]["content_sha256"]
+
+
+def holds(path: str | os.PathLike, key_name: str, key: str) -> bool:
+    """Whether a shard or held-out file exists, records ``key`` and has the arrays it was written with:
+    such a file is kept when its job reruns; any other is written again."""
+    try:
+        return Path(path).exists() and _load(path)[0].get(key_name) == key
+    except ShardFileError:
+        return False
+
+
 def write_heldout(path: str | os.PathLike, scores: np.ndarray, metadata: dict[str, Any]) -> None:
     """The held-out ensemble's objective on each row of a shard (NaN without held-out members)."""
+    arrays = {"heldout_scores": np.asarray(scores, dtype=np.float32)}
+    metadata = {**metadata, "content_sha256": content_sha256(arrays)}
     with atomic_path(path, suffix=".npz") as temporary:
         with open(temporary, "wb") as handle:
-            np.savez(handle, heldout_scores=np.asarray(scores, dtype=np.float32), metadata=np.asarray(json.dumps(metadata)))
+            np.savez(handle, metadata=np.asarray(json.dumps(metadata)), **arrays)
 
 
-def read_heldout(path: str | os.PathLike) -> np.ndarray:
-    try:
-        with np.load(path) as heldout:
-            return heldout["heldout_scores"]
-    except Exception as error:
-        raise _unreadable(path, error) from error
+def read_heldout(path: str | os.PathLike, shard: ShardData, shard_path: str | os.PathLike) -> np.ndarray:
+    """The held-out scores of ``shard`` (read from ``shard_path``), refused unless the file was
+    written for that shard file's content."""
+    metadata, arrays = _load(path)
+    if "heldout_scores" not in arrays:
+        raise _unreadable(path, KeyError("no array 'heldout_scores'"))
+    if metadata.get("shard_sha256") != shard.metadata["content_sha256"]:
+        raise ShardFileError(f"{path}: holds the held-out scores of another shard file than {shard_path} (another slot's, or of an older "
+                             f"version of it); delete it and rerun to make it again")
+    return arrays["heldout_scores"]

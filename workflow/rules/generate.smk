@@ -10,6 +10,37 @@
 # `--worker {config[worker]}` (default auto): inside a SLURM allocation the jobs are thin clients of one
 # worker process per allocation that imported torch once (mei_core.pipeline.worker), so the jobs of a group job
 # (profiles/cluster groups them) pay Python/torch start-up once; elsewhere they run directly.
+#
+# `--forcerun generate_meis` (or score_heldout, `-F`, or an output named in --forcerun) recomputes
+# every file of a job instead of keeping those that hold their result. Snakemake tells no job why it
+# runs: the main process (which knows its command line once the DAG is built, when params are
+# evaluated) puts what was forced in the environment, which local jobs and a SLURM job's own Snakemake
+# (it parses this file again, submitted with the environment) inherit.
+import json as _json
+import os as _os
+
+
+class _RecomputeFlag:
+    """``--recompute`` for a forced job, else nothing. Not a plain value, so Snakemake's params rerun
+    trigger ignores it: a forced run does not make the next plain run rerun."""
+
+    def __init__(self, forced):
+        self.forced = forced
+
+    def __str__(self):
+        return "--recompute" if self.forced else ""
+
+
+def _recompute(rule_name):
+    def flag(wildcards, output):
+        if workflow.is_main_process:
+            settings = workflow.dag_settings
+            _os.environ["MEI_CORE_FORCED"] = _json.dumps({"all": bool(settings.forceall), "named": sorted(map(str, settings.forcerun or ()))})
+        forced = _json.loads(_os.environ.get("MEI_CORE_FORCED", "{}"))
+        named = set(forced.get("named", []))
+        return _RecomputeFlag(forced.get("all", False) or rule_name in named or not named.isdisjoint(map(str, output)))
+
+    return flag
 
 
 rule generate_meis:
@@ -30,13 +61,14 @@ rule generate_meis:
         device=config["device"],
         worker=config["worker"],
         seeds=PLAN.seeds,
+        recompute=_recompute("generate_meis"),
     threads: THREADS
     resources:
         mem_mb=4000,
     shell:
         "python -m mei_core generate --manifest {input.manifest:q}"
         " --method {input.method:q} --shard {input.shard:q} --seeds {params.seeds} --out {output:q}"
-        " --device {params.device} --threads {threads} --worker {params.worker:q} > {log:q} 2>&1"
+        " --device {params.device} --threads {threads} --worker {params.worker:q} {params.recompute} > {log:q} 2>&1"
 
 
 rule score_heldout:
@@ -56,8 +88,9 @@ rule score_heldout:
         content=lambda wildcards: PLAN.input_digest([PATHS.shard_spec(wildcards.ensemble, wildcards.shard)]),
         device=config["device"],
         worker=config["worker"],
+        recompute=_recompute("score_heldout"),
     threads: THREADS
     shell:
         "python -m mei_core score --manifest {input.manifest:q} --shard-spec {input.shard_spec:q}"
         " --shards {input.shards:q} --out {output:q} --device {params.device} --threads {threads}"
-        " --worker {params.worker:q} > {log:q} 2>&1"
+        " --worker {params.worker:q} {params.recompute} > {log:q} 2>&1"
