@@ -248,7 +248,7 @@ def fixed_budget(norm: float = 10.0, x_min: float | Sequence[float] | None = Non
     ``[x_min, x_max]`` (default: ``input_stats.range``, else mean ± 3 std). ``lr`` is the step per
     pixel in stimulus stds (the gradient is normalised to mean |g| 1). Without ``input_stats`` the
     stimuli are taken as z-scores (mean 0, std 1), the units of the default numbers; a hand-given
-    clip that excludes 0 is then refused (pixel units need ``input_stats``).
+    clip without 0 strictly inside is then refused (pixel units need ``input_stats``).
     ``input_shape`` is needed only for channels of different means (to place them)."""
     if not norm > 0:
         raise MEIConfigError(f"norm: must be > 0, got {norm!r}")
@@ -256,9 +256,10 @@ def fixed_budget(norm: float = 10.0, x_min: float | Sequence[float] | None = Non
     blur = {"path": "GaussianBlur", "kwargs": {"sigma": sigma, "decay_factor": sigma_decay, "min_sigma": 0.25}}
     if input_stats is None:
         low, high = (-CLIP_STDS if x_min is None else x_min), (CLIP_STDS if x_max is None else x_max)
-        if not all(lo <= 0.0 <= hi for lo, hi in zip(_numbers(low, "x_min"), _numbers(high, "x_max"))):
+        # a clip with 0 at or beyond a bound is in pixel units (0…255, 0…1): centred on 0 every MEI is black
+        if not all(lo < 0.0 < hi for lo, hi in zip(_numbers(low, "x_min"), _numbers(high, "x_max"))):
             raise MEIConfigError(f"input_stats: fixed_budget without input_stats centres on 0 (z-scored stimuli), "
-                                 f"but the clip [{low}, {high}] excludes 0; give input_stats (the stimulus mean and std)")
+                                 f"but 0 is not inside the clip [{low}, {high}]; give input_stats (the stimulus mean and std)")
         # z-scores: the recipe as it always was (mean 0: ChangeNorm then ClipRange), bitwise
         return {
             "initial": {"path": "RandomNormal", "kwargs": {"std": 1.0}},
