@@ -3,8 +3,11 @@ statistics, and the published ones (``hoefling2024``, ``walker2019``, ``mds``, `
 each the settings its paper's code states (sources, number by number: ``config/README.md``,
 "Published presets").
 
-``preset(name, **params)`` returns a method config (the dict ``build_method`` takes); ``PRESETS``
-lists every name with its parameters and a one-line description.  The default hard-codes no norm:
+``preset(name, **params)`` returns a method config (the dict ``build_method`` takes, or for
+``cma_es`` the config of ``mei_core.cmaes.cma_es``); ``PRESETS`` (a :class:`~mei_core.registry.Registry`)
+holds every name with its parameters (from the signature) and a one-line description. Every preset
+that shapes the contrast follows ``input_stats`` (centred on its mean; ``sinzlab_default`` refuses
+stats that are not z-scores): ``config/README.md``, "Presets in the stimulus's units".  The default hard-codes no norm:
 it takes ``input_stats`` of the training stimuli and ``contrast_budget`` turns them into the L2 norm
 and the pixel clip.
 
