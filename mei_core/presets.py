@@ -225,17 +225,18 @@ def _per_channel_image(values: Sequence[float], input_shape: Sequence[int] | Non
     if input_shape is None:
         if len(set(values)) == 1:
             return values[0]
-        raise MEIConfigError(f"{key}: {len(values)} channels of different means need input_shape (C×H×W or C×T×H×W) to place them")
+        raise MEIConfigError(f"input_shape: needed (C×H×W or C×T×H×W) to place the {len(values)} channels of different {key}")
     shape = _check_shape(input_shape)
     return [[[v]] if len(shape) == 3 else [[[v]]] for v in values]
 
 
 def _n_channels(input_stats: Any, input_shape: Sequence[int] | None) -> int:
+    """The channels: ``input_shape``'s when given, else as many as ``input_stats`` lists."""
     if input_shape is not None:
         return _check_shape(input_shape)[0]
-    lengths = [len(input_stats.get(k) or []) if isinstance(input_stats, Mapping) and isinstance(input_stats.get(k), (list, tuple)) else 1
-               for k in ("mean", "std")]
-    return max(lengths)
+    if not isinstance(input_stats, Mapping):
+        return 1  # check_input_stats refuses it, naming the key
+    return max(len(v) if isinstance(v, (list, tuple)) else 1 for v in (input_stats.get("mean"), input_stats.get("std")))
 
 
 @PRESETS.register("fixed_budget", description=(
