@@ -70,7 +70,7 @@ def test_the_default_is_the_same_mei_in_every_unit_system(system: UnitSystem, de
     assert float(scores.offset_stds.abs().max()) < 1e-3
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "walker2019" else name for name in PRESETS_IN_UNITS])
+@pytest.mark.parametrize("name", list(PRESETS_IN_UNITS))
 @pytest.mark.parametrize("system", UNIT_SYSTEMS, ids=lambda s: s.name)
 def test_each_preset_recovers_the_filters_within_0_05_of_the_default_centred_on_the_mean(
         system: UnitSystem, name: str, defaults: dict[str, UnitScores]) -> None:
