@@ -112,6 +112,16 @@ def test_the_old_pixel_unit_traps_are_gone() -> None:
     assert cma["postprocessing"][0]["kwargs"]["norm"] == pytest.approx(by_hand_norm(DISPLAY))
 
 
+def test_add_mean_puts_the_decoded_contrast_on_each_channels_mean_for_images_and_videos() -> None:
+    from mei_core.parameterisations import AddMean
+
+    video = AddMean([1.0, -2.0])(torch.zeros(2, 2, 3, 4, 4))  # B×C×T×H×W
+    assert bool(video[:, 0].eq(1.0).all()) and bool(video[:, 1].eq(-2.0).all())
+    torch.testing.assert_close(AddMean(120.0)(torch.ones(1, 1, 4, 4)), torch.full((1, 1, 4, 4), 121.0))
+    with pytest.raises(ValueError, match="2 means for 3 channels"):
+        AddMean([1.0, 2.0])(torch.zeros(1, 3, 4, 4))
+
+
 def test_a_method_entry_with_preset_cma_es_runs_cma_es_with_the_ensembles_stats() -> None:
     ensemble = {"input_shape": list(SHAPE), "input_stats": DISPLAY.input_stats}
     entry = {"preset": "cma_es", "params": {"parameterisation": "DoG"}}
