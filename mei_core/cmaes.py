@@ -411,20 +411,15 @@ def cma_es(
 cma_es.validate_config = validate_config  # type: ignore[attr-defined]  # what the pipeline's plan checks
 
 
-def cma_es_preset(parameterisation: Any = "Gabor", norm: float = 10.0, x_min: float = -3.0, x_max: float = 3.0,
-                  max_generations: int = 150, sigma0: float = 0.5, population_size: int | None = None) -> dict[str, Any]:
-    """A ``cma_es`` config with the default preset's contrast budget (``ChangeNorm`` then
-    ``ClipRange``) on the decoded stimulus. Set ``norm`` and the clip to your training images'
-    contrast, as for :func:`mei_core.methods.default_preset`."""
-    config: dict[str, Any] = {
-        "parameterisation": parameterisation,
-        "sigma0": sigma0,
-        "max_generations": max_generations,
-        "postprocessing": [
-            {"path": "ChangeNorm", "kwargs": {"norm": norm}},
-            {"path": "ClipRange", "kwargs": {"x_min": x_min, "x_max": x_max}},
-        ],
-    }
-    if population_size is not None:
-        config["population_size"] = population_size
-    return config
+def cma_es_preset(parameterisation: Any = "Gabor", norm: float = 10.0, x_min: float | None = None, x_max: float | None = None,
+                  max_generations: int = 150, sigma0: float = 0.5, population_size: int | None = None,
+                  input_stats: Mapping[str, Any] | None = None, input_shape: Sequence[int] | None = None,
+                  clip_stds: float | None = None) -> dict[str, Any]:
+    """A ``cma_es`` config with a contrast budget on the decoded stimulus: L2 ``norm`` (stimulus
+    units) of the contrast and the clip ``[x_min, x_max]``; with ``input_stats`` decoded around the
+    stimulus mean, without for z-scores (:func:`mei_core.presets.cma_es_config`, which builds it;
+    ``preset("cma_es", ...)`` also derives the norm from ``input_stats``)."""
+    from .presets import cma_es_config
+
+    return cma_es_config(parameterisation, norm, x_min, x_max, max_generations=max_generations, sigma0=sigma0,
+                         population_size=population_size, input_stats=input_stats, input_shape=input_shape, clip_stds=clip_stds)

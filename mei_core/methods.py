@@ -63,5 +63,6 @@ def gradient_ascent(
     return result.meis, score, output
 
 
-#: The fixed-budget preset (``mei_core.presets.fixed_budget``): the norm and clip given by hand.
+#: The fixed-budget preset (``mei_core.presets.fixed_budget``): the norm and clip given by hand, centred
+#: on ``input_stats.mean`` (without ``input_stats`` its numbers are z-scores).
 default_preset = fixed_budget

@@ -12,6 +12,8 @@ slot ``parameterisation``; the default is ``Pixels``) and by gradient-free metho
 - ``ColourDecorrelated``: 3 decorrelated channels mixed by a fixed matrix (lucent's ImageNet colour
   square root by default).
 - ``Sigmoid`` / ``Tanh``: squash into ``[x_min, x_max]``.
+- ``AddMean``: adds the per-channel stimulus mean, so a decoder of contrast (``Gabor``, ``DoG``,
+  ``Pixels`` around 0) gives stimuli around the mean (the ``cma_es`` preset's last step).
 - ``Gabor`` / ``DoG``: a few interpretable parameters per row (images only), each raw parameter
   unconstrained and mapped onto its range, so a unit normal draw is a sensible start.
 - ``LinearBasis``: ``mean + z @ basis`` (e.g. a PCA basis from :func:`pca_basis`).
@@ -36,7 +38,7 @@ from .config import build_components, import_object
 from .errors import MEIConfigError
 from .ops import float_array
 
-__all__ = ["Pixels", "Spectral", "ColourDecorrelated", "Sigmoid", "Tanh", "Gabor", "DoG", "LinearBasis", "Decoder", "Chain", "CPPN"]
+__all__ = ["Pixels", "Spectral", "ColourDecorrelated", "Sigmoid", "Tanh", "AddMean", "Gabor", "DoG", "LinearBasis", "Decoder", "Chain", "CPPN"]
 
 
 def _stimulus_shape(p: Parameterisation) -> tuple[int, ...]:
@@ -174,6 +176,25 @@ class Tanh(Parameterisation):
 
     def __call__(self, variable: Tensor) -> Tensor:
         return (self.x_max + self.x_min) / 2 + (self.x_max - self.x_min) / 2 * torch.tanh(variable)
+
+
+class AddMean(Parameterisation):
+    """``mean + v`` with ``mean`` per channel (a float, or one value per channel): a decoder of
+    contrast around 0 followed by this gives stimuli around the stimulus mean, in any units."""
+
+    def __init__(self, mean: float | Sequence[float] = 0.0):
+        values = [float(v) for v in mean] if isinstance(mean, (list, tuple)) else [float(mean)]
+        if not values or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"mean must be finite numbers (one per channel), got {mean!r}")
+        self.mean = torch.tensor(values)
+
+    def __call__(self, variable: Tensor) -> Tensor:
+        if len(self.mean) not in (1, variable.shape[1]):
+            raise ValueError(f"AddMean: {len(self.mean)} means for {variable.shape[1]} channels")
+        return variable + self.mean.to(variable).view(1, -1, *([1] * (variable.dim() - 2)))
+
+    def __repr__(self) -> str:
+        return f"AddMean(mean={self.mean.tolist()})"
 
 
 class _Grid:

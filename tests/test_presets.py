@@ -10,6 +10,7 @@ import torch
 
 from mei_core import presets
 from mei_core.errors import MEIConfigError
+from mei_core.cmaes import build_settings
 from mei_core.method import build_method
 from mei_core.methods import batched_gradient_ascent
 from mei_core.demo.v1 import filter_correlation
@@ -24,12 +25,16 @@ UNIT_STATS = {"mean": [0.0], "std": [1.0]}
 
 def test_every_preset_builds_a_valid_method() -> None:
     steps = {"default": presets.ITERATIONS, "fixed_budget": 200, "hoefling2024": 10, "walker2019": 1000, "mds": 10,
-             "sinzlab_default": 1001}
-    assert set(presets.PRESETS) == set(steps)
-    for name, info in presets.PRESETS.items():
+             "sinzlab_default": 1001, "cma_es": presets.CMA_ES_SEARCH["max_generations"]}
+    assert set(presets.PRESETS.names()) == set(steps)
+    for info in presets.PRESETS:
+        name = info.name
         assert info.description and info.parameters
         derived = {"input_shape": [1, 24, 24], "input_stats": UNIT_STATS}
         config = presets.preset(name, **{k: v for k, v in derived.items() if k in info.parameters})
+        if presets.preset_method_fn(name) == "mei_core.cmaes.cma_es":  # its own config keys, checked by its method
+            assert build_settings(config, f"preset.{name}").max_generations == steps[name]
+            continue
         method = build_method(config, f"preset.{name}")
         assert method.stopper.num_iterations == steps[name]
     hoefling = presets.preset("hoefling2024", iterations=5)

@@ -7,6 +7,11 @@ backgrounds), ``mei.initial``, ``mei.stoppers``, ``mei.objectives`` (trackers) a
 ``mei.postprocessing``. A path of any ``mei.`` module is recognised by its class name; ``torch.optim``
 and other optimizer paths pass through unchanged.
 
+Units: sinzlab's numbers (``RandomNormal`` start, SGD lr on raw gradients, ``PNormConstraintAndClip``
+defaults ±1) are written for models of z-scored inputs (mean 0, std 1). The translation keeps them as
+they are; the ``sinzlab_default`` preset refuses ``input_stats`` that are not z-scores
+(:func:`mei_core.presets.check_z_scores`; config/README.md, "Presets in the stimulus's units").
+
 What the translation keeps (checked against sinzlab/mei's code; the formula is the same):
 
 - ``decay_factor`` of ``GaussianBlur`` / ``MultiplyBy`` is *additive* there: ``sigma + decay_factor ·

@@ -71,6 +71,12 @@ def _ground_truth_kinds() -> str:
     return GROUND_TRUTH_KINDS.markdown_table(("name", "description"), where=lambda e: _is_built_in(e.value))
 
 
+def _presets() -> str:
+    from ..presets import PRESETS
+
+    return PRESETS.markdown_table()
+
+
 #: every generated table by its marker name
 TABLES: dict[str, Callable[[], str]] = {
     "method-options": _method_options,
@@ -78,6 +84,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "objective-kinds": _objective_kinds,
     "demo-kinds": _demo_kinds,
     "ground-truth-kinds": _ground_truth_kinds,
+    "presets": _presets,
 }
 
 

@@ -132,6 +132,16 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     return merged
 
 
+def method_fn_of(name: str, entry: Mapping[str, Any], default: str) -> str:
+    """The ``method_fn`` that runs method ``name``: its own, else its preset's (``cma_es`` runs
+    ``mei_core.cmaes.cma_es``), else ``default``."""
+    if "method_fn" in entry or "preset" not in entry:
+        return entry.get("method_fn", default)
+    from ..presets import preset_method_fn
+
+    return preset_method_fn(entry["preset"], f"methods.{name}.preset") or default
+
+
 def method_config(name: str, entry: Mapping[str, Any], ensemble: Mapping[str, Any], ensemble_name: str) -> dict[str, Any]:
     """The config that runs for method ``name`` on one ensemble: the preset (given the ensemble's
     ``input_shape`` and ``input_stats`` when it takes them) with ``config`` deep-merged over it."""
@@ -144,13 +154,16 @@ def method_config(name: str, entry: Mapping[str, Any], ensemble: Mapping[str, An
 
     preset_name = entry["preset"]
     if preset_name not in PRESETS:
-        raise MEIConfigError(f"methods.{name}.preset: unknown preset {preset_name!r}; known presets: {', '.join(PRESETS)}")
+        raise MEIConfigError(f"methods.{name}.preset: unknown preset {preset_name!r}; known presets: {', '.join(PRESETS.names())}")
     params = dict(entry.get("params") or {})
-    accepted = inspect.signature(PRESETS[preset_name].function).parameters
+    accepted = inspect.signature(PRESETS.get(preset_name, f"methods.{name}.preset")).parameters
     for derived in ("input_shape", "input_stats"):
         if derived in params:
             raise MEIConfigError(f"methods.{name}.params.{derived}: comes from ensembles.{ensemble_name}.{derived}, not from the method")
         if derived in accepted:
+            # a preset that can do without (a default) gets it when the ensemble states it
+            if derived not in ensemble and accepted[derived].default is not inspect.Parameter.empty:
+                continue
             if derived not in ensemble:
                 raise MEIConfigError(f"ensembles.{ensemble_name}.{derived}: required by preset {preset_name!r} of methods.{name} "
                                      f"(the per-channel mean and std of the stimuli the models were trained on)")

@@ -260,7 +260,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     from ..config import import_object
     from ..demo import demo_kind
     from .ensembles import check_ensemble, group_files, probe_members
-    from .method_entries import expand_grids, refuse_identical_grid_members
+    from .method_entries import expand_grids, method_fn_of, refuse_identical_grid_members
     from ..objectives.kinds import table_rows
 
     if jobs_run_here:
@@ -284,7 +284,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     methods_config, plan.grids = expand_grids(config["methods"])
     plan.methods = list(methods_config)
     for name, method in methods_config.items():
-        method_fn = method.get("method_fn", DEFAULT_METHOD_FN)
+        method_fn = method_fn_of(name, method, DEFAULT_METHOD_FN)
         check_method_fn(import_object(method_fn, f"methods.{name}.method_fn"), method_fn, f"methods.{name}.method_fn")
         unknown = sorted(set(method.get("ensembles", [])) - set(ensembles))
         if unknown:
@@ -413,9 +413,9 @@ def _method_spec(name: str, entry: dict[str, Any], ensemble_name: str, ensemble:
     """What a (method, ensemble) pair's jobs run: the merged config and its hash."""
     from ..config import check_numbers_are_numbers, import_object
     from ..method import validate_method
-    from .method_entries import method_config
+    from .method_entries import method_config, method_fn_of
 
-    method_fn = entry.get("method_fn", DEFAULT_METHOD_FN)
+    method_fn = method_fn_of(name, entry, DEFAULT_METHOD_FN)
     config = method_config(name, entry, ensemble, ensemble_name)
     key = f"methods.{name}.config" if "preset" not in entry else f"methods.{name} (preset {entry['preset']!r} on ensemble {ensemble_name!r})"
     check_numbers_are_numbers(config, key)
