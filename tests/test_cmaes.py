@@ -137,13 +137,18 @@ def test_three_meis_of_a_complex_cell_are_three_phases_of_its_filter_and_the_sam
     assert batch.meis.shape == (9, 1, 24, 24) and batch.n_meis == 3
     assert batch.row_items.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and len(batch.n_iterations) == len(batch.stop_reasons) == 3
     off_diagonal = ~torch.eye(3, dtype=torch.bool)
+    between = []
     for k, unit in enumerate(complex_cells):
         meis = batch.meis[3 * k : 3 * k + 3]
         # each MEI is the cell's filter pair at some phase (phase-invariant r), and drives it as much as the best of the three
         at_least(f"cell {k}: min r", min(filter_correlation(mei, population, unit) for mei in meis), 0.95)
         at_least(f"cell {k}: min/max score", batch.scores[3 * k : 3 * k + 3].min() / batch.scores[3 * k : 3 * k + 3].max(), 0.9)
-        # three searches from three starts: three different phases, some nearly opposite
-        at_most(f"cell {k}: min r between its MEIs", torch.corrcoef(meis.flatten(1))[off_diagonal].min(), 0.0)
+        between.append(torch.corrcoef(meis.flatten(1))[off_diagonal])
+    # three searches from three starts land at three phases, some nearly opposite. Which phases is
+    # chance (a platform or a cma version acts like another seed: cma 4.0.0 put two of cell 1's at
+    # r 0.57): three random phases all lie within a quarter turn (every pair r > 0) with p = 3/16 per
+    # cell, all nine pairs of the three cells with p < 0.007, so the pairs are judged together
+    at_most("min r between the MEIs of one cell, over the three cells", torch.cat(between).min(), 0.0)
     # the second item (seed 1) alone, and last in a batch of other cells and seeds: the same three MEIs
     alone = cma_es(UnitObjective(population, [complex_cells[1]]), config, seeds=[1], shape=(1, 24, 24))
     mixed = cma_es(UnitObjective(population, [cells_of(population, "simple")[0], complex_cells[1]]), config, seeds=[7, 1], shape=(1, 24, 24))
