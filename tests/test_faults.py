@@ -13,21 +13,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from workflow_support import REPO, copy_project, make_project, planned_outputs, read_config, snakemake, tiny_config, write_config
+from workflow_support import REPO, make_project, planned_outputs, read_config, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    folder = make_project(tmp_path_factory.mktemp("faults") / "project")
-    snakemake(folder)
-    return folder
-
-
-@pytest.fixture
-def project(finished, tmp_path):
-    return copy_project(finished, tmp_path / "project")
 
 
 def test_a_deleted_store_is_rebuilt_by_a_plain_rerun_and_a_killed_aggregations_leftovers_are_cleaned(project, finished):

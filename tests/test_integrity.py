@@ -16,24 +16,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from workflow_support import REPO, copy_project, make_project, snakemake
+from workflow_support import REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
 MEIS = Path("resources/meis/tiny")
 HELDOUT = Path("resources/heldout/tiny")
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    folder = make_project(tmp_path_factory.mktemp("integrity") / "project")
-    snakemake(folder)
-    return folder
-
-
-@pytest.fixture
-def project(finished, tmp_path):
-    return copy_project(finished, tmp_path / "project")
 
 
 def verify(project: Path) -> subprocess.CompletedProcess:

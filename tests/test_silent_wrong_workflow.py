@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_support import REPO, SNAKEFILE, SNAKEMAKE, copy_project, edited, make_project, planned_outputs, read_config, save_member, snakemake, tiny_config, write_config
+from workflow_support import REPO, SNAKEFILE, SNAKEMAKE, edited, make_project, planned_outputs, read_config, save_member, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +37,6 @@ def finished(tmp_path_factory):
     (folder / "lab" / "lab_helpers.py").write_text(HELPERS)
     snakemake(folder)
     return folder
-
-
-@pytest.fixture
-def project(finished, tmp_path):
-    return copy_project(finished, tmp_path / "project")
 
 
 def disk_state(folder: Path) -> dict[str, tuple[int, str]]:

@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 
 from workflow_support import (
-    copy_project, edited, make_project, planned_outputs, read_config, save_member, snakemake, tiny_config, write_config,
+    edited, make_project, planned_outputs, read_config, save_member, snakemake, tiny_config, write_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -21,11 +21,6 @@ def finished(tmp_path_factory):
     folder = make_project(tmp_path_factory.mktemp("tiny") / "project", tiny_config(demo=True))
     snakemake(folder)
     return folder
-
-
-@pytest.fixture
-def project(finished, tmp_path):
-    return copy_project(finished, tmp_path / "project")
 
 
 def generated(planned):
