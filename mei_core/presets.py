@@ -121,9 +121,10 @@ def _check_shape(input_shape: Any, key: str = "input_shape") -> tuple[int, ...]:
     return tuple(int(v) for v in input_shape)
 
 
-def _check_iterations(iterations: Any, key: str = "iterations") -> int:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise MEIConfigError(f"{key}: must be a positive integer, got {iterations!r}")
+def _check_iterations(iterations: Any, key: str = "iterations", minimum: int = 1) -> int:
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise MEIConfigError(f"{key}: must be {what}, got {iterations!r}")
     return iterations
 
 
@@ -257,7 +258,7 @@ def fixed_budget(norm: float = 10.0, x_min: float | Sequence[float] | None = Non
     ``input_shape`` is needed only for channels of different means (to place them)."""
     if not norm > 0:
         raise MEIConfigError(f"norm: must be > 0, got {norm!r}")
-    _check_iterations(iterations)
+    _check_iterations(iterations, minimum=0)  # 0: the start itself (no step)
     blur = {"path": "GaussianBlur", "kwargs": {"sigma": sigma, "decay_factor": sigma_decay, "min_sigma": 0.25}}
     if input_stats is None:
         low, high = (-CLIP_STDS if x_min is None else x_min), (CLIP_STDS if x_max is None else x_max)

@@ -214,8 +214,13 @@ def test_quality_flags_are_a_column_when_the_scores_have_them(finished, tmp_path
     shown.feed(dom)
     assert sorted(int(r["data-neuron"]) for r in shown.rows) == [2, 2, 2, 2]
     assert dom.count('<td class="flags" data-key="quality_flags">low_gain,clipped</td>') == 4
-    # without the column there is no flags column at all
-    assert 'data-key="quality_flags"' not in open_in_chromium(results / "browse" / "index.html", "")
+    # scores without the column (results of an older version) give no flags column at all
+    scores.drop(columns="quality_flags").to_parquet(tmp_path / "old_scores.parquet")
+    old = tmp_path / "old" / "index.html"
+    write_browser(str(tmp_path / "old_scores.parquet"), str(results / "validation.parquet"), str(results / "traces.parquet"),
+                  [str(results / "browse" / "thumbnails" / "tiny" / m) for m in ("fast", "slow")], str(old), str(tmp_path / "old" / "data.js"),
+                  str(tmp_path / "old" / "traces"))
+    assert 'data-key="quality_flags"' not in open_in_chromium(old, "")
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -443,3 +444,38 @@ def _read_probe_cache(path: Path) -> dict[str, Any]:
 
 
 __all__ = ["MEMBER_GROUPS", "Plan", "Shard", "prepare", "put_interpreter_on_path", "read_plan_record"]
+
+
+# ------------------------------------------------------------------------------ forced recomputation
+
+#: what the main Snakemake process was told to force (its jobs, local or a SLURM job's own Snakemake,
+#: inherit the environment and read it)
+FORCED_VARIABLE = "MEI_CORE_FORCED"
+
+
+class RecomputeFlag:
+    """``--recompute`` for a forced job, else nothing. Not a plain value, so Snakemake's params rerun
+    trigger ignores it: a forced run does not make the next plain run rerun."""
+
+    def __init__(self, forced: bool):
+        self.forced = forced
+
+    def __str__(self) -> str:
+        return "--recompute" if self.forced else ""
+
+
+def recompute_flag(workflow: Any, rule_name: str) -> Callable[..., RecomputeFlag]:
+    """A params function of rule ``rule_name``: recompute every file of a job that ``--forcerun``
+    (the rule or one of its outputs) or ``-F`` names, instead of keeping those that hold their result.
+    Snakemake tells no job why it runs; the main process knows its command line once the DAG is
+    built (params are evaluated then) and puts it in the environment."""
+
+    def flag(wildcards: Any, output: Any) -> RecomputeFlag:
+        if workflow.is_main_process:
+            settings = workflow.dag_settings
+            os.environ[FORCED_VARIABLE] = json.dumps({"all": bool(settings.forceall), "named": sorted(map(str, settings.forcerun or ()))})
+        forced = json.loads(os.environ.get(FORCED_VARIABLE, "{}"))
+        named = set(forced.get("named", []))
+        return RecomputeFlag(forced.get("all", False) or rule_name in named or not named.isdisjoint(map(str, output)))
+
+    return flag

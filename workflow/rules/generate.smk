@@ -15,34 +15,7 @@
 # every file of a job instead of keeping those that hold their result. Snakemake tells no job why it
 # runs: the main process (which knows its command line once the DAG is built, when params are
 # evaluated) puts what was forced in the environment, which local jobs and a SLURM job's own Snakemake
-# (it parses this file again, submitted with the environment) inherit.
-import json as _json
-import os as _os
-
-
-class _RecomputeFlag:
-    """``--recompute`` for a forced job, else nothing. Not a plain value, so Snakemake's params rerun
-    trigger ignores it: a forced run does not make the next plain run rerun."""
-
-    def __init__(self, forced):
-        self.forced = forced
-
-    def __str__(self):
-        return "--recompute" if self.forced else ""
-
-
-def _recompute(rule_name):
-    def flag(wildcards, output):
-        if workflow.is_main_process:
-            settings = workflow.dag_settings
-            _os.environ["MEI_CORE_FORCED"] = _json.dumps({"all": bool(settings.forceall), "named": sorted(map(str, settings.forcerun or ()))})
-        forced = _json.loads(_os.environ.get("MEI_CORE_FORCED", "{}"))
-        named = set(forced.get("named", []))
-        return _RecomputeFlag(forced.get("all", False) or rule_name in named or not named.isdisjoint(map(str, output)))
-
-    return flag
-
-
+# (it parses this file again, submitted with the environment) inherit: mei_core.pipeline.plan.recompute_flag.
 rule generate_meis:
     input:
         manifest=PATHS.manifest("{ensemble}", "members"),
@@ -61,7 +34,7 @@ rule generate_meis:
         device=config["device"],
         worker=config["worker"],
         seeds=PLAN.seeds,
-        recompute=_recompute("generate_meis"),
+        recompute=recompute_flag(workflow, "generate_meis"),
     threads: THREADS
     resources:
         mem_mb=4000,
@@ -88,7 +61,7 @@ rule score_heldout:
         content=lambda wildcards: PLAN.input_digest([PATHS.shard_spec(wildcards.ensemble, wildcards.shard)]),
         device=config["device"],
         worker=config["worker"],
-        recompute=_recompute("score_heldout"),
+        recompute=recompute_flag(workflow, "score_heldout"),
     threads: THREADS
     shell:
         "python -m mei_core score --manifest {input.manifest:q} --shard-spec {input.shard_spec:q}"
