@@ -80,10 +80,10 @@ def test_each_preset_recovers_the_filters_within_0_05_of_the_default_centred_on_
     below = scores.filter_r - default.filter_r
     if name == "cma_es":
         # a search is chaotic: a cma version or a CPU acts like another seed. Over 4 seeds × cma 4.0.0
-        # and 4.5.0 the median was 0.009–0.012 above the default's (spread 0.0023), while one of 56
-        # searches ended 0.10 below on one cell: the median is judged, and at most 2 of 7 cells may
-        # fall more than 0.05 below (p ≈ 2e-4 at that rate)
-        at_least("median filter r − the default's", below.median(), -0.05)
+        # and 4.5.0 the median was −0.008 … +0.012 from the default's (spread 0.017: the bound lies 3×
+        # that below the worst), while one of 56 searches ended 0.10 below on one cell: the median is
+        # judged, and at most 2 of 7 cells may fall more than 0.05 below (p ≈ 2e-4 at that rate)
+        at_least("median filter r − the default's", below.median(), -0.06)
         assert int((below < -0.05).sum()) <= 2, below
     else:  # gradient presets: deterministic, every cell within 0.05
         at_least("min filter r − the default's", below.min(), -0.05)
