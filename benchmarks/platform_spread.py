@@ -76,6 +76,7 @@ def table(rows: list[dict]) -> str:
         ratio = "∞" if spread == 0 else f"{margin / spread:.1f}"
         sign = "≥" if bound == "at_least" else "≤"
         variants = len({r["environment"]["variant"] for r in seen})
+        name = name.replace("|", "\\|")  # a figure such as |a − b| inside a Markdown cell
         lines.append(f"| {module}::{test} | {name} | {sign} {threshold:g} | {worst:.4g} | {best:.4g} | {spread:.2g} | {margin:.3g} | {ratio} | {variants} |")
     return "\n".join(lines)
 
