@@ -123,7 +123,7 @@ def main() -> None:
     for method in methods:
         started = time.process_time()
         out = paths.browse_thumbnails(ENSEMBLE, method)
-        draw_thumbnails(paths.zarr(ENSEMBLE), method, out, [0.0])
+        draw_thumbnails(paths.zarr(ENSEMBLE), method, out)
         thumbnail_dirs.append(out)
         print(f"thumbnails of {method}: {time.process_time() - started:.1f} s CPU, {size_of(Path(out)) / 1e6:.1f} MB")
     started = time.process_time()

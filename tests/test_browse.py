@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from mei_core.pipeline.browse import find_chromium, open_in_chromium, sheet_layout, thumbnail_positions, thumbnails, write_browser
+from mei_core.pipeline.browse import draw_thumbnails, find_chromium, open_in_chromium, sheet_layout, thumbnail_positions, thumbnails, write_browser
 from mei_core.files import read_json
 from workflow_support import copy_project, edited, make_project, planned_outputs, read_config, snakemake, tiny_config, write_config
 
@@ -32,6 +32,20 @@ def test_a_thumbnail_is_its_mei_around_the_stimulus_mean_on_its_own_scale():
     grey = drawn["pixels"][0, ..., 0]
     assert grey[1, 2] == 255 and grey[3, 3] == 64 and grey[0, 0] == 128
     assert (drawn["pixels"][1] == 128).all()
+
+
+def test_thumbnails_centre_on_the_stores_stimulus_mean_whatever_the_config_spells(tmp_path):
+    # a store of display-level MEIs (input_stats resolved from a sample: the config holds only `from:`)
+    meis = np.full((1, 1, 2, 1, 6, 6), 120.0, np.float32)
+    meis[0, 0, 1, 0, 2:4, 2:4] = 200.0
+    store = xr.Dataset({"mei": (("method", "seed", "neuron", "channel", "y", "x"), meis)},
+                       coords={"method": ["default"], "seed": [0], "neuron": [0, 1]})
+    store.attrs["input_stats"] = {"from": "sample.npy", "mean": [120.0], "std": [45.0], "range": [0.0, 255.0]}
+    store.to_zarr(tmp_path / "e.zarr")
+    meta = draw_thumbnails(str(tmp_path / "e.zarr"), "default", str(tmp_path / "thumbs"))
+    sheet = imageio.imread(tmp_path / "thumbs" / "sheet0.png")
+    assert meta["mean"] == [120.0]
+    assert abs(int(np.asarray(sheet)[0, 0, ...].flat[0]) - 128) <= 1  # the grey MEI (all at the mean) is mid grey, not white
 
 
 def test_an_mei_drawn_in_a_batch_equals_the_one_drawn_alone():

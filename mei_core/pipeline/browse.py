@@ -118,14 +118,17 @@ def sheet_layout(count: int, cell: tuple[int, int], columns: int = SHEET_COLUMNS
     return {"cell": list(cell), "columns": columns, "per_sheet": per_sheet, "sheets": [f"sheet{k}.png" for k in range(math.ceil(count / per_sheet))]}
 
 
-def draw_thumbnails(zarr_path: str, method: str, out_dir: str, mean: Sequence[float] | None = None, gif_folder: str | None = None,
+def draw_thumbnails(zarr_path: str, method: str, out_dir: str, gif_folder: str | None = None,
                     box: int = THUMBNAIL_BOX) -> dict[str, Any]:
     """Sprite sheets of every MEI of one method of an ensemble (``out_dir/sheet<k>.png``) and
     ``out_dir/meta.json``: the order of the thumbnails (seed, then neuron, then ``mei_index``), each
-    MEI's scale, and for videos each MEI's temporal trace and the folder of its GIFs."""
+    MEI's scale, and for videos each MEI's temporal trace and the folder of its GIFs. The stimulus
+    mean is the store's (its ``input_stats``, as the ensemble's manifest resolved them, ``from:``
+    included; 0 without)."""
     import imageio.v3 as imageio
 
     dataset = xr.open_zarr(zarr_path)
+    mean = (dataset.attrs.get("input_stats") or {}).get("mean") or [0.0]
     if method not in dataset["method"].values:
         raise MEIConfigError(f"{zarr_path}: no method {method!r} (it has {list(map(str, dataset['method'].values))})")
     meis = dataset["mei"].sel({"method": method})
@@ -138,7 +141,7 @@ def draw_thumbnails(zarr_path: str, method: str, out_dir: str, mean: Sequence[fl
     pixels, limits, temporal = [], [], []
     for seed in seeds:  # one (method, seed) slab at a time: memory bounded by a slab
         slab = np.asarray(meis.sel({"seed": seed}).values, np.float32).reshape(-1, *item_shape)
-        drawn = thumbnails(slab, kind, mean or [0.0], box)
+        drawn = thumbnails(slab, kind, mean, box)
         pixels.append(drawn["pixels"])
         limits.append(drawn["limit"])
         if "temporal" in drawn:
@@ -163,7 +166,7 @@ def draw_thumbnails(zarr_path: str, method: str, out_dir: str, mean: Sequence[fl
             imageio.imwrite(temporary, sheet, extension=".png")
     meta = {
         "ensemble": str(dataset.attrs.get("ensemble", "")), "method": method, "kind": kind, "channels": int(item_shape[0]) if kind != "connectome" else 1,
-        "input_shape": [int(s) for s in item_shape], "mean": list(map(float, mean or [0.0])), "seeds": seeds, "neurons": neurons, "n_meis": n_meis,
+        "input_shape": [int(s) for s in item_shape], "mean": list(map(float, mean)), "seeds": seeds, "neurons": neurons, "n_meis": n_meis,
         **layout, "limit": _rounded(np.concatenate(limits)),
         "temporal": _rounded(np.concatenate(temporal)) if temporal else None,
         "gif_folder": gif_folder if kind == "video" else None,

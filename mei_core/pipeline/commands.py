@@ -202,11 +202,11 @@ def _video_gifs(args: argparse.Namespace) -> None:
     video_gifs(args.zarr, args.method, args.out_dir, args.fps)
 
 
-@command("browse-thumbnails", zarr=REQUIRED, method=REQUIRED, out_dir=REQUIRED, mean={"type": float, "nargs": "*", "default": None}, gif_folder={"nargs": "?", "default": None})
+@command("browse-thumbnails", zarr=REQUIRED, method=REQUIRED, out_dir=REQUIRED, gif_folder={"nargs": "?", "default": None})
 def _browse_thumbnails(args: argparse.Namespace) -> None:
     from .browse import draw_thumbnails
 
-    draw_thumbnails(args.zarr, args.method, args.out_dir, args.mean or None, args.gif_folder)
+    draw_thumbnails(args.zarr, args.method, args.out_dir, args.gif_folder)
 
 
 @command("browse", scores=REQUIRED, validation=REQUIRED, traces=REQUIRED, thumbnails=MANY, out=REQUIRED, data=REQUIRED, trace_dir=REQUIRED,

@@ -12,14 +12,13 @@ rule browse_thumbnails:
     output:
         directory(PATHS.browse_thumbnails("{ensemble}", "{method}")),
     params:
-        mean=lambda wildcards: config["ensembles"][wildcards.ensemble].get("input_stats", {}).get("mean", []),
         gifs=lambda wildcards: PATHS.video_folder(wildcards.ensemble, wildcards.method) if wildcards.ensemble in PLAN.video_ensembles else "",
     conda:
         "../envs/mei_core.yaml"
     log:
         PATHS.log("browse", "{ensemble}", "{method}"),
     shell:
-        "python -m mei_core browse-thumbnails --zarr {input.zarr:q} --method {wildcards.method:q} --mean {params.mean}"
+        "python -m mei_core browse-thumbnails --zarr {input.zarr:q} --method {wildcards.method:q}"
         " --gif-folder {params.gifs:q} --out-dir {output:q} > {log:q} 2>&1"
 
 
