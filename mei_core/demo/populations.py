@@ -21,8 +21,9 @@ Architectures (``PopulationCNN``): valid convolutions (optional BatchNorm) with 
 Output ``elu(.) + 1`` (positive rates), shape ``B×N`` for images ``B×C×H×W``.  A checkpoint is a
 ``state_dict`` plus the JSON-able kwargs of ``build_population_cnn``.
 
-Recipes: ``demo`` (the embedded demo, trained with ``train_demo_cnn``), ``A``-``C`` (tuned on)
-and ``D`` (held out: fixed before any result was seen, never used for tuning).
+Recipes: ``demo`` (the embedded demo, trained with ``train_demo_cnn``), ``A``-``C`` (tuned on),
+``D`` (held out: fixed before any result was seen, never used for tuning) and ``E`` (6 conv layers,
+0-255-like units: the deep population of the time-to-quality study).
 
 Measured (1 thread on a shared 2-core box, members seeds 0/1/2; test r = correlation of the
 prediction with the clean rates on the held-out 10 %): demo 14-17 s, median test r 0.969-0.974;
@@ -150,6 +151,13 @@ RECIPES: dict[str, PopulationRecipe] = {
                          stimulus_mean=-0.5, stimulus_std=2.0, mean_rate=5.0,
                          wavelength_range=(0.25, 0.35), epochs=20, population_seed=44,
                          readout_l1=0.0, held_out=True),
+        # E (added for the time-to-quality study, issue 23): deeper than the others (6 conv + BN),
+        # 0-255-like stimulus units (mean 128, std 40), spatial-softmax readout.
+        PopulationRecipe("E", size=36, n_simple=10, n_complex=10, n_dog=4, n_images=5000,
+                         readout="spatial_softmax", batchnorm=True, kernel_sizes=(7, 5, 5, 5, 3, 3),
+                         stimulus_mean=128.0, stimulus_std=40.0, mean_rate=8.0,
+                         wavelength_range=(0.20, 0.30), epochs=20, population_seed=55,
+                         readout_l1=0.0),
     )
 }
 
