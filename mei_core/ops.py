@@ -74,20 +74,26 @@ BLUR_PRECISIONS = ("input", "float64")
 DECAYS = ("multiplicative", "additive", "linear")
 
 
-def scheduled(value: float, decay_factor: float | None, i_iter: int, decay: str = "multiplicative") -> float:
+def scheduled(value: float, decay_factor: float | None, i_iter: int, decay: str = "multiplicative",
+              hold_at: float | None = None) -> float:
     """A per-step value: ``value · decay_factor**i`` (multiplicative), ``value + decay_factor·(i − 1)``
     (additive: sinzlab/mei's schedule, so step 0 uses ``value − decay_factor``) or ``value +
     decay_factor·i`` (linear: Walker et al. 2019's start-to-end ramp, step 0 uses ``value``).
-    ``None``: no decay."""
+    ``None``: no decay. ``hold_at``: once the schedule reaches this value it stays there (a schedule
+    that ends by a step, not with the run: an item that stops early has still run all of it)."""
     if decay_factor is None:
         return value
     if decay == "multiplicative":
-        return value * decay_factor**i_iter
-    if decay == "additive":
-        return value + decay_factor * (i_iter - 1)
-    if decay == "linear":
-        return value + decay_factor * i_iter
-    raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+        current = value * decay_factor**i_iter
+    elif decay == "additive":
+        current = value + decay_factor * (i_iter - 1)
+    elif decay == "linear":
+        current = value + decay_factor * i_iter
+    else:
+        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+    if hold_at is None:
+        return current
+    return max(current, hold_at) if current <= value else min(current, hold_at)
 
 
 def gaussian_kernel_1d(sigma: float, truncate: float = 4.0, dtype=torch.float32, device=None, radius: str = "ceil") -> Tensor:
@@ -202,6 +208,7 @@ class ScheduledGaussianBlur:
     decay)``; when every axis is at or below ``min_sigma`` nothing is blurred. ``exclude_last_channel``
     leaves the last channel (a transparency MEI's alpha) untouched. ``precision``: ``input`` or
     ``float64`` (each axis pass in float64, rounded back: scipy's ``gaussian_filter`` on float32).
+    ``hold_at``: the sigma the schedule stops at (held from the step it reaches it).
     """
 
     def __init__(
@@ -215,6 +222,7 @@ class ScheduledGaussianBlur:
         kernel_radius: str = "ceil",
         exclude_last_channel: bool = False,
         precision: str = "input",
+        hold_at: float | None = None,
     ):
         pair = (sigma, sigma) if isinstance(sigma, (int, float)) else tuple(sigma)
         if len(pair) != 2 or min(pair) < 0:
@@ -238,9 +246,10 @@ class ScheduledGaussianBlur:
         self.kernel_radius = kernel_radius
         self.exclude_last_channel = bool(exclude_last_channel)
         self.precision = precision
+        self.hold_at = None if hold_at is None else float(hold_at)
 
     def sigma_at(self, i_iter: int) -> tuple[float, float]:
-        return tuple(scheduled(s, self.decay_factor, i_iter, self.decay) for s in self.sigma)  # type: ignore[return-value]
+        return tuple(scheduled(s, self.decay_factor, i_iter, self.decay, self.hold_at) for s in self.sigma)  # type: ignore[return-value]
 
     def blur(self, x: Tensor, i_iter: int) -> Tensor:
         sigma = self.sigma_at(i_iter)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .components import Reasons, Stopper
 
-__all__ = ["NumIterations", "EarlyStopper", "EvaluationThreshold", "LossRange"]
+__all__ = ["NumIterations", "EarlyStopper", "EvaluationThreshold", "LossRange", "Converged"]
 
 
 class NumIterations(Stopper):
@@ -100,6 +100,54 @@ class LossRange(Stopper):
         else:
             flat = (self._window.max(0).values - self._window.min(0).values) < self.threshold
         return _stop(flat, at_limit), _reasons(flat, "loss_range")
+
+
+class Converged(Stopper):
+    """Stop an item once its MEI and its score have stopped changing, or after ``max_iterations``.
+
+    From step ``min_iterations`` on, an item stops when, for ``patience`` consecutive steps, both
+    hold against the step before: its score (``state.progress``) changed by at most
+    ``score_tolerance`` relative to its magnitude, and every one of its rows (``n_meis`` consecutive
+    rows of ``state.input_``, the optimised variable) correlates with its previous value to at least
+    ``1 − input_tolerance`` (Pearson r over the row: blind to the stimulus mean and units). Per item
+    and on the device: an item's stop depends on its own history alone. Evidence for the default's
+    tolerances: benchmarks/README.md, "Time to quality".
+    """
+
+    def __init__(self, score_tolerance: float = 1e-3, input_tolerance: float = 1e-3, patience: int = 2,
+                 min_iterations: int = 0, max_iterations: int = 1000):
+        if not score_tolerance >= 0 or not input_tolerance >= 0:
+            raise ValueError(f"tolerances must be >= 0, got score {score_tolerance}, input {input_tolerance}")
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        if not 0 <= min_iterations <= max_iterations:
+            raise ValueError(f"need 0 <= min_iterations <= max_iterations, got {min_iterations}, {max_iterations}")
+        self.score_tolerance = float(score_tolerance)
+        self.input_tolerance = float(input_tolerance)
+        self.patience = int(patience)
+        self.min_iterations = int(min_iterations)
+        self.max_iterations = int(max_iterations)
+        self._previous: tuple[Tensor, Tensor] | None = None
+        self._settled: Tensor | None = None
+
+    def __call__(self, state: Any) -> tuple[Tensor | bool, Reasons]:
+        progress = state.progress.detach()
+        n_items = progress.numel()
+        centred = state.input_.detach().flatten(1)
+        centred = centred - centred.mean(1, keepdim=True)
+        centred = centred / torch.linalg.vector_norm(centred, dim=1, keepdim=True).clamp_min(1e-30)
+        if self._previous is None:
+            self._settled = torch.zeros(n_items, dtype=torch.long, device=progress.device)
+            settled_now = torch.zeros(n_items, dtype=torch.bool, device=progress.device)
+        else:
+            last_progress, last_input = self._previous
+            score_change = (progress - last_progress).abs() <= self.score_tolerance * progress.abs()
+            correlation = (centred * last_input).sum(1).view(n_items, -1).amin(1)  # the item's least settled row
+            settled_now = score_change & (correlation >= 1.0 - self.input_tolerance)
+        self._previous = (progress, centred)
+        self._settled = torch.where(settled_now, self._settled + 1, torch.zeros_like(self._settled))
+        converged = (self._settled >= self.patience) & (state.i_iter >= self.min_iterations)
+        return _stop(converged, state.i_iter >= self.max_iterations), _reasons(converged, "converged")
 
 
 def _stop(own: Tensor, at_limit: bool) -> Tensor | bool:
