@@ -20,6 +20,8 @@ slot ``parameterisation``; the default is ``Pixels``) and by gradient-free metho
 - ``Decoder``: any callable given by import path (differentiable or not).
 - ``Chain``: several in order (a list in the slot): ``[Spectral, ColourDecorrelated, Sigmoid]``.
 - ``CPPN``: lucent's compositional pattern-producing network, one per row (images only).
+- ``FixedChannels``: some channels held at given values, the others optimised (built by the method
+  option ``fixed_channels``, which also holds them at the contrast budget's centre in the variable).
 """
 
 from __future__ import annotations

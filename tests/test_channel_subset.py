@@ -25,18 +25,20 @@ VIDEO_STATS = {"mean": [0.0, 0.0], "std": [1.0, 1.0]}
 
 class ChromaticUnits(nn.Module):
     """Units that mix every channel non-linearly (so a fixed channel changes the optimised ones'
-    gradient), with per-row ops only: a row's response does not depend on its batch, bitwise."""
+    gradient), with per-row ops only, in float64 (the AVX2 kernels sum a row differently in
+    batches of other sizes; rounded back to float32, a row's response does not depend on its batch)."""
 
     def __init__(self, shape: tuple[int, ...], n_units: int = 3):
         super().__init__()
         generator = torch.Generator().manual_seed(1)
-        self.register_buffer("drive", torch.randn(n_units, *shape, generator=generator) / shape[-1])
-        self.register_buffer("gate", torch.randn(n_units, *shape, generator=generator) / shape[-1])
+        self.register_buffer("drive", torch.randn(n_units, *shape, generator=generator, dtype=torch.float64) / shape[-1])
+        self.register_buffer("gate", torch.randn(n_units, *shape, generator=generator, dtype=torch.float64) / shape[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.double()
         drive = (x[:, None] * self.drive).flatten(2).sum(2)  # B×N
         gate = (x[:, None] * self.gate).flatten(2).sum(2)
-        return nn.functional.softplus(drive) * (1 + torch.tanh(gate))
+        return (nn.functional.softplus(drive) * (1 + torch.tanh(gate))).float()
 
 
 def default_with(shape: tuple[int, ...], stats: dict, fixed: dict, iterations: int = 20) -> dict:
