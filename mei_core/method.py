@@ -19,7 +19,8 @@ from .components import InitialGuess, Postprocessor, Preconditioner, Regularizer
 from .config import build_component, build_components, check_arguments, import_object, require
 from .errors import MEIConfigError
 from .modality import Modality
-from .parameterisations import Parameterisation, Pixels, build_parameterisation
+from .parameterisations import Chain, FixedChannels, Parameterisation, Pixels, build_parameterisation
+from .postprocessors import budget_centre
 from .options import METHOD_OPTIONS, SLOT_ALIASES, check_known
 from .transforms import Compose, Identity, alpha_blend_of
 
@@ -54,6 +55,8 @@ class Method:
     precision: str = "float32"
     stop_check_every: int | None = None  # None: DEFAULT_STOP_CHECK_EVERY for the device
     max_batch: int | None = None
+    #: ``fixed_channels``: the channels held at given values (already inside ``parameterisation``)
+    fixed_channels: FixedChannels | None = None
 
 
 def _expect(component: Any, base: type, key: str) -> None:
@@ -152,14 +155,29 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         raise MEIConfigError(f"{key}.model_forward_kwargs: must be a mapping of keyword names to values, got {forward_kwargs!r}")
 
     postprocessors = family("postprocessing", Postprocessor)
+    parameterisation = build_parameterisation(config.get("parameterisation"), f"{key}.parameterisation")
+    fixed_channels, held = None, []
+    fixed_spec = OPTIONS["fixed_channels"].read(config, key)
+    if fixed_spec is not None:
+        if alpha_blend_of(transform) is not None:
+            raise MEIConfigError(f"{key}.fixed_channels: fixed channels do not combine with an alpha channel (AlphaBlend in {key}.transform)")
+        fixed_channels = _fixed_channels(fixed_spec, budget_centre(postprocessors), f"{key}.fixed_channels")
+        if isinstance(parameterisation, Pixels):
+            # the variable is the stimulus: its fixed channels sit at the budget's centre before any
+            # postprocessor runs, so the budget is spent on the optimised channels alone
+            held = [fixed_channels.hold()]
+            parameterisation = fixed_channels
+        else:
+            parameterisation = Chain([parameterisation, fixed_channels])
+        postprocessors = held + postprocessors
     project_initial = OPTIONS["project_initial"].read(config, key)
     if isinstance(project_initial, bool):
-        initial_projection = postprocessors if project_initial else []
+        initial_projection = postprocessors if project_initial else held
     elif project_initial is None:
         raise MEIConfigError(f"{key}.project_initial: must be true, false or postprocessor specs, got null")
     else:
         # own instances: a postprocessor may keep state between calls
-        initial_projection = family("project_initial", Postprocessor)
+        initial_projection = held + family("project_initial", Postprocessor)
 
     return Method(
         initial=initial,
@@ -175,11 +193,23 @@ def build_method(config: Mapping[str, Any], key: str = "config") -> Method:
         sign=1.0 if direction == "maximize" else -1.0,
         regularize_transformed=regularize == "transformed",
         model_forward_kwargs=dict(forward_kwargs),
-        parameterisation=build_parameterisation(config.get("parameterisation"), f"{key}.parameterisation"),
+        parameterisation=parameterisation,
         precision=precision,
         stop_check_every=stop_check_every,
         max_batch=max_batch,
+        fixed_channels=fixed_channels,
     )
+
+
+def _fixed_channels(spec: Any, centre: Tensor | None, key: str) -> FixedChannels:
+    """The ``fixed_channels`` option as its component (the channel indices and the values' shape
+    are checked against the stimuli when the shape is known: ``FixedChannels.initial_shape``)."""
+    if not isinstance(spec, Mapping):
+        raise MEIConfigError(f"{key}: expected {{channels: [indices], values: mean | number | [numbers] | array | path.npy}}, got {spec!r}")
+    check_known(spec, ("channels", "values"), key, "unknown key; fixed_channels has")
+    if "channels" not in spec:
+        raise MEIConfigError(f"{key}.channels: missing (the indices of the channels to hold)")
+    return FixedChannels(spec["channels"], spec.get("values", "mean"), centre, key)
 
 
 def validate_method(config: Mapping[str, Any], key: str = "config", shape: Sequence[int] | None = None) -> None:
@@ -187,6 +217,8 @@ def validate_method(config: Mapping[str, Any], key: str = "config", shape: Seque
     input ``shape`` (C×H×W, …), the initial guess is drawn once too (e.g. a ``FromArray`` of the wrong
     shape fails here, not in a job), decoded and put through the transform (:func:`check_stimulus`)."""
     method = build_method(config, key)
+    if shape is not None and method.fixed_channels is not None:
+        method.fixed_channels.initial_shape(tuple(shape))  # errors name fixed_channels, not the initial guess
     if shape is not None:
         try:
             start = method.initial((method.n_meis, *method.parameterisation.initial_shape(tuple(shape))), torch.Generator().manual_seed(0))

@@ -171,6 +171,11 @@ METHOD_OPTIONS: tuple[Option, ...] = (
     Option("project_initial", "any", default=False,
            schema_override={"anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/component"}, {"type": "array", "items": {"$ref": "#/$defs/component"}}]},
            doc="project the initial guess before the first step: `true` applies the `postprocessing` chain to it (openretina's CLI starts from `norm/clip(0.1·randn)`, the MDS code from its postprocessed draw); a postprocessor spec or list applies those instead (e.g. only the norm and clip of a chain that also low-passes). They see the step of iteration 0. `false`: start from the raw draw."),
+    Option("fixed_channels", "any", default_doc="none",
+           schema_override={"type": ["object", "null"], "required": ["channels"], "additionalProperties": False, "properties": {
+               "channels": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+               "values": {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "array"}]}}},
+           doc="optimise only some channels of images or videos (e.g. UV with green held): `{channels: [0], values: mean}` holds channel 0 at `values` in every MEI, bitwise, and optimises the others. `values`: `mean` (the default: the mean of the `ChangeNormAroundMean` budget, i.e. `input_stats.mean` in the presets), a number, one number per fixed channel, or an array or `.npy` path (an earlier stimulus `C×…` or `1×C×…`, or the fixed channels alone). The contrast budget spends its `norm` on the optimised channels alone: in the optimised variable the fixed channels sit at the budget's mean with zero gradient, so postprocessors see no contrast there and preconditioners a zero gradient (`DivideByMeanOfAbsolute`'s mean counts it: steps C/C_optimised times larger); the model, the regularizers and the stored MEI see `values`. With a `parameterisation`, the fixed channels are written over its decoded stimulus; not with `AlphaBlend`."),
     Option("n_meis", "integer", default=1, minimum=1,
            doc="diverse MEIs per neuron and seed (add `Similarity` to push them apart); adds a `mei_index` dim to the Zarr store (named like the `mei_index` column of `scores.parquet`; a dim cannot share the name of the `mei` array)."),
     DIRECTION,

@@ -20,6 +20,8 @@ slot ``parameterisation``; the default is ``Pixels``) and by gradient-free metho
 - ``Decoder``: any callable given by import path (differentiable or not).
 - ``Chain``: several in order (a list in the slot): ``[Spectral, ColourDecorrelated, Sigmoid]``.
 - ``CPPN``: lucent's compositional pattern-producing network, one per row (images only).
+- ``FixedChannels``: some channels held at given values, the others optimised (built by the method
+  option ``fixed_channels``, which also holds them at the contrast budget's centre in the variable).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .components import Parameterisation
+from .components import Parameterisation, Postprocessor, Step
 from .config import build_components, import_object
 from .errors import MEIConfigError
 from .ops import float_array
@@ -460,3 +462,135 @@ class CPPN(Parameterisation):
                 h = torch.atan(h)
                 h = torch.cat([h / 0.67, (h * h) / 0.6], dim=1)
         return _between(h, self.x_min, self.x_max).reshape(len(variable), channels, height, width)
+
+
+class FixedChannels(Parameterisation):
+    """Optimise some channels of images ``B×C×H×W`` or videos ``B×C×T×H×W`` and hold the others
+    fixed: the method option ``fixed_channels`` (``mei_core.options``; config/README.md,
+    ``methods.<name>``), which builds this and its :meth:`hold`.
+
+    The variable has every channel. Decoding writes ``values`` into the fixed ``channels``
+    (``torch.where``: bitwise the given values, no gradient into them), so the model, the regularizers
+    and the returned MEIs see them there. In the variable the fixed channels sit at ``centre`` (the
+    centre of the contrast budget, :func:`mei_core.postprocessors.budget_centre`; 0 without one):
+    :meth:`hold` puts them there before the initial projection and every step's postprocessing, so
+    a budget measured around that centre spends nothing on them; it is spent on the optimised
+    channels' contrast alone.
+
+    ``values``: ``"mean"`` (the centre, i.e. the stimulus mean the presets take from
+    ``input_stats``), a number, one number per fixed channel, or an array or ``.npy`` path: a whole
+    stimulus (``C×…`` or ``1×C×…``, e.g. an earlier MEI) whose fixed channels are taken, or the fixed
+    channels alone (``len(channels)×…``), broadcast against one channel's ``H×W`` / ``T×H×W``.
+    The same for every row, so an item's MEI does not depend on its batch."""
+
+    def __init__(self, channels: Sequence[int], values: Any = "mean", centre: Sequence[float] | Tensor | None = None,
+                 key: str = "fixed_channels"):
+        self.key = key
+        if isinstance(channels, (int, str)) or not isinstance(channels, Sequence) or not channels or \
+                any(isinstance(c, bool) or not isinstance(c, int) for c in channels):
+            raise MEIConfigError(f"{key}.channels: must be a non-empty list of channel indices (integers), got {channels!r}")
+        self.channels = [int(c) for c in channels]
+        self.centre = None if centre is None else torch.as_tensor(centre, dtype=torch.float32).flatten()
+        if isinstance(values, str) and values == "mean":
+            if self.centre is None:
+                raise MEIConfigError(f"{key}.values: 'mean' is the centre of the method's contrast budget (ChangeNormAroundMean's "
+                                     "mean, which presets take from input_stats), and this method's postprocessing has none: "
+                                     "give the values (a number, one per fixed channel, or an array or .npy)")
+            self.values: Any = "mean"
+        elif isinstance(values, (int, float)) and not isinstance(values, bool):
+            self.values = torch.tensor([float(values)])
+        elif isinstance(values, (list, tuple)) and values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            if len(values) != len(self.channels):
+                raise MEIConfigError(f"{key}.values: {len(values)} numbers for {len(self.channels)} fixed channels {self.channels}: "
+                                     "give one number, one per fixed channel, or an array")
+            self.values = torch.tensor([float(v) for v in values])
+        else:
+            try:
+                self.values = float_array(values, f"{key}.values")
+            except (ValueError, TypeError) as error:
+                raise MEIConfigError(f"{key}.values: must be 'mean', a number, one number per fixed channel, an array or a .npy path "
+                                     f"({error})") from None
+        if isinstance(self.values, Tensor) and not bool(torch.isfinite(self.values).all()):
+            raise MEIConfigError(f"{key}.values: must be finite numbers")
+
+    def initial_shape(self, stimulus_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(int(s) for s in stimulus_shape)
+        key = self.key
+        if len(shape) not in (3, 4):
+            raise MEIConfigError(f"{key}: fixed channels need images C×H×W or videos C×T×H×W; the stimuli are {list(shape)}")
+        n = shape[0]
+        for c in self.channels:
+            if not -n <= c < n:
+                raise MEIConfigError(f"{key}.channels: channel {c} does not exist: the stimuli {list(shape)} have {n} channel(s), 0…{n - 1}")
+        fixed = sorted({c % n for c in self.channels})
+        if len(fixed) != len(self.channels):
+            raise MEIConfigError(f"{key}.channels: {self.channels} names a channel twice")
+        if len(fixed) == n:
+            raise MEIConfigError(f"{key}.channels: {self.channels} fixes every channel of {list(shape)}: nothing is left to optimise")
+        order = [c % n for c in self.channels]  # values are given in the order of `channels`
+        rest = (1,) * (len(shape) - 1)
+        centre = torch.zeros(n) if self.centre is None else self.centre
+        if len(centre) not in (1, n):
+            raise MEIConfigError(f"{key}: the contrast budget's mean has {len(centre)} values for {n} channels")
+        centre = centre.expand(n).reshape(1, n, *rest).clone()
+        mask = torch.zeros(1, n, *rest, dtype=torch.bool)
+        mask[:, fixed] = True
+        values = torch.zeros(1, *shape)
+        if isinstance(self.values, str):  # "mean"
+            values[:] = centre
+        elif self.values.dim() == 1 and len(self.values) in (1, len(order)):
+            values[:, order] = self.values.expand(len(order)).reshape(len(order), *rest)
+        else:
+            values[:, order] = self._channels_of(self.values, shape, order)
+        self._stimulus_shape, self._mask, self._values, self._centre = shape, mask, values, centre
+        return shape
+
+    def _channels_of(self, array: Tensor, shape: tuple[int, ...], order: list[int]) -> Tensor:
+        """The fixed channels of ``array`` (a whole stimulus, or the fixed channels alone)."""
+        given = tuple(array.shape)
+        if array.dim() == len(shape) + 1 and array.shape[0] == 1:
+            array = array[0]
+        if array.dim() == len(shape) and array.shape[0] == shape[0]:
+            array = array[order]
+        if array.dim() != len(shape) or array.shape[0] != len(order):
+            raise MEIConfigError(f"{self.key}.values: an array of shape {list(given)} for stimuli {list(shape)} with fixed channels "
+                                 f"{self.channels}: give a whole stimulus ({shape[0]}×…, or 1×{shape[0]}×…, e.g. an earlier MEI) "
+                                 f"or the fixed channels alone ({len(order)}×…)")
+        try:
+            return array.expand(len(order), *shape[1:])
+        except RuntimeError:
+            raise MEIConfigError(f"{self.key}.values: an array of shape {list(given)} does not fit stimuli {list(shape)} "
+                                 f"(each channel is {list(shape[1:])})") from None
+
+    def _on(self, like: Tensor) -> None:
+        if self._values.device != like.device or self._values.dtype != like.dtype:
+            self._mask = self._mask.to(like.device)
+            self._values, self._centre = self._values.to(like), self._centre.to(like)
+
+    def __call__(self, variable: Tensor) -> Tensor:
+        shape = _stimulus_shape(self)
+        if tuple(variable.shape[1:]) != shape:
+            raise MEIConfigError(f"{self.key}: decoded stimuli {list(variable.shape[1:])}, but the channels were checked against {list(shape)}")
+        self._on(variable)
+        return torch.where(self._mask, self._values, variable)
+
+    def hold(self) -> "HoldChannels":
+        """The postprocessor that puts the variable's fixed channels at the budget's centre."""
+        return HoldChannels(self)
+
+    def __repr__(self) -> str:
+        values = self.values if isinstance(self.values, str) else f"array{list(self.values.shape)}"
+        return f"FixedChannels(channels={self.channels}, values={values})"
+
+
+class HoldChannels(Postprocessor):
+    """:class:`FixedChannels`'s fixed channels of the variable at the contrast budget's centre."""
+
+    def __init__(self, fixed: FixedChannels):
+        self.fixed = fixed
+
+    def __call__(self, x: Tensor, step: Step) -> Tensor:
+        fixed = self.fixed
+        _stimulus_shape(fixed)
+        fixed._on(x)
+        return torch.where(fixed._mask, fixed._centre, x)

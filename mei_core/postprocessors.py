@@ -251,6 +251,16 @@ class ChangeNormAroundMean(Postprocessor):
         return torch.maximum(torch.minimum(mean + contrast, high), low)
 
 
+def budget_centre(postprocessors: Sequence[Postprocessor]) -> Tensor | None:
+    """The per-channel centre (length 1 or C) that the contrast budget of a postprocessing chain
+    measures around: the ``mean`` of its first ``ChangeNormAroundMean`` (the presets take it from
+    ``input_stats``); ``None`` without one (the other norms measure around 0)."""
+    for postprocessor in postprocessors:
+        if isinstance(postprocessor, ChangeNormAroundMean):
+            return postprocessor.mean
+    return None
+
+
 def _channel_vector(value: float | Sequence[float]) -> Tensor:
     return torch.tensor([float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)])
 
