@@ -34,6 +34,39 @@ class Objective(ABC):
     def to(self, device: torch.device | str) -> "Objective":
         return self
 
+    # lucent's objective algebra (mei_core.objectives.algebra): per row, so batches stay item-wise
+    def __add__(self, other: Any) -> "Objective":
+        from .algebra import operand, plus
+        return plus(self, other) if operand(other) else NotImplemented
+
+    def __radd__(self, other: Any) -> "Objective":
+        from .algebra import operand, plus
+        return plus(other, self) if operand(other) else NotImplemented
+
+    def __sub__(self, other: Any) -> "Objective":
+        from .algebra import operand, plus, times
+        return plus(self, times(-1.0, other)) if operand(other) else NotImplemented
+
+    def __rsub__(self, other: Any) -> "Objective":
+        from .algebra import operand, plus, times
+        return plus(other, times(-1.0, self)) if operand(other) else NotImplemented
+
+    def __neg__(self) -> "Objective":
+        from .algebra import times
+        return times(-1.0, self)
+
+    def __mul__(self, other: Any) -> "Objective":
+        from .algebra import operand, times
+        return times(self, other) if operand(other) else NotImplemented
+
+    def __rmul__(self, other: Any) -> "Objective":
+        from .algebra import operand, times
+        return times(other, self) if operand(other) else NotImplemented
+
+    def __truediv__(self, other: Any) -> "Objective":
+        from .algebra import is_number, times
+        return times(self, 1.0 / float(other)) if is_number(other) else NotImplemented
+
     def with_forward_kwargs(self, forward_kwargs: Mapping[str, Any], key: str = "model_forward_kwargs") -> "Objective":
         """This objective with ``forward_kwargs`` passed to every model call (the method option
         ``model_forward_kwargs``). Objectives that call a model with keywords override it; the others
