@@ -13,7 +13,7 @@ from torch import nn
 from mei_core.errors import MEIConfigError
 from mei_core.models.ensemble import EnsembleModel
 from mei_core.objectives import UnitObjective
-from mei_core.objectives.algebra import Product, WeightedSum
+from mei_core.objectives.base import Product, WeightedSum
 from mei_core.objectives.kinds import build_objective, check_spec, table_rows
 from mei_core.objectives.layers import ChannelObjective, DirectionNeuronObjective, DirectionObjective, NeuronObjective
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import MEIConfigError
 from ..hashing import canonical_json
-from .algebra import Product, WeightedSum
+from .base import Product, WeightedSum
 from .base import Objective, row_forward_kwargs
 from .kinds import Items, ObjectiveKind, neuron_rows
 from .layers import SIMILARITIES, ChannelObjective, DirectionNeuronObjective, DirectionObjective, NeuronObjective
