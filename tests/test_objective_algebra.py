@@ -259,3 +259,21 @@ def test_a_bad_layer_channel_or_position_is_named_with_the_valid_ones(model, x, 
 def test_a_bad_spec_is_refused_at_planning_naming_the_key(spec, message, tmp_path):
     with pytest.raises(MEIConfigError, match=message):
         table_rows(spec, 3, tmp_path, "objectives.e")
+
+
+def test_an_item_of_a_mixed_batch_gets_the_mei_it_gets_alone_through_the_engine(model):
+    from mei_core import batched_gradient_ascent, default_preset
+
+    config = default_preset(norm=4.0, iterations=8)
+    layers, channels, xs = ["0", "2", "4", "2"], [1, 4, 2, 0], [3, None, 5, 1]
+
+    def objective(keep):
+        pick = lambda values: [values[k] for k in keep]
+        return (NeuronObjective(model, pick(layers), pick(channels), x=pick(xs), n_items=len(keep))
+                + 0.25 * ChannelObjective(model, pick(layers), pick(channels), n_items=len(keep)))
+
+    batch = batched_gradient_ascent(objective([0, 1, 2, 3]), config, seeds=[5, 6, 7, 8], shape=(2, 7, 7))
+    for item in range(4):
+        alone = batched_gradient_ascent(objective([item]), config, seeds=[5 + item], shape=(2, 7, 7))
+        torch.testing.assert_close(batch.meis[item], alone.meis[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(batch.scores[item], alone.scores[0], rtol=1e-4, atol=1e-5)
