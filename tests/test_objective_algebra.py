@@ -216,6 +216,14 @@ def test_the_yaml_kinds_build_the_python_objectives(model, x, tmp_path):
     assert torch.allclose(built(x[:2], ITEMS[:2]), python(x[:2], ITEMS[:2]), atol=TOLERANCE, rtol=0)
 
 
+def test_items_from_a_csv_keep_layer_names_as_text_and_blank_positions_at_the_centre(model, x, tmp_path):
+    (tmp_path / "items.csv").write_text("neuron_id,layer,channel,x,y\n10,0,1,,\n11,2,4,0,5\n12,6,2,,\n")
+    rows = table_rows({"kind": "layer", "items": {"file": "items.csv"}, "kwargs": {"type": "neuron"}}, 3, tmp_path, "objectives.e")
+    assert [r["neuron_id"] for r in rows] == [10, 11, 12]
+    python = NeuronObjective(model, ["0", "2", "6"], [1, 4, 2], x=[None, 0, None], y=[None, 5, None])
+    assert torch.equal(build_objective(model, rows)(x[:3], ITEMS[:3]), python(x[:3], ITEMS[:3]))
+
+
 def layer_table(spec, tmp_path=Path(".")):
     return table_rows({"kind": "layer", **spec}, 3, tmp_path, "objectives.e")
 
@@ -277,3 +285,28 @@ def test_an_item_of_a_mixed_batch_gets_the_mei_it_gets_alone_through_the_engine(
         alone = batched_gradient_ascent(objective([item]), config, seeds=[5 + item], shape=(2, 7, 7))
         torch.testing.assert_close(batch.meis[item], alone.meis[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(batch.scores[item], alone.scores[0], rtol=1e-4, atol=1e-5)
+
+
+class KeyedCNN(nn.Module):
+    """A tiny CNN called ``forward(x, data_key=...)`` that remembers the keys it was called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = tiny_cnn(0)[0]
+        self.keys: list = []
+
+    def forward(self, x, data_key=None):
+        self.keys.append(data_key)
+        return self.conv(x).flatten(1)
+
+
+def test_a_sums_terms_pass_the_rows_and_the_methods_keywords_to_their_one_forward(x):
+    keyed = KeyedCNN()
+    spec = {"kind": "combination", "data_key": "s1", "items": [{"channel": 1}, {"channel": 3}], "kwargs": {"terms": [
+        {"objective": {"type": "channel", "layer": "conv", "channel": {"item": "channel"}}},
+        {"weight": 2.0, "objective": {"type": "neuron", "layer": "conv", "channel": 0}}]}}
+    objective = build_objective(keyed, table_rows(spec, 3, Path("."), "objectives.e"))
+    objective(x[:2], ITEMS[:2])
+    assert keyed.keys == ["s1"]
+    with pytest.raises(MEIConfigError, match=r"data_key='s2' contradicts the objective's own data_key='s1'"):
+        objective.with_forward_kwargs({"data_key": "s2"})

@@ -297,6 +297,14 @@ class Combination(Objective):
             term.to(device)
         return self
 
+    @property
+    def last_terms(self) -> dict[str, Tensor]:
+        """The terms' named parts of their last evaluation (e.g. a target loss), for trackers."""
+        merged: dict[str, Tensor] = {}
+        for term in self.terms:
+            merged.update(getattr(term, "last_terms", {}))
+        return merged
+
 
 class WeightedSum(Combination):
     """``constant + Σ_i weights[i]·terms[i](x, items)``."""

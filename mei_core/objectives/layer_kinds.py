@@ -110,10 +110,11 @@ def item_fields(spec: Mapping[str, Any], outputs: int, base: Path, key: str) -> 
         if not file.exists():
             raise MEIConfigError(f"{where}: {items['file']!r} not found (resolved to {str(file.resolve())!r})")
         try:
-            frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+            # layer names stay text ("0" in an nn.Sequential), whatever they look like
+            frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file, dtype={"layer": str, "data_key": str})
         except Exception as error:  # any reader error: name the file
             raise MEIConfigError(f"{where}: cannot read {str(file)!r}: {error}") from error
-        items = [{k: _plain(v) for k, v in row.items() if not _missing(v)} for row in frame.to_dict("records")]
+        items = [{k: _cell(k, v) for k, v in row.items() if not _missing(v)} for row in frame.to_dict("records")]
     fields = []
     for position, item in enumerate(items):
         item = {name: _direction(value, base, f"{where}[{position}].{name}") if name == "direction" else value for name, value in item.items()}
@@ -132,8 +133,16 @@ def item_fields(spec: Mapping[str, Any], outputs: int, base: Path, key: str) -> 
     return fields
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+#: item fields that are whole numbers (a column with blanks reads as floats)
+INTEGER_FIELDS = ("neuron_id", "unit", "channel", "x", "y")
+
+
+def _cell(name: str, value: Any) -> Any:
+    """A table cell as a plain value: numpy scalars as Python's, whole floats of integer fields as ints."""
+    value = value.item() if hasattr(value, "item") else value
+    if name in INTEGER_FIELDS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _missing(value: Any) -> bool:
