@@ -5,9 +5,9 @@ A layer is named as in the member's ``named_modules()`` (``""``: the member's ou
 hook catches the layer's output in every member of an :class:`~mei_core.models.ensemble.EnsembleModel`
 (a plain model counts as one member); a row's value is the mean over members of the value on each
 member, as the unit objective reads the mean of the members' outputs. The layer's output is
-``B×C×H×W`` (a conv map) or ``B×N`` (a flat layer: the channel is the index). With ``model(x)``
-answering also for the other objectives of a sum, the terms of a sum share one forward
-(:meth:`LayerRecorder.shared`).
+``B×C×H×W`` (a conv map) or ``B×N`` (a flat layer: the channel is the index). The layer terms of
+one sum or product share one forward of the model (:meth:`LayerRecorder.shared`; measured in
+tests/test_objective_algebra.py: one call per member).
 
 Values are lucent's losses negated (lucent minimises; we maximise), per row instead of averaged over
 the batch (lucent's ``batch=k`` picks row ``k``; here every row has its item's target):
@@ -164,7 +164,7 @@ class LayerObjective(CallsModel, Objective):
         self.keys = {name: name for name in ("layer", "channel", "x", "y", "direction", "similarity")} | dict(keys or {})
         layers = _per_item(layer, n_items, self.keys["layer"])
         #: every argument a single value: one table row, read by every item
-        self.shared = layers is None
+        self.same_for_all = layers is None
         if layers is None:
             layers = [layer]
         self.n_items = len(layers)
@@ -183,13 +183,12 @@ class LayerObjective(CallsModel, Objective):
 
     def _rows_by_layer(self, items: Tensor) -> list[tuple[int, Tensor | None, Tensor]]:
         """``(layer index, rows, their rows in the per-item tables)`` per layer present; rows ``None``:
-        all of them. Once
-        per batch composition (the engine keeps ``items`` while the batch keeps its rows), so that
-        the per-item lookups of a layer's rows are cached too."""
+        all of them. Once per batch composition (the engine keeps ``items`` while the batch keeps
+        its rows), so that the per-item lookups of a layer's rows are cached too."""
         if self._groups is not None and self._groups[0] is items:
             return self._groups[1]
         if len(self.layer_names) == 1:
-            groups: list[tuple[int, Tensor | None, Tensor]] = [(0, None, torch.zeros_like(items) if self.shared else items)]
+            groups: list[tuple[int, Tensor | None, Tensor]] = [(0, None, torch.zeros_like(items) if self.same_for_all else items)]
         else:
             layer_of_row = self.item_layer.to(items.device)[items]
             groups = []
@@ -210,7 +209,7 @@ class LayerObjective(CallsModel, Objective):
             part = self._values(index, outputs[self.layer_names[index]][:, rows], row_items)
             values = part.new_zeros(len(items)) if values is None else values
             values = values.index_copy(0, rows, part)
-        return values
+        return x.new_zeros(0) if values is None else values
 
     def _values(self, index: int, output: Tensor, items: Tensor) -> Tensor:
         name = self.layer_names[index]
