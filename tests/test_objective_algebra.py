@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +12,18 @@ import pytest
 import torch
 from torch import nn
 
+from mei_core import batched_gradient_ascent, default_preset
+from mei_core.demo.v1 import build_demo_cnn
 from mei_core.errors import MEIConfigError
 from mei_core.models.ensemble import EnsembleModel
 from mei_core.objectives import UnitObjective
 from mei_core.objectives.base import Product, WeightedSum
 from mei_core.objectives.kinds import build_objective, check_spec, table_rows
 from mei_core.objectives.layers import ChannelObjective, DirectionNeuronObjective, DirectionObjective, NeuronObjective
+from mei_core.pipeline.configfile import validate_config
+from mei_core.pipeline.plan import prepare
+
+from workflow_support import make_project, member_spec, tiny_config
 
 torch.set_num_threads(1)
 TOLERANCE = 1e-6
@@ -270,8 +278,6 @@ def test_a_bad_spec_is_refused_at_planning_naming_the_key(spec, message, tmp_pat
 
 
 def test_an_item_of_a_mixed_batch_gets_the_mei_it_gets_alone_through_the_engine(model):
-    from mei_core import batched_gradient_ascent, default_preset
-
     config = default_preset(norm=4.0, iterations=8)
     layers, channels, xs = ["0", "2", "4", "2"], [1, 4, 2, 0], [3, None, 5, 1]
 
@@ -310,3 +316,33 @@ def test_a_sums_terms_pass_the_rows_and_the_methods_keywords_to_their_one_forwar
     assert keyed.keys == ["s1"]
     with pytest.raises(MEIConfigError, match=r"data_key='s2' contradicts the objective's own data_key='s1'"):
         objective.with_forward_kwargs({"data_key": "s2"})
+
+
+def test_a_combination_in_the_config_passes_the_schema_and_the_plan_and_its_rows_build_on_the_members(tmp_path):
+    folder = make_project(tmp_path / "project")
+    np.save(folder / "direction.npy", np.array([1.0, -1.0, 0.5], dtype=np.float32))
+    config = tiny_config()
+    config["objectives"]["tiny"] = {"kind": "combination", "items": [{"unit": 0, "channel": 2}, {"unit": 3, "channel": 0, "x": 1}], "kwargs": {"terms": [
+        {"objective": {"type": "unit"}},
+        {"weight": 0.5, "objective": {"type": "neuron", "layer": "core.1", "channel": {"item": "channel"}, "x": {"item": "x"}}},
+        {"weight": -1.0, "objective": {"type": "direction", "layer": "core.3", "direction": {"file": "direction.npy"}}}]}}
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        validate_config(config)
+        prepare(config, ".")
+    finally:
+        os.chdir(cwd)
+    rows = json.loads((folder / "resources/objectives/tiny/shard0.json").read_text())["rows"]
+    assert [(r["neuron_id"], r["output_unit"], r["kind"]) for r in rows] == [(0, 0, "combination"), (1, 3, "combination")]
+    members = []
+    for seed in (1, 2):
+        spec = member_spec(seed)
+        member = build_demo_cnn(**spec["builder_kwargs"])
+        member.load_state_dict(torch.load(folder / spec["checkpoint"]))
+        members.append(member.eval())
+    ensemble = EnsembleModel(*members)
+    images = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(4))
+    want = (UnitObjective(ensemble, [0, 3]) + 0.5 * NeuronObjective(ensemble, "core.1", [2, 0], x=[None, 1])
+            - DirectionObjective(ensemble, "core.3", [1.0, -1.0, 0.5]))
+    assert torch.allclose(build_objective(ensemble, rows)(images, ITEMS[:2]), want(images, ITEMS[:2]), atol=TOLERANCE, rtol=0)
