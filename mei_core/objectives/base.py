@@ -281,7 +281,12 @@ class Combination(Objective):
     terms: list[Objective]
 
     def evaluate(self, x: Tensor, items: Tensor) -> list[Tensor]:
-        with shared_forwards(self):
+        recorders = self.__dict__.get("_recorders")
+        if recorders is None:  # the terms are fixed: their recorders are found once
+            recorders = self._recorders = list({id(r): r for r in _recorders(self)}.values())
+        with contextlib.ExitStack() as stack:
+            for recorder in recorders:
+                stack.enter_context(recorder.shared())
             return [term(x, items) for term in self.terms]
 
     def with_terms(self, terms: Sequence[Objective]) -> "Combination":
@@ -390,17 +395,8 @@ def operand(value: Any) -> bool:
     return isinstance(value, Objective) or is_number(value)
 
 
-@contextlib.contextmanager
-def shared_forwards(objective: Objective) -> Iterator[None]:
-    """Within this block, the layer terms of ``objective`` that read one model share its forward."""
-    recorders = {id(r): r for r in _recorders(objective)}
-    with contextlib.ExitStack() as stack:
-        for recorder in recorders.values():
-            stack.enter_context(recorder.shared())
-        yield
-
-
 def _recorders(objective: Objective) -> Iterator[Any]:
+    """The layer recorders (``objectives.layers.LayerRecorder``) the terms of ``objective`` read."""
     recorder = getattr(objective, "recorder", None)
     if recorder is not None:
         yield recorder
