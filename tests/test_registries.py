@@ -89,7 +89,7 @@ def test_cma_es_reads_every_key_from_its_declarations():
 
 
 @pytest.mark.parametrize("lookup, message", [
-    (lambda: get_kind("maximum", "objectives.e.kind"), "objectives.e.kind: unknown objective kind 'maximum'; known kinds: contrastive, custom, decrease, increase, inner, targets, unit"),
+    (lambda: get_kind("maximum", "objectives.e.kind"), "objectives.e.kind: unknown objective kind 'maximum'; known kinds: combination, contrastive, custom, decrease, increase, inner, layer, targets, unit"),
     (lambda: demo_kind("demo_v1", "demo.d.kind"), "demo.d.kind: unknown demo kind 'demo_v1' (the V1 ground truth is now spelt 'v1'); known: connectome, retina, v1, vr"),
     (lambda: ground_truth_kind("connectome", "ensembles.e.ground_truth.kind"), "ensembles.e.ground_truth.kind: unknown ground-truth kind 'connectome'; known: filters, retina, v1, vr"),
     (lambda: import_object("Jiter", "methods.m.config.transform"), "methods.m.config.transform: 'Jiter' is neither a built-in alias nor a dotted import path"),
