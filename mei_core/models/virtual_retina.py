@@ -23,14 +23,23 @@ Stages (units as in Virtual Retina's XML: seconds, degrees, Hz; ``ppd`` = pixels
 
 Discretisation (one frame = one step ``dt``; the input is held constant over the frame):
 
-- every exponential cascade is stepped exactly (zero-order hold, :mod:`mei_core.models.filters`): a
-  unit step gives the continuous step response at the frame ends to float precision. Virtual Retina
-  uses ``y_t = c y_{t−1} + (1 − c) x_t`` per stage, which is the same for one stage and first-order
-  close for cascades;
-- the bipolar ODE is stepped by exponential Euler with ``g_A`` frozen over the step —
-  ``V_t = E + (V_{t−1} − E) e^{−g dt}``, ``E = λ_in I_OPL,t / g`` (Virtual Retina's ``CondCellMap``
-  does the same; exact for constant ``I``, ``g``, stable for any ``g dt``). ``g_A`` at step ``t``
-  uses ``V`` up to ``t − 1`` (the causal feedback of Virtual Retina);
+- the linear stages (OPL; without gain-control feedback also the bipolar stage and the ganglion
+  transients) are solved together exactly for the held input — one matrix exponential of their ODE
+  system per call — so they equal the paper's equations at the frame ends to float32 rounding
+  (``tests/test_virtual_retina_paper.py``: rel. RMS ≤ 1.2e-6). Virtual Retina's C++ steps each stage
+  once per frame, ``y_t = c y_{t−1} + (1 − c) x_t``, from the previous stage's value of the frame
+  before; convis from the previous stage's value at the frame's end: both first order in ``dt/τ``
+  (stepped like convis, the OPL is off by 9.5 % rel. RMS at 1 ms, τ_S = 4 ms, on input redrawn every
+  frame);
+- with gain control the bipolar ODE is stepped per frame with ``g_A`` held (from ``V`` up to the frame
+  before: the causal feedback) and the drive ``λ_in I_OPL`` moving linearly from the last frame's value
+  to this one's (``I_OPL`` is continuous): ``V_t = E_t − δ + (V_{t−1} − E_{t−1} + δ) e^{−g dt}``, ``E =
+  λ_in I_OPL / g``, ``δ = (E_t − E_{t−1})/(g dt)`` — exact for constant ``g``, stable for any ``g dt``;
+  the transients see ``V`` move linearly too (first-order hold). Against the paper's equations the
+  error is second order in ``dt``: 0.3 % rel. RMS of the rates at 1 ms (parvo, λ_A = 50 Hz), a quarter
+  of that at 0.5 ms. (Virtual Retina's ``CondCellMap`` holds the drive: first order.) Since the linear
+  stages are exact, λ_A → 0 approaches λ_A = 0 up to that second-order error (at most 1.2 % of the
+  s.d. on input redrawn every frame at 1 ms);
 - the LIF membrane is stepped as an exact Ornstein–Uhlenbeck update, ``V_m ← I/g + (V_m − I/g) e^{−g
   dt} + σ_V √(1 − e^{−2 g dt}) ξ``, so ``σ_V`` is the stationary s.d. of the free membrane;
 - Gaussians are separable sampled kernels of unit sum (radius ``4σ``), edges replicated (Virtual
@@ -38,22 +47,39 @@ Discretisation (one frame = one step ``dt``; the input is held constant over the
 
 Computation. Blurs commute with the temporal filters, so the surround's blur moves to the input:
 with ``u_t = (G_σC L_t, G_σS G_σC L_t)`` (blurred for all frames at once, two banded-matrix products
-each), the OPL is a linear recursion on a few states per pixel — the centre cascade and undershoot on
-``u_0``, the same on ``u_1``, the surround — composed within a frame into ``z_t = A z_{t−1} + B u_t``
-and read out as ``y_t = C z_t + D u_t``: one batched matrix product ``[y_t; z_t] = W [z_{t−1}; u_t]``
-per frame. Without gain control feedback (``λ_A = 0`` and no gradient wanted for it) the bipolar
-stage (``V_t = e V_{t−1} + (1 − e) λ_in I_OPL,t / g0_A``) and the ganglion transients join the same
-recursion, which then yields the transients directly; otherwise the OPL recursion yields ``I_OPL``,
-one loop over frames steps the bipolar ODE (the ``G_σA`` blur of ``g_A`` as two banded-matrix
-products per frame) and a second recursion gives the transients. ``N``, pooling and the cells'
+each), the OPL is a linear ODE on a few states per pixel — the centre cascade and undershoot on
+``u_0``, the same on ``u_1``, the surround — whose exact one-frame map ``z_t = A z_{t−1} + B u_t``
+(``[A, B]`` from ``exp(dt [[F, G], [0, 0]])``) is read out as ``y_t = C z_t + D u_t``: one batched
+matrix product ``[y_t; z_t] = W [z_{t−1}; u_t]`` per frame. Without gain control feedback (``λ_A =
+0`` and no gradient wanted for it) the bipolar stage (``dV/dt = λ_in I_OPL − g0_A V``) and the
+ganglion transients join the same ODE, which then yields the transients directly; otherwise the OPL
+recursion yields ``I_OPL``, one loop over frames steps the bipolar ODE (the ``G_σA`` blur of ``g_A``
+as two banded-matrix products per frame) and a second recursion (inputs ``V_{t−1}``, ``V_t``) gives
+the transients. ``N``, pooling and the cells'
 read-out then act on all frames at once, and the LIF is the last loop over frames. Long inputs run in
 blocks of frames (``block_floats`` bounds a block's intermediates) with the state carried.
 
 Every op and random draw is per batch item (one ``torch.Generator`` per item), so an item alone
-equals the same item in a batch. The state (the recursions' states, ``V``, ``g_A``, membranes,
+equals the same item in a batch. The state (the recursions' states, ``V``, ``g_A``, the last drive, membranes,
 refractory clocks) can be carried: ``run_in_chunks(x, chunk)`` equals one run — each frame goes
 through the same float operations however the frames are split — and the state is detached between
 chunks.
+
+Conventions (``conventions=``): ``"paper"`` (default) is the above. ``"convis"`` reproduces convis
+0.6.3's conventions, for users who want its numbers: its surround blur and gain-control blur centred one
+pixel towards +y/+x (it pads an odd ``k×k`` kernel by ``(k//2 − 1, k//2 + 1)``), its gain-control
+conductance map starting at 1 Hz and its bipolar loop (``g_A = g0_A + Σ``, ``Σ ← G_σA (c Σ + (1 − c) λ_A
+V²)`` with the ``V`` of the frame before: the state blurred every frame), the drive held over a frame
+and the transients seeing ``V`` held. ``"convis_gain_control"`` adds convis' gain-control low-pass as
+it computes it: ``c = e^{−dt²/τ_A}`` (τ_A converted to steps, the step left in seconds: 5 s for 5 ms at
+1 ms frames) and the input weighted ``1 + c``. convis' other numerics are not reproduced (its 3×3
+centre kernel sums to 1.028, first-order stage stepping, the undershoot's input a frame late, the
+transient truncated at 72 ms, σ_A fixed at 1 px whatever adaptation-sigma__deg says: set
+``adaptation_sigma`` to 0.1° at 10 px/deg). Measured against genuine convis 0.6.3 output
+(``tests/test_virtual_retina.py``): "convis" within 3.7–4.4 % rel. RMS (÷ convis' s.d.) per stage
+without gain control, "convis_gain_control" within 4.2–7.0 % with λ_A = 50 Hz; "paper" differs from
+convis by 45–48 % on structured stimuli (the off-centre surround), 11–20 % on a uniform screen (the
+numerics, at the onset from black), and by 130–180 % with gain control on (the 5 s low-pass).
 
 Not modelled: the leaky-heat-equation OPL variant (read, approximated by the separable filters as
 convis does), log-polar schemes and microsaccades (ignored with a warning), spiking adaptation.
@@ -74,7 +100,8 @@ from torch import Tensor, nn
 
 from .filters import (
     NO_BLUR_SIGMA,
-    exponential_cascade_coefficients,
+    blur_with,
+    gaussian_kernel_1d,
     sample_at,
     spatial_blur_matrices,
     spatial_gaussian_blur,
@@ -128,6 +155,8 @@ _STRUCTURAL = {"dt", "pixels_per_degree", "input_luminosity_range", "n_center"}
 _SPIKING = ("g_leak", "sigma_v", "refr_mean", "refr_stdev", "random_init")
 _LAYER_FITTED = ("transient_tau", "transient_weight", "linear_threshold", "value_at_threshold", "amplification", "sigma_pool")
 _TINY = 1e-6
+# the ``conventions`` a VirtualRetina follows: the paper's equations, or convis 0.6.3's (module docstring)
+CONVENTIONS = ("paper", "convis", "convis_gain_control")
 
 
 class _SpikeFunction(torch.autograd.Function):
@@ -156,11 +185,11 @@ def spike_with_surrogate(u: Tensor, kind: str = "fast_sigmoid", beta: float = 5.
 
 
 # ----------------------------------------------------------------------------- linear recursions
-# A block of states of a linear recursion: (Φ n×n, Γ n, reads). Its states step as s_t = Φ s_{t−1} + Γ r_t
-# with the input r_t = Σ weight · source, source = ("u", i): input i at frame t, or ("z", j): state j at
-# frame t (a state of an earlier block, already stepped). A read-out is a list of reads as well.
+# A block of states of a linear ODE: (rate 1/τ, n, reads): n exponential stages, ds_1/dt = (r − s_1)/τ,
+# ds_j/dt = (s_{j−1} − s_j)/τ, driven by r = Σ weight · source, source = ("u", i): input i (held over the
+# frame), or ("z", j): state j (of any block, at the same instant). A read-out is a list of reads as well.
 _Read = tuple[str, int, Any]
-_Block = tuple[Tensor, Tensor, list[_Read]]
+_Block = tuple[Tensor, int, list[_Read]]
 
 
 class _Linear(NamedTuple):
@@ -174,35 +203,38 @@ class _Linear(NamedTuple):
     r: int
 
 
-def _linear_system(blocks: Sequence[_Block], reads: Sequence[Sequence[_Read]], n_inputs: int) -> _Linear:
-    """The one-step map of ``blocks`` stepped in order within a frame (a block's input may read states of
-    earlier blocks at the same frame), and the read-outs ``reads``. Differentiable in Φ, Γ and the weights."""
-    k = sum(int(gamma.shape[0]) for _, gamma, _ in blocks)
-    like = blocks[0][1]
-    unit_u, unit_z = (torch.eye(n, dtype=like.dtype, device=like.device) for n in (n_inputs, k))
-    a_rows: list[Tensor] = []  # z_t[j] = a_rows[j] · z_{t−1} + b_rows[j] · u_t for the states done
-    b_rows: list[Tensor] = []
-    for phi, gamma, block_reads in blocks:
-        n, done = int(gamma.shape[0]), len(a_rows)
-        read_a, read_b = like.new_zeros(k), like.new_zeros(n_inputs)
-        for source, index, weight in block_reads:
-            if source == "u":
-                read_b = read_b + weight * unit_u[index]
-            elif index < done:
-                read_a, read_b = read_a + weight * a_rows[index], read_b + weight * b_rows[index]
-            else:
-                raise ValueError("a block reads states of earlier blocks only")
-        own = torch.cat([like.new_zeros(n, done), phi.to(like), like.new_zeros(n, k - done - n)], 1)
-        a_rows += list((own + gamma[:, None] * read_a).unbind(0))
-        b_rows += list((gamma[:, None] * read_b).unbind(0))
-    step = torch.cat([torch.stack(a_rows), torch.stack(b_rows)], 1)  # [A, B]
+def _linear_system(blocks: Sequence[_Block], reads: Sequence[Sequence[_Read]], n_inputs: int, dt: float,
+                   first_order: bool = False) -> _Linear:
+    """The exact one-frame map of the ODE ``dz/dt = F z + G u`` that ``blocks`` form, and the read-outs
+    ``reads`` (computed in float64; differentiable in the rates and the weights). ``u`` is held over the
+    frame (zero-order hold): ``[A, B]`` = the first ``k`` rows of ``exp(dt [[F, G], [0, 0]])``; or, with
+    ``first_order``, it moves linearly from ``u_{t−1}`` to ``u_t`` (first-order hold): the inputs are then
+    ``[u_{t−1}; u_t]`` (``2 n_inputs``) and ``[A, B_0, B_1]`` come from ``exp(dt [[F, G, 0], [0, 0, I],
+    [0, 0, 0]])`` acting on ``[z; u_{t−1}; (u_t − u_{t−1})/dt]``."""
+    k = sum(n for _, n, _ in blocks)
+    m = n_inputs
+    size = k + 2 * m  # columns: z, u, du/dt (zero unless first_order)
+    unit = torch.eye(size, dtype=torch.float64, device=blocks[0][0].device)
+
+    rows: list[Tensor] = []  # the rows of dt·F and dt·G: ds_j/dt = rate (input_j − s_j)
+    for rate, n, block_reads in blocks:
+        drive = sum((torch.as_tensor(weight).to(unit) * unit[index + (k if source == "u" else 0)]
+                     for source, index, weight in block_reads), unit.new_zeros(size))
+        for j in range(n):
+            rows.append(rate.to(unit) * dt * ((drive if j == 0 else unit[len(rows) - 1]) - unit[len(rows)]))
+    slope_rows = (dt * unit[k + m:] if first_order else unit.new_zeros(m, size))  # du/dt = du
+    exp = torch.linalg.matrix_exp(torch.cat([torch.stack(rows), slope_rows, unit.new_zeros(m, size)]))[:k]
+    if first_order:  # z_t = A z + E_u u_{t−1} + E_du (u_t − u_{t−1})/dt
+        step = torch.cat([exp[:, :k], exp[:, k:k + m] - exp[:, k + m:] / dt, exp[:, k + m:] / dt], 1)
+    else:
+        step = exp[:, :k + m]
+    current = k + (m if first_order else 0)  # the column of u_t in [z_{t−1}; inputs]
+    width = step.shape[1]
     out_rows = []
-    for read in reads:  # y_t = Σ w z_t[i] + Σ w u_t[i] = (Σ w [A, B][i]) [z_{t−1}; u_t] + Σ w u_t[i]
-        row = like.new_zeros(k + n_inputs)
-        for source, index, weight in read:
-            row = row + weight * (step[index] if source == "z" else torch.cat([like.new_zeros(k), unit_u[index]]))
-        out_rows.append(row)
-    return _Linear(torch.cat([torch.stack(out_rows), step]), k, n_inputs, len(out_rows))
+    for read in reads:  # y_t = Σ w z_t[i] + Σ w u_t[i] = (Σ w step[i]) [z_{t−1}; inputs] + Σ w u_t[i]
+        out_rows.append(sum((torch.as_tensor(weight).to(unit) * (step[index] if source == "z" else unit[current + index, :width])
+                             for source, index, weight in read), unit.new_zeros(width)))
+    return _Linear(torch.cat([torch.stack(out_rows), step]), k, width - k, len(out_rows))
 
 
 def _run_linear(system: _Linear, inputs: Sequence[Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
@@ -230,13 +262,28 @@ def _run_linear(system: _Linear, inputs: Sequence[Tensor], z: Tensor) -> tuple[T
     return buffer[1:, :, :r], buffer[frames, :, r:r + k].clone()
 
 
+def _shifted_blur_matrix(n: int, sigma: Tensor, shift: int) -> Tensor | None:
+    """``n×n``: the replicated-edge Gaussian blur (:func:`mei_core.models.filters.gaussian_kernel_1d`) read
+    ``shift`` pixels further on: row ``i`` is the blur centred at ``i + shift`` (``None`` below 0.05 px)."""
+    if float(sigma.detach()) < NO_BLUR_SIGMA:
+        return None
+    kernel = gaussian_kernel_1d(sigma)
+    radius = kernel.numel() // 2
+    rows = torch.arange(n)[:, None].expand(n, kernel.numel())
+    cols = (rows + shift + torch.arange(-radius, radius + 1)[None, :]).clamp(0, n - 1)
+    flat = kernel.new_zeros(n * n)
+    return flat.index_add(0, (rows * n + cols).reshape(-1), kernel.expand(n, -1).reshape(-1)).reshape(n, n)
+
+
 class VirtualRetina(nn.Module):
     """Virtual Retina on ``H×W`` videos with ``N`` ganglion cells at ``(y, x)`` pixel positions.
 
     ``forward(x)`` maps ``B×C×T×H×W`` to ``B×T×N`` ganglion rates (Hz), or spikes per frame with
     ``spikes=True``. Continuous parameters of the OPL, the gain control and the ganglion layers are
     ``nn.Parameter``s (fit them with :func:`mei_core.models.retina.fit_parameters`); ``dt``, ``ppd``,
-    the input range, ``n_C`` and the spiking parameters are fixed. ``block_floats`` (default 2²²)
+    the input range, ``n_C`` and the spiking parameters are fixed. ``conventions``: ``"paper"``
+    (default), ``"convis"`` or ``"convis_gain_control"`` (convis 0.6.3's; module docstring, "Conventions").
+    ``block_floats`` (default 2²²)
     bounds the floats a block of frames keeps per pass (batch × pixels × states × frames); blocks
     change the speed only, never a value.
     """
@@ -253,9 +300,13 @@ class VirtualRetina(nn.Module):
         initial_luminance: float = 0.0,
         surrogate: str = "fast_sigmoid",
         surrogate_beta: float = 5.0,
+        conventions: str = "paper",
         **parameters: float,
     ) -> None:
         super().__init__()
+        if conventions not in CONVENTIONS:
+            raise ValueError(f"conventions must be one of {list(CONVENTIONS)}, not {conventions!r}")
+        self.conventions = conventions
         unknown = set(parameters) - set(RETINA_PARAMETERS)
         if unknown:
             raise ValueError(f"unknown Virtual Retina parameters {sorted(unknown)}; known: {sorted(RETINA_PARAMETERS)}")
@@ -349,7 +400,9 @@ class VirtualRetina(nn.Module):
         return {
             "opl": torch.tensor(opl, dtype=x.dtype, device=x.device).view(1, -1, 1).expand(b, -1, h * w).clone(),
             "v_bip": full(b, h * w, value=v_bip),
-            "adaptation": full(b, h * w, value=float(self.adaptation_amplification.detach()) * v_bip * v_bip),
+            "drive": full(b, h * w, value=float(self.bipolar_amplification.detach()) * current),
+            "adaptation": full(b, h * w, value=float(self.adaptation_amplification.detach()) * v_bip * v_bip
+                               + (0.0 if self.conventions == "paper" else 1.0)),  # convis' map starts at 1 Hz
             "transient": full(b, n_layers, h * w, value=v_bip),
             "membrane": x.new_zeros(b, self.n_cells),
             "refractory": x.new_zeros(b, self.n_cells),
@@ -363,17 +416,16 @@ class VirtualRetina(nn.Module):
         the same two on ``u_1`` (the surround's input: blurs commute with temporal filters), then the
         surround ``E_τS`` on ``T_U E_C u_1``."""
         tau_c, n = self._center_stages()
-        centre = exponential_cascade_coefficients(tau_c, n, self.dt)
-        under = exponential_cascade_coefficients(self.undershoot_tau.clamp_min(_TINY), 1, self.dt)
-        surround = exponential_cascade_coefficients(self.tau_surround.clamp_min(_TINY), 1, self.dt)
+        centre, under = 1.0 / tau_c, 1.0 / self.undershoot_tau.clamp_min(_TINY)
+        surround = 1.0 / self.tau_surround.clamp_min(_TINY)
         w_u = self.undershoot_weight
         last_a, under_a, last_b, under_b, surround_index = n - 1, n, 2 * n, 2 * n + 1, 2 * n + 2
         blocks = [
-            (*centre, [("u", 0, 1.0)]),
-            (*under, [("z", last_a, 1.0)]),
-            (*centre, [("u", 1, 1.0)]),
-            (*under, [("z", last_b, 1.0)]),
-            (*surround, [("z", last_b, 1.0), ("z", under_b, -w_u)]),
+            (centre, n, [("u", 0, 1.0)]),
+            (under, 1, [("z", last_a, 1.0)]),
+            (centre, n, [("u", 1, 1.0)]),
+            (under, 1, [("z", last_b, 1.0)]),
+            (surround, 1, [("z", last_b, 1.0), ("z", under_b, -w_u)]),
         ]
         amp = self.opl_amplification / self.input_luminosity_range
         current = [("z", last_a, amp), ("z", under_a, -amp * w_u), ("z", surround_index, -amp * self.opl_relative_weight)]
@@ -382,7 +434,7 @@ class VirtualRetina(nn.Module):
     def _transient_blocks(self, reads: list[_Read]) -> list[_Block]:
         """One ganglion transient low-pass ``E_τG`` per layer, each reading ``reads`` (V_Bip)."""
         tau = self.transient_tau.clamp_min(_TINY)
-        return [(*exponential_cascade_coefficients(tau[i], 1, self.dt), reads) for i in range(tau.shape[0])]
+        return [(1.0 / tau[i], 1, reads) for i in range(tau.shape[0])]
 
     def _transient_reads(self, v_bip: tuple[str, int], first: int) -> list[list[_Read]]:
         """``sign · (V_Bip − w_G E_τG V_Bip)`` per layer; the low-passes are states ``first, first + 1, …``."""
@@ -397,24 +449,35 @@ class VirtualRetina(nn.Module):
         blocks, k_opl, current = self._opl_system()
         n_layers = self.sign.shape[0]
         # With λ_A = 0 (and no gradient wanted for it) g_A ≡ g0_A: the bipolar stage is linear too.
-        feedback = bool(self.adaptation_amplification.detach() != 0) or (
+        # convis' conventions: its conductance map starts at 1 Hz, so the bipolar loop always runs.
+        feedback = bool(self.adaptation_amplification.detach() != 0) or self.conventions != "paper" or (
             torch.is_grad_enabled() and self.adaptation_amplification.requires_grad)
-        adaptation_decay = torch.exp(-self.dt / self.adaptation_tau.clamp_min(_TINY))
+        tau_a = self.adaptation_tau.clamp_min(_TINY)
+        if self.conventions == "convis_gain_control":
+            # convis 0.6.3's Bipolar: τ_A converted to steps but the step left in seconds (c = e^{−dt/(τ_A/dt)}),
+            # and the input weighted 1 + c instead of 1 − c (the recursive form of its OPL filters, unnormalised).
+            adaptation_decay = torch.exp(-self.dt * self.dt / tau_a)
+            adaptation_gain = 1.0 + adaptation_decay
+        else:
+            adaptation_decay = torch.exp(-self.dt / tau_a)
+            adaptation_gain = 1.0 - adaptation_decay
         plan: dict[str, Any] = {"feedback": feedback, "k_opl": k_opl, "adaptation_decay": adaptation_decay}
         if not feedback:
-            # V ← e V + (1 − e) λ_in I_OPL / g0_A with e = exp(−g0_A dt), then the transients: one recursion.
+            # dV/dt = g0_A (λ_in I_OPL / g0_A − V), then the transients: one recursion.
             g = self.bipolar_leak.clamp_min(_TINY)
-            e = torch.exp(-g * self.dt)
-            blocks = blocks + [(e.view(1, 1), (1.0 - e).view(1), [(s, i, c * self.bipolar_amplification / g)
-                                                                  for s, i, c in current])]
+            blocks = blocks + [(g, 1, [(s, i, c * self.bipolar_amplification / g) for s, i, c in current])]
             reads = self._transient_reads(("z", k_opl), k_opl + 1) + ([current, [("z", k_opl, 1.0)]] if maps else [])
-            plan["linear"] = _linear_system(blocks + self._transient_blocks([("z", k_opl, 1.0)]), reads, 2)
+            plan["linear"] = _linear_system(blocks + self._transient_blocks([("z", k_opl, 1.0)]), reads, 2, self.dt)
+            # λ_in I_OPL from the OPL states (the bipolar drive a later call with feedback starts from)
+            plan["drive_row"] = torch.stack([sum((self.bipolar_amplification * w for _, i, w in current if i == j),
+                                                 torch.zeros(())) for j in range(k_opl)])
         else:
-            plan["opl"] = _linear_system(blocks, [current], 2)
-            plan["transient"] = _linear_system(self._transient_blocks([("u", 0, 1.0)]),
-                                               self._transient_reads(("u", 0), 0), 1)
-            plan["gain"] = (1.0 - adaptation_decay) * self.adaptation_amplification
-            plan["blur"] = spatial_blur_matrices(self.size, self._pixels(self.adaptation_sigma))
+            plan["opl"] = _linear_system(blocks, [current], 2, self.dt)
+            # V_Bip moves continuously: the transients see it linear over a frame (convis: sampled, held)
+            plan["transient"] = _linear_system(self._transient_blocks([("u", 0, 1.0)]), self._transient_reads(("u", 0), 0),
+                                               1, self.dt, first_order=self.conventions == "paper")
+            plan["gain"] = adaptation_gain * self.adaptation_amplification
+            plan["blur"] = self._blur_matrices(self.adaptation_sigma)
         plan["pool"] = bool((self._pixels(self.sigma_pool.detach()) >= NO_BLUR_SIGMA).any())
         plan["nonlinearity"] = tuple(p.view(n_layers, 1) for p in (self.value_at_threshold, self.linear_threshold,
                                                                     self.amplification))
@@ -427,12 +490,18 @@ class VirtualRetina(nn.Module):
             raise ValueError(f"expected a B×C×T×H×W video with C={self.channels}, H×W={self.size}, got {tuple(x.shape)}")
         return torch.einsum("bcthw,c->tbhw", x, self.channel_weights.to(x.dtype))
 
-    def _gain_control(self, drive: Tensor, v: Tensor, adaptation: Tensor, plan: dict[str, Any]
+    def _gain_control(self, drive: Tensor, v: Tensor, adaptation: Tensor, before: Tensor, plan: dict[str, Any]
                       ) -> tuple[Tensor, Tensor, Tensor]:
-        """The bipolar ODE over frames: ``drive`` (``λ_in I_OPL``, T×B×P) → V_Bip (T×B×P) and the last
-        ``V``, ``Σ = λ_A E_τA V²`` (``g_A = g0_A + G_σA Σ``)."""
+        """The bipolar ODE over frames: ``drive`` (``λ_in I_OPL``, T×B×P; ``before``: the drive of the frame
+        before, B×P) → V_Bip (T×B×P) and the last ``V``, ``Σ = λ_A E_τA V²`` (``g_A = g0_A + G_σA Σ``).
+        ``g_A`` is held over a frame; the drive moves linearly from the last frame's value to this one's
+        (``I_OPL`` is continuous), and ``V`` takes the exact solution of that. With convis' conventions
+        its loop instead: the drive held at this frame's value, ``g_A = g0_A + Σ`` and ``Σ ← G_σA (c Σ +
+        gain λ_A V²)`` with the ``V`` of the frame before (convis blurs the low-pass' state every frame,
+        Virtual Retina its input once)."""
         frames, b, pixels = drive.shape
         h, w = self.size
+        before = before.reshape(b, h, w)
         rows, cols = plan["blur"]
         rows, cols_t = (None, None) if rows is None else (rows.to(drive), cols.t().to(drive).contiguous())
         decay, gain, leak, minus_dt = plan["adaptation_decay"], plan["gain"], self.bipolar_leak, -self.dt
@@ -440,17 +509,37 @@ class VirtualRetina(nn.Module):
         positive = bool(leak.detach() > _TINY) and bool(self.adaptation_amplification.detach() >= 0) and bool(
             (adaptation.detach() >= 0).all())
         v, adaptation = v.reshape(b, h, w), adaptation.reshape(b, h, w)
+        blur = (lambda m: m) if rows is None else (lambda m: torch.matmul(rows, torch.matmul(m, cols_t)))  # noqa: E731
+        convis = self.conventions != "paper"
         outputs = []
         for frame in drive.view(frames, b, h, w).unbind(0):
-            g = leak + (adaptation if rows is None else torch.matmul(rows, torch.matmul(adaptation, cols_t)))
+            g = leak + (adaptation if convis else blur(adaptation))
             if not positive:
                 g = g.clamp_min(_TINY)
             target = frame / g
-            v = torch.addcmul(target, v - target, torch.exp(g * minus_dt))
-            adaptation = torch.addcmul(adaptation * decay, v * v, gain)
+            if convis:  # V ← E + (V − E) e^{−g dt}, E = drive / g
+                v, last_v = torch.addcmul(target, v - target, torch.exp(g * minus_dt)), v
+                adaptation = blur(torch.addcmul(adaptation * decay, last_v * last_v, gain))
+            else:
+                # dV/dt = d(s) − g V, d linear from d_{t−1} to d_t: V = E_t − δ + (V − E_{t−1} + δ) e^{−g dt},
+                # E = d/g, δ = (E_t − E_{t−1})/(g dt)
+                slope = (frame - before) / (g * g * self.dt)
+                v = (target - slope) + (v - (before / g - slope)) * torch.exp(g * minus_dt)
+                adaptation = torch.addcmul(adaptation * decay, v * v, gain)
+            before = frame
             outputs.append(v)
         voltages = torch.stack(outputs).view(frames, b, pixels) if outputs else drive
         return voltages, v.reshape(b, pixels), adaptation.reshape(b, pixels)
+
+    def _blur_matrices(self, sigma_degrees: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """The matrices of a Gaussian blur of ``sigma_degrees`` on ``H×W`` maps (edges replicated). With
+        convis' conventions it is centred one pixel towards +y and +x, as convis 0.6.3 pads an odd ``k×k``
+        kernel by ``(k//2 − 1, k//2 + 1)`` (``Conv3d.kernel_padding``, ``Conv2d.kernel_padding``): convis'
+        blurred ``S(y, x)`` is the centred ``S(y + 1, x + 1)``."""
+        sigma = self._pixels(sigma_degrees)
+        if self.conventions == "paper":
+            return spatial_blur_matrices(self.size, sigma)
+        return _shifted_blur_matrix(self.size[0], sigma, 1), _shifted_blur_matrix(self.size[1], sigma, 1)
 
     def _run(self, x: Tensor, state: dict[str, Tensor], plan: dict[str, Any], maps: dict[str, Tensor] | None = None
              ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -461,21 +550,25 @@ class VirtualRetina(nn.Module):
         n_layers, k_opl = self.sign.shape[0], plan["k_opl"]
         centre = spatial_gaussian_blur(lum, self._pixels(self.sigma_center))
         inputs = [centre.reshape(frames, b, h * w),
-                  spatial_gaussian_blur(centre, self._pixels(self.sigma_surround)).reshape(frames, b, h * w)]
+                  blur_with(centre, *self._blur_matrices(self.sigma_surround)).reshape(frames, b, h * w)]
         new = dict(state)
         if not plan["feedback"]:
             z = torch.cat([state["opl"], state["v_bip"][:, None], state["transient"]], 1)
             out, z = _run_linear(plan["linear"], inputs, z)
             new["opl"], new["v_bip"], new["transient"] = z[:, :k_opl], z[:, k_opl], z[:, k_opl + 1:]
             new["adaptation"] = state["adaptation"] * plan["adaptation_decay"] ** frames  # λ_A = 0: Σ only decays
+            new["drive"] = torch.einsum("k,bkp->bp", plan["drive_row"].to(z), new["opl"])
             if maps is not None:
                 maps["opl"], maps["bipolar"] = out[:, :, n_layers], out[:, :, n_layers + 1]
             transients = out[:, :, :n_layers]
         else:
             current, new["opl"] = _run_linear(plan["opl"], inputs, state["opl"])
+            drive = self.bipolar_amplification * current[:, :, 0]
             v_bip, new["v_bip"], new["adaptation"] = self._gain_control(
-                self.bipolar_amplification * current[:, :, 0], state["v_bip"], state["adaptation"], plan)
-            transients, new["transient"] = _run_linear(plan["transient"], [v_bip], state["transient"])
+                drive, state["v_bip"], state["adaptation"], state["drive"], plan)
+            new["drive"] = drive[-1] if frames else state["drive"]
+            held = [v_bip] if plan["transient"].m == 1 else [torch.cat([state["v_bip"][None], v_bip[:-1]]), v_bip]
+            transients, new["transient"] = _run_linear(plan["transient"], held, state["transient"])
             if maps is not None:
                 maps["opl"], maps["bipolar"] = current[:, :, 0], v_bip
         ganglion = virtual_retina_nonlinearity(transients, *plan["nonlinearity"])
@@ -681,6 +774,7 @@ class VirtualRetina(nn.Module):
             "channel_weights": self.channel_weights.double().tolist(),
             "initial_luminance": self.initial_luminance,
             "surrogate": {"kind": self.surrogate, "beta": self.surrogate_beta},
+            "conventions": self.conventions,
             "parameters": {name: entry(spec, retina[name]) for name, spec in RETINA_PARAMETERS.items()},
             "ganglion_layers": [
                 {"name": self.layer_names[i],
@@ -706,6 +800,7 @@ class VirtualRetina(nn.Module):
             initial_luminance=float(description.get("initial_luminance", 0.0)),
             surrogate=description.get("surrogate", {}).get("kind", "fast_sigmoid"),
             surrogate_beta=float(description.get("surrogate", {}).get("beta", 5.0)),
+            conventions=str(description.get("conventions", "paper")),
             **{name: entry["value"] for name, entry in description["parameters"].items()},
         )
 
@@ -877,17 +972,21 @@ def save_virtual_retina(model: VirtualRetina, path: str | Path) -> None:
     Path(path).write_text(json.dumps(model.describe(), indent=1))
 
 
-def load_virtual_retina(description: str | Path) -> VirtualRetina:
+def load_virtual_retina(description: str | Path, conventions: str | None = None) -> VirtualRetina:
     """Pipeline builder: the ``VirtualRetina`` described by the JSON file ``description`` (from
     :func:`save_virtual_retina`), or by a Virtual Retina XML file (``*.xml``, 50×50 px); use as
-    ``{builder: mei_core.models.virtual_retina.load_virtual_retina, builder_kwargs: {description: path}}``."""
+    ``{builder: mei_core.models.virtual_retina.load_virtual_retina, builder_kwargs: {description: path}}``.
+    ``conventions`` (``"paper"``, ``"convis"``, ``"convis_gain_control"``; see :class:`VirtualRetina`)
+    overrides the description's (XML: ``"paper"``)."""
     path = Path(description)
     if path.suffix.lower() == ".xml":
-        return VirtualRetina.from_xml(path)
+        return VirtualRetina.from_xml(path, conventions=conventions or "paper")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"cannot read the Virtual Retina description {str(description)!r}: {error}") from error
+    if conventions is not None:
+        data = {**data, "conventions": conventions}
     try:
         return VirtualRetina.from_description(data)
     except (KeyError, TypeError) as error:
