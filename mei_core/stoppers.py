@@ -131,7 +131,8 @@ class Converged(Stopper):
         self._settled: Tensor | None = None
 
     def __call__(self, state: Any) -> tuple[Tensor | bool, Reasons]:
-        progress = state.progress.detach()
+        # a copy: the engine updates its per-item records in place once some items have stopped
+        progress = state.progress.detach().clone()
         n_items = progress.numel()
         centred = state.input_.detach().flatten(1)
         centred = centred - centred.mean(1, keepdim=True)

@@ -15,6 +15,7 @@ from mei_core.method import build_method
 from mei_core.methods import batched_gradient_ascent
 from mei_core.demo.v1 import filter_correlation
 from mei_core.postprocessors import ChangeNormAroundMean
+from mei_core.stoppers import Converged
 from mei_core.demo.populations import PopulationRecipe, build_population_cnn, train_member
 from mei_core.objectives import UnitObjective
 
@@ -24,7 +25,7 @@ UNIT_STATS = {"mean": [0.0], "std": [1.0]}
 
 
 def test_every_preset_builds_a_valid_method() -> None:
-    steps = {"default": presets.ITERATIONS, "fixed_budget": 200, "hoefling2024": 10, "walker2019": 1000, "mds": 10,
+    steps = {"default": presets.MAX_ITERATIONS, "fixed_budget": 200, "hoefling2024": 10, "walker2019": 1000, "mds": 10,
              "sinzlab_default": 1001, "cma_es": presets.CMA_ES_SEARCH["max_generations"]}
     assert set(presets.PRESETS.names()) == set(steps)
     for info in presets.PRESETS:
@@ -36,6 +37,10 @@ def test_every_preset_builds_a_valid_method() -> None:
             assert build_settings(config, f"preset.{name}").max_generations == steps[name]
             continue
         method = build_method(config, f"preset.{name}")
+        if name == "default":  # stops each MEI once converged, at most this many steps
+            assert isinstance(method.stopper, Converged) and method.stopper.max_iterations == steps[name]
+            assert method.stopper.min_iterations == presets.WARM_STEPS
+            continue
         assert method.stopper.num_iterations == steps[name]
     hoefling = presets.preset("hoefling2024", iterations=5)
     assert hoefling["postprocessing"]["kwargs"]["norm"] == 30.0
@@ -67,6 +72,20 @@ def test_blur_ends_at_final_sigma_and_never_switches_off() -> None:
         assert blur.sigma_at(0) == pytest.approx((presets.BLUR_SIGMA,) * 2)
         assert blur.sigma_at(iterations) == pytest.approx((presets.FINAL_BLUR_SIGMA,) * 2)
         assert min(blur.sigma_at(iterations)) > blur.min_sigma
+
+
+def test_with_converged_stopping_the_blur_schedule_ends_with_the_warm_phase_and_is_held() -> None:
+    method = build_method(presets.default([1, 24, 24], UNIT_STATS))
+    blur = method.preconditioners[0]
+    assert blur.sigma_at(0) == pytest.approx((presets.BLUR_SIGMA,) * 2)
+    assert blur.sigma_at(presets.WARM_STEPS // 2) > blur.sigma_at(presets.WARM_STEPS)
+    # from the end of the warm phase (the first step an item may stop at) to the last step: final_sigma
+    for step in (presets.WARM_STEPS, presets.WARM_STEPS + 1, 50, presets.MAX_ITERATIONS):
+        assert blur.sigma_at(step) == pytest.approx((presets.FINAL_BLUR_SIGMA,) * 2)
+    for bad, key in (({"warm_steps": -1}, "warm_steps"), ({"tolerance": 1.5}, "tolerance"), ({"patience": 0}, "patience"),
+                     ({"warm_steps": 20, "max_iterations": 10}, "warm_steps"), ({"iterations": 0}, "iterations")):
+        with pytest.raises(MEIConfigError, match=key):
+            presets.default([1, 24, 24], UNIT_STATS, **bad)
     with pytest.raises(MEIConfigError, match="final_sigma"):
         presets.default([1, 24, 24], UNIT_STATS, final_sigma=2.0)
 
