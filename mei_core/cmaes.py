@@ -110,8 +110,9 @@ RESERVED_OPTIONS = {
     "verb_log": "cma writes no files",
 }
 DEFAULT_INITIAL = {"path": "RandomNormal", "kwargs": {"std": 1.0}}
-#: cma defaults changed here (``cma_options`` overrides them): a search that has left a flat start may
-#: meet flat generations again (all candidates below a threshold), and cma's default stops after one
+#: cma defaults changed here (``cma_options`` overrides them): on integer counts three quarters of a
+#: generation often tie at the best while the search still climbs, and cma's default stops after one
+#: such generation (flat generations below the best, and flat starts: ``flat_generations``)
 DEFAULT_CMA_OPTIONS = {"tolflatfitness": 50}
 #: Flat starts (``flat_generations``): a restart from the start samples with this multiple of
 #: ``sigma0``, a restart from a candidate that stood out with this one. Measured on 12 thresholded
@@ -170,7 +171,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("trace_interval", "integer", minimum=1, nullable=True,
            doc="record `best` (best objective so far) and `mean` (mean candidate objective) per MEI every that many generations (`traces.parquet`)."),
     Option("flat_generations", "integer", default=5, minimum=1, nullable=True,
-           doc="for thresholded and spiking models, where a first generation often sees nothing: a search whose candidates have all scored alike for that many generations restarts, from its start with twice `sigma0` while nothing has ever stood out, else from its best candidate with a quarter of it (also at once, on its first candidate that stands out). A search still flat at its end stops with `flat_restarts_exhausted`. null: cma's own stops (its `tolfun` ends a flat start after one generation). On 12 thresholded simple cells × 6 seeds the `cma_es` preset found a response in 71 of 72 searches, 6 with null (`mei_core/cmaes.py`)."),
+           doc="for thresholded and spiking models, where a first generation often sees nothing: a search whose candidates have all scored alike for that many generations (below its best, or while nothing has stood out; alike at its best is a plateau, left to cma) restarts, from its start with twice `sigma0` while nothing has ever stood out, else from its best candidate with a quarter of it (also at once, on its first candidate that stands out). A search still flat at its end stops with `flat_restarts_exhausted`. null: cma's own stops (its `tolfun` ends a flat start after one generation). On 12 thresholded simple cells × 6 seeds the `cma_es` preset found a response in 71 of 72 searches, 6 with null (`mei_core/cmaes.py`)."),
     Option("flat_restarts", "integer", minimum=0, nullable=True, default_doc="null (until `max_generations`)",
            doc="most restarts of a flat search (stop reason `flat_restarts_exhausted` after the last one's `flat_generations`); the result's `n_restarts` counts them per item."),
     Option("max_batch", "integer", minimum=1, nullable=True,
