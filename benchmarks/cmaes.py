@@ -2,6 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python benchmarks/cmaes.py`` (about 3 minutes on 2 cores,
 one torch thread); writes ``cmaes.json`` and ``cmaes.png`` to ``--out`` and prints a Markdown table.
+``--section flat`` runs only section 4 (about 2 minutes) and writes ``cmaes_flat.json``.
 
 1. The demo's true V1 population (``GroundTruthV1.random(seed=0)``: 12 simple, 8 complex, 4 DoG cells,
    24×24) under the demo's contrast budget (L2 norm 24, pixels within ±3): gradient ascent on pixels
@@ -13,6 +14,13 @@ one torch thread); writes ``cmaes.json`` and ``cmaes.png`` to ``--out`` and prin
    parameters), and ``RetinaModel``'s deterministic integrate-and-fire spike output on 2×30×16×16
    videos (CMA-ES over a DoG × temporal-cosine decoder given by import path), against gradient ascent
    on the retina's rates (pixels).
+4. Flat starts: 12 simple cells made silent below 0.6× their best response under the budget (norm
+   10, ±3): ``relu(f·x − θ)`` and its integer counts ``floor(relu(f·x − θ))``, where a first
+   generation usually sees nothing. Seeds 0–5 per cell, from the ``cma_es`` preset's centred start
+   (20 candidates) and from ``cma_es_preset``'s ``RandomNormal(1)`` start (10 candidates); the
+   default flat restarts (``flat_generations: 5``) against cma's own stops (``flat_generations:
+   null``) and against those with ``tolfun: 0, tolfunhist: 0``. Per variant: searches that found a
+   response (score > 0), r of their MEIs with the filter, model evaluations per search, restarts.
 
 Per method: median filter correlation per cell type (``filter_correlation``: Pearson r with the true
 filter, phase-invariant for complex cells); model evaluations per item (a row through the model:
@@ -132,9 +140,13 @@ def cma_evaluations(dimension: int, population: int | None = None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/benchmarks/cmaes", help="folder for cmaes.json and cmaes.png")
+    parser.add_argument("--section", choices=["all", "flat"], default="all", help="flat: only section 4 (flat starts)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.section == "flat":
+        flat_starts(out)
+        return
     print(f"load average at start: {os.getloadavg()}", flush=True)
     rows, examples = [], {}
 
@@ -218,10 +230,72 @@ def main() -> None:
         print(f"    spatial r {row['median_spatial_r']:.3f}, temporal r {row['median_temporal_r']:.3f}, spikes/frame {row['median_spikes']:.2f}", flush=True)
         rows.append(row)
 
+    flat_starts(out)
     print(f"load average at end: {os.getloadavg()}", flush=True)
     (out / "cmaes.json").write_text(json.dumps(rows, indent=1))
     table(rows)
     figure(rows, examples, v1, out / "cmaes.png")
+
+
+class Thresholded(nn.Module):
+    """``relu(f·x − θ)`` per cell (``floor`` of it: integer counts), θ = ``fraction`` × the response to
+    the best image under the budget (the filter at L2 ``norm``, clipped to ±3)."""
+
+    def __init__(self, filters: Tensor, norm: float, fraction: float, counts: bool = False):
+        super().__init__()
+        self.filters, self.counts = filters.reshape(len(filters), -1), counts
+        self.theta = fraction * (self.filters * (norm * self.filters).clamp(-3, 3)).sum(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        drive = torch.relu(x.reshape(len(x), -1) @ self.filters.T - self.theta)
+        return torch.floor(drive) if self.counts else drive
+
+
+def flat_starts(out: Path, seeds: range = range(6), norm: float = 10.0, fraction: float = 0.6) -> list[dict]:
+    """Section 4: searches on thresholded cells whose first generation sees nothing."""
+    from mei_core.presets import preset
+
+    print(f"4. flat starts: 12 simple cells silent below {fraction}× their best response (norm {norm}, ±3)", flush=True)
+    v1 = GroundTruthV1.random(seed=0)
+    cells = [i for i, t in enumerate(v1.cell_types) if t == "simple"]
+    starts = {"cma_es preset (centred start, 20 candidates)": preset("cma_es", input_shape=(1, 24, 24), input_stats={"mean": 0.0, "std": 1.0}, norm=norm),
+              "cma_es_preset (RandomNormal(1) start, 10 candidates)": cma_es_preset("Gabor", norm=norm, max_generations=150)}
+    variants = {"flat restarts (default)": {}, "cma's stops": {"flat_generations": None},
+                "cma's stops, tolfun 0, tolfunhist 0": {"flat_generations": None, "cma_options": {"tolfun": 0, "tolfunhist": 0}}}
+    rows = []
+    for counts in (False, True):
+        model = Thresholded(v1.primary[cells], norm, fraction, counts)
+        for start, base in starts.items():
+            for variant, change in variants.items():
+                config = {**base, **change}
+                started = time.perf_counter()
+                found, r, evaluations, restarts, reasons = 0, [], [], [], {}
+                for seed in seeds:
+                    result = cma_es(UnitObjective(model, list(range(len(cells)))), config, [seed] * len(cells), (1, 24, 24))
+                    population = config.get("population_size") or 4 + int(3 * math.log(8))
+                    for k, cell in enumerate(cells):
+                        evaluations.append(result.n_iterations[k] * population + 1)
+                        restarts.append(result.n_restarts[k])
+                        reasons[result.stop_reasons[k]] = reasons.get(result.stop_reasons[k], 0) + 1
+                        if result.scores[k] > 0:
+                            found += 1
+                            r.append(filter_correlation(result.meis[k], v1, cell))
+                row = {"model": "floor(relu(f·x − θ))" if counts else "relu(f·x − θ)", "start": start, "variant": variant,
+                       "searches": len(evaluations), "found": found, "min_r_found": min(r, default=float("nan")),
+                       "median_r_found": statistics.median(r) if r else float("nan"), "mean_evaluations": statistics.mean(evaluations),
+                       "median_restarts": statistics.median(restarts), "max_restarts": max(restarts), "stop_reasons": reasons,
+                       "seconds": time.perf_counter() - started}
+                print(f"  {row['model']}, {start}, {variant}: found {found}/{row['searches']}, r {row['min_r_found']:.3f}–, "
+                      f"median {row['median_r_found']:.3f}, {row['mean_evaluations']:.0f} evaluations, restarts median {row['median_restarts']:.0f} "
+                      f"max {row['max_restarts']}, {reasons}", flush=True)
+                rows.append(row)
+    (out / "cmaes_flat.json").write_text(json.dumps(rows, indent=1))
+    print("\n| model | start | stops | found a response | r of those (min / median) | evaluations per search | restarts (median / max) |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['model']} | {row['start']} | {row['variant']} | {row['found']}/{row['searches']} | {row['min_r_found']:.3f} / {row['median_r_found']:.3f} "
+              f"| {row['mean_evaluations']:.0f} | {row['median_restarts']:.0f} / {row['max_restarts']} |")
+    return rows
 
 
 def table(rows: list[dict]) -> None:

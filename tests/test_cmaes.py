@@ -245,6 +245,53 @@ def test_a_decoder_given_by_import_path():
     at_least("r with the target", torch.corrcoef(torch.stack([result.meis[0].flatten(), target.flatten()]))[0, 1], 0.999)
 
 
+class ThresholdedSimpleCells(nn.Module):
+    """``relu(f·x − θ)`` per simple cell: silent unless the image matches the filter ``f`` with r > ``fraction``
+    (θ is that fraction of the best response under the budget), so a first generation sees nothing."""
+
+    def __init__(self, population, units, norm, fraction):
+        super().__init__()
+        self.filters = population.primary[units].reshape(len(units), -1)
+        self.theta = fraction * (self.filters * (norm * self.filters).clamp(-3, 3)).sum(1)
+
+    def forward(self, x):
+        return torch.relu(x.reshape(len(x), -1) @ self.filters.T - self.theta)
+
+
+@pytest.mark.quality
+def test_searches_on_a_thresholded_model_restart_until_a_candidate_responds(population):
+    from mei_core.presets import preset
+
+    simple = cells_of(population, "simple")[:8]
+    model = ThresholdedSimpleCells(population, simple, norm=10.0, fraction=0.6)
+    config = preset("cma_es", input_shape=(1, 24, 24), input_stats={"mean": 0.0, "std": 1.0}, norm=10.0)
+    seeds = list(range(8))
+    searched = cma_es(UnitObjective(model, list(range(8))), config, seeds=seeds, shape=(1, 24, 24))
+    # cma's own stops: tolfun ends a search whose first generation saw nothing
+    stopped = cma_es(UnitObjective(model, list(range(8))), {**config, "flat_generations": None}, seeds=seeds, shape=(1, 24, 24))
+    found = searched.scores > 0
+    assert int((stopped.scores > 0).sum()) <= 2 and stopped.stop_reasons.count("tolfun") >= 6
+    at_least("searches that found a response", found.sum(), 7)
+    at_least("min r of those", min(filter_correlation(searched.meis[k], population, unit) for k, unit in enumerate(simple) if found[k]), 0.95)
+    restarted = [k for k in range(8) if searched.n_restarts[k] > 0]
+    assert restarted and all(reason in ("max_generations", "flat_restarts_exhausted") for reason in searched.stop_reasons)
+    # a restarted search alone: the same MEI, bitwise, after the same restarts
+    k = restarted[0]
+    alone = cma_es(UnitObjective(model, [k]), config, seeds=[seeds[k]], shape=(1, 24, 24))
+    in_batch = searched.items(k, k + 1)
+    assert torch.equal(alone.meis, in_batch.meis)
+    assert (alone.n_iterations, alone.stop_reasons, alone.n_restarts) == (in_batch.n_iterations, in_batch.stop_reasons, in_batch.n_restarts)
+
+
+def test_a_search_that_nothing_answers_stops_after_its_flat_restarts(population):
+    unreachable = ThresholdedSimpleCells(population, cells_of(population, "simple")[:2], norm=10.0, fraction=1.5)
+    config = {**cma_es_preset("Gabor", norm=10.0, max_generations=150), "flat_generations": 4, "flat_restarts": 2}
+    result = cma_es(UnitObjective(unreachable, [0, 1]), config, seeds=[0, 1], shape=(1, 24, 24))
+    assert result.stop_reasons == ["flat_restarts_exhausted"] * 2
+    assert result.n_restarts == [2, 2] and result.n_iterations == [12, 12]  # 4 generations from each of 3 starts
+    assert (result.scores == 0).all()
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -252,6 +299,8 @@ def test_a_decoder_given_by_import_path():
         ({"sigma0": "1e-1"}, r"config\.sigma0: '1e-1' is a string that looks like a number"),
         ({"population_size": 1}, r"config\.population_size: must be >= 2, got 1"),
         ({"max_generations": 2.5}, r"config\.max_generations: must be an integer, got 2\.5"),
+        ({"flat_generations": 0}, r"config\.flat_generations: must be >= 1, got 0"),
+        ({"flat_restarts": 1.5}, r"config\.flat_restarts: must be an integer or null, got 1\.5"),
         ({"step_size": 0.1}, r"config\.step_size: unknown key for mei_core\.cmaes\.cma_es; known keys: parameterisation"),
         ({"returned": "last"}, r"config\.returned: must be 'mean' \(the search mean\) or 'best'"),
         ({"direction": "up"}, r"config\.direction: must be 'maximize' or 'minimize'"),

@@ -82,10 +82,11 @@ def test_cma_es_reads_every_key_from_its_declarations():
     # the given values, and the declared defaults for the rest
     assert (settings.sigma0, settings.transform_draws, settings.returned, settings.threshold, settings.sign) == (0.25, 2, "best", None, -1.0)
     assert (settings.max_generations, settings.n_meis, settings.population_size, settings.cma_options) == (200, 1, None, {})
+    assert (settings.flat_generations, settings.flat_restarts) == (5, None)
     assert type(settings.parameterisation).__name__ == "Pixels"
     assert [option.name for option in CMAES_OPTIONS] == ["parameterisation", "initial", "n_meis", "transform", "transform_draws", "sigma0", "population_size",
                                                          "max_generations", "threshold", "postprocessing", "direction", "returned", "cma_options",
-                                                         "trace_interval", "max_batch", "device"]
+                                                         "trace_interval", "flat_generations", "flat_restarts", "max_batch", "device"]
 
 
 @pytest.mark.parametrize("lookup, message", [
