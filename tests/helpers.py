@@ -26,6 +26,20 @@ class LinearNeurons(nn.Module):
         return x.flatten(1) @ self.filters.T
 
 
+class SettledAndRestless(torch.nn.Module):
+    """Unit 0: a linear Gabor neuron (the normalised-gradient step settles on its filter in a few
+    steps). Unit 1: ``cos(k · f·x)``, a ridge of maxima that the fixed-size step keeps jumping across,
+    so its MEI never settles."""
+
+    def __init__(self, size: int = 24) -> None:
+        super().__init__()
+        self.linear = LinearNeurons(torch.stack([gabor(size), gabor(size, theta=1.5)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        drive = self.linear(x)
+        return torch.stack([drive[:, 0], torch.cos(0.1 * drive[:, 1])], dim=1)
+
+
 def small_cnn(n_units: int = 20, channels: int = 8, size: tuple[int, int] = (24, 24), seed: int = 0) -> nn.Module:
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
