@@ -31,7 +31,7 @@ four readouts/cores, one population held out of all tuning)
   ``WARM_STEPS`` steps and held there, never switched off; unblurred late steps cost up to 0.05 r
   (complex cells) on models fitted to few data.
 * stopping: per item, once its score and its MEI have settled (``Converged``: relative score change
-  and 1 − r to the previous step both ≤ ``CONVERGENCE_TOLERANCE`` for ``CONVERGENCE_PATIENCE`` steps,
+  and 1 − r to the step before (or two before) both ≤ ``CONVERGENCE_TOLERANCE`` for ``CONVERGENCE_PATIENCE`` steps,
   not before ``WARM_STEPS``), at most ``MAX_ITERATIONS``.  It reaches the 200-step filter r and
   score in a mean of 9-13 steps per MEI on six populations (benchmarks/README.md, "Time to
   quality").  ``iterations=N`` runs exactly N steps instead (the blur decays over all of them).
@@ -63,12 +63,14 @@ ITERATIONS = 200
 BLUR_SIGMA = 1.5
 FINAL_BLUR_SIGMA = 0.7
 #: Converged stopping (``stoppers.Converged``): the blur's decay takes ``WARM_STEPS`` and no item stops
-#: before; then an item stops once its score's relative change and 1 − r of its MEI to the previous
-#: step stay ≤ ``CONVERGENCE_TOLERANCE`` for ``CONVERGENCE_PATIENCE`` steps; none runs past ``MAX_ITERATIONS``.
+#: before; then an item stops once its score's relative change and 1 − r of its MEI to the step
+#: before (or two before: a period-2 swing) stay ≤ ``CONVERGENCE_TOLERANCE`` for
+#: ``CONVERGENCE_PATIENCE`` steps; none runs past ``MAX_ITERATIONS`` (no item of six populations came
+#: near it: benchmarks/README.md, "Time to quality").
 WARM_STEPS = 8
 CONVERGENCE_TOLERANCE = 1e-3
 CONVERGENCE_PATIENCE = 2
-MAX_ITERATIONS = 200
+MAX_ITERATIONS = 100
 
 #: Every named preset (``@PRESETS.register``; parameters from each function's signature):
 #: ``preset(name, **params)`` builds one, ``describe_presets()`` lists them, ``PRESETS.markdown_table()``

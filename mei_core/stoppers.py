@@ -106,12 +106,13 @@ class Converged(Stopper):
     """Stop an item once its MEI and its score have stopped changing, or after ``max_iterations``.
 
     From step ``min_iterations`` on, an item stops when, for ``patience`` consecutive steps, both
-    hold against the step before: its score (``state.progress``) changed by at most
-    ``score_tolerance`` relative to its magnitude, and every one of its rows (``n_meis`` consecutive
-    rows of ``state.input_``, the optimised variable) correlates with its previous value to at least
-    ``1 − input_tolerance`` (Pearson r over the row: blind to the stimulus mean and units). Per item
-    and on the device: an item's stop depends on its own history alone. Evidence for the default's
-    tolerances: benchmarks/README.md, "Time to quality".
+    hold against the step before, or both against the step two before (a step too large for an
+    item swings it between two equally good MEIs for ever: a period-2 cycle has settled too): its
+    score (``state.progress``) changed by at most ``score_tolerance`` relative to its magnitude, and
+    every one of its rows (``n_meis`` consecutive rows of ``state.input_``, the optimised variable)
+    correlates with that earlier value to at least ``1 − input_tolerance`` (Pearson r over the row:
+    blind to the stimulus mean and units). Per item and on the device: an item's stop depends on its
+    own history alone. Evidence for the default's numbers: benchmarks/README.md, "Time to quality".
     """
 
     def __init__(self, score_tolerance: float = 1e-3, input_tolerance: float = 1e-3, patience: int = 2,
@@ -127,7 +128,7 @@ class Converged(Stopper):
         self.patience = int(patience)
         self.min_iterations = int(min_iterations)
         self.max_iterations = int(max_iterations)
-        self._previous: tuple[Tensor, Tensor] | None = None
+        self._history: list[tuple[Tensor, Tensor]] = []  # (score, centred unit rows) of the last two steps
         self._settled: Tensor | None = None
 
     def __call__(self, state: Any) -> tuple[Tensor | bool, Reasons]:
@@ -137,15 +138,14 @@ class Converged(Stopper):
         centred = state.input_.detach().flatten(1)
         centred = centred - centred.mean(1, keepdim=True)
         centred = centred / torch.linalg.vector_norm(centred, dim=1, keepdim=True).clamp_min(1e-30)
-        if self._previous is None:
+        if self._settled is None:
             self._settled = torch.zeros(n_items, dtype=torch.long, device=progress.device)
-            settled_now = torch.zeros(n_items, dtype=torch.bool, device=progress.device)
-        else:
-            last_progress, last_input = self._previous
-            score_change = (progress - last_progress).abs() <= self.score_tolerance * progress.abs()
-            correlation = (centred * last_input).sum(1).view(n_items, -1).amin(1)  # the item's least settled row
-            settled_now = score_change & (correlation >= 1.0 - self.input_tolerance)
-        self._previous = (progress, centred)
+        settled_now = torch.zeros(n_items, dtype=torch.bool, device=progress.device)
+        for earlier_progress, earlier_input in self._history:
+            same_score = (progress - earlier_progress).abs() <= self.score_tolerance * progress.abs()
+            correlation = (centred * earlier_input).sum(1).view(n_items, -1).amin(1)  # the item's least settled row
+            settled_now |= same_score & (correlation >= 1.0 - self.input_tolerance)
+        self._history = [(progress, centred), *self._history[:1]]
         self._settled = torch.where(settled_now, self._settled + 1, torch.zeros_like(self._settled))
         converged = (self._settled >= self.patience) & (state.i_iter >= self.min_iterations)
         return _stop(converged, state.i_iter >= self.max_iterations), _reasons(converged, "converged")

@@ -27,19 +27,6 @@ def converged_default(max_iterations: int = 40, **stopper) -> dict:
     return config
 
 
-def test_an_item_that_converges_is_frozen_while_the_other_runs_on_and_each_says_why_it_stopped():
-    result = batched_gradient_ascent(UnitObjective(SettledAndRestless(), [0, 1]), converged_default(), [0, 1], SHAPE)
-    assert result.stop_reasons == ["converged", "max_iterations"]
-    settled_at = result.n_iterations[0]
-    assert WARM_STEPS <= settled_at < 20 and result.n_iterations[1] == 40
-    # frozen where it stopped: exactly the MEI of a run of that many steps (same blur schedule, held)
-    fixed = converged_default()
-    fixed["stopper"] = {"path": "NumIterations", "kwargs": {"num_iterations": settled_at}}
-    alone = batched_gradient_ascent(UnitObjective(SettledAndRestless(), [0]), fixed, [0], SHAPE)
-    torch.testing.assert_close(result.meis[0], alone.meis[0], rtol=0, atol=1e-6)
-    assert torch.nn.functional.cosine_similarity(result.meis[0].flatten(), gabor().flatten(), dim=0) > 0.9
-
-
 class ClimbingSecondUnit(torch.nn.Module):
     """Two linear Gabor neurons; the second's response also rises by 0.1 with every forward pass, so
     its score never settles while its MEI does."""
@@ -54,12 +41,32 @@ class ClimbingSecondUnit(torch.nn.Module):
         return self.linear(x) + torch.tensor([0.0, 0.1 * self.calls])
 
 
-def test_a_score_still_climbing_keeps_its_item_running_after_the_other_item_stopped():
+def test_an_item_that_converges_is_frozen_while_the_other_runs_on_and_each_says_why_it_stopped():
     # (the engine updates its per-item records in place once an item has stopped: the stopper
-    # must compare with a copy of the last score, not with the record itself)
+    # must compare with a copy of the last score, not with the record itself, or the climbing item
+    # would look settled from then on)
     result = batched_gradient_ascent(UnitObjective(ClimbingSecondUnit(), [0, 1]), converged_default(), [0, 1], SHAPE)
     assert result.stop_reasons == ["converged", "max_iterations"]
-    assert result.n_iterations[0] < 20 and result.n_iterations[1] == 40
+    settled_at = result.n_iterations[0]
+    assert WARM_STEPS <= settled_at < 20 and result.n_iterations[1] == 40
+    # frozen where it stopped: exactly the MEI of a run of that many steps (same blur schedule, held)
+    fixed = converged_default()
+    fixed["stopper"] = {"path": "NumIterations", "kwargs": {"num_iterations": settled_at}}
+    alone = batched_gradient_ascent(UnitObjective(ClimbingSecondUnit(), [0]), fixed, [0], SHAPE)
+    torch.testing.assert_close(result.meis[0], alone.meis[0], rtol=0, atol=1e-6)
+    assert torch.nn.functional.cosine_similarity(result.meis[0].flatten(), gabor().flatten(), dim=0) > 0.9
+
+
+def test_an_item_swinging_between_two_mei_for_ever_has_settled_too():
+    # a step too large for the cos(k · f·x) unit swings it between two equally good MEIs
+    result = batched_gradient_ascent(UnitObjective(SettledAndRestless(), [1]), converged_default(), [0], SHAPE)
+    assert result.stop_reasons == ["converged"] and result.n_iterations[0] < 20
+    swinging = converged_default(patience=3)
+    swinging["stopper"]["kwargs"]["min_iterations"] = 0
+    stopper = Converged(**swinging["stopper"]["kwargs"])
+    a, b = torch.linspace(-1, 1, 16), torch.linspace(1, -1, 16).roll(3)
+    stops = [stopper(SimpleNamespace(i_iter=i, progress=torch.tensor([1.0]), input_=(a if i % 2 else b)[None]))[0].item() for i in range(6)]
+    assert stops == [False, False, False, False, True, True]  # settled against two steps back from step 2 on
 
 
 @pytest.mark.parametrize("tolerances", [{"score_tolerance": 1e-5, "input_tolerance": 1e-5},

@@ -114,12 +114,12 @@ def test_the_tuned_engine_returns_bitwise_what_the_reference_loop_returns(name):
 
 
 def test_items_stopping_once_converged_at_different_steps_are_the_reference_loops_bitwise():
-    objective = UnitObjective(SettledAndRestless(size=SHAPE[-1]), [0, 1, 0])
-    config = default(SHAPE, {"mean": [0.2], "std": [1.0]}, max_iterations=30)
-    seeds = [0, 5, 9]
+    objective = UnitObjective(SettledAndRestless(size=SHAPE[-1]), [0, 1, 0, 1])
+    config = default(SHAPE, {"mean": [0.2], "std": [1.0]}, max_iterations=30, tolerance=1e-5)
+    seeds = [0, 5, 9, 3]
     expected_meis, expected_scores, expected_steps = reference_mei(objective, config, seeds, SHAPE)
     result = batched_gradient_ascent(objective, config, seeds, SHAPE)
-    assert result.stop_reasons == ["converged", "max_iterations", "converged"] and expected_steps[1] == 30
+    assert result.stop_reasons == ["converged"] * 4 and len(set(expected_steps)) > 1
     assert result.n_iterations == expected_steps
     # the engine drops stopped items' rows from the forward pass: the restless item's last steps run
     # in a batch of one, where matrix kernels round differently (the engine's batch-invariance tolerance)
