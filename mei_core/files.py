@@ -44,26 +44,13 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
 def write_json_if_changed(path: str | os.PathLike, payload: Any) -> bool:
     """Write canonical JSON only when its content differs, so an unchanged spec keeps its mtime and
     Snakemake reruns nothing downstream (also under ``--rerun-triggers mtime``). Returns whether written."""
-    text = spec_text(payload)
+    text = json.dumps(json.loads(canonical_json(payload)), indent=2, sort_keys=True) + "\n"
     target = Path(path)
-    if holds_text(target, text):
+    if target.exists() and target.read_text() == text:
         return False
     with atomic_path(target) as temporary:
         temporary.write_text(text)
     return True
-
-
-def spec_text(payload: Any) -> str:
-    """The text :func:`write_json_if_changed` writes for ``payload``."""
-    return json.dumps(json.loads(canonical_json(payload)), indent=2, sort_keys=True) + "\n"
-
-
-def holds_text(path: str | os.PathLike, text: str) -> bool:
-    """Whether the file at ``path`` exists and holds exactly ``text``."""
-    try:
-        return Path(path).read_text() == text
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MEIConfigError
-from ..files import atomic_path, holds_text, spec_text, write_json_if_changed
+from ..files import atomic_path, write_json_if_changed
 from ..hashing import canonical_json, method_hash, sha256_file, sha256_text, source_hashes
 from ..modality import Modality
 from . import stamps
@@ -254,13 +254,14 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
             dry_run: bool = False) -> Plan:
     """Check everything a run needs and write the spec files. Raises MEIConfigError naming the key.
 
-    ``dry_run`` (``snakemake -n``): nothing that exists is changed (no spec file or cache rewritten;
-    only spec files that do not exist yet are made, as Snakemake needs every input to exist to plan;
-    the plan record only when every spec file holds what this plan would write): the rules' content
-    params (:meth:`Plan.input_digest`) show what would rerun.
+    ``dry_run`` (``snakemake -n``): nothing that exists is changed (no spec file, cache or plan
+    record rewritten; only spec files and a plan record that do not exist yet are made, as Snakemake
+    needs every input to exist to plan): the rules' content params (:meth:`Plan.input_digest`) show
+    what would rerun.
 
-    The main process takes the recorded plan of this config, checking and importing nothing, when
-    nothing planning read or wrote has changed since it was recorded (:mod:`.stamps`).
+    The main process takes the plan recorded for this config, checking and importing nothing, when
+    nothing planning read or wrote has changed since a run recorded it (:mod:`.stamps`; a dry run
+    records none, so until the next run each dry run plans again).
 
     ``jobs_run_here``: the jobs run on this machine (not submitted to a cluster, not a dry run), so
     the device they ask for must exist here. ``in_job``: Snakemake parses the Snakefile for a job (not
@@ -364,14 +365,10 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     pending.append((paths.probe_cache(), probes))
     pending.append((paths.file_checksums(), checksums))
     if write and dry_run:
-        specs = [(path, payload) for path, payload in pending if path not in (paths.probe_cache(), paths.file_checksums())]
-        for path, payload in specs:
-            if not (base / path).exists():
+        for path, payload in pending:
+            if not (base / path).exists() and path not in (paths.probe_cache(), paths.file_checksums()):
                 write_json_if_changed(base / path, payload)
-        if all(holds_text(base / path, spec_text(payload)) for path, payload in specs):
-            # every spec file is as a run would leave it: so is the record (the next dry run is quick)
-            _write_plan_record(config, base, plan, stamps.planning_inputs(config, base, [p for p, _ in pending], pythonpath, environment))
-        elif not (base / paths.plan_record()).exists():
+        if not (base / paths.plan_record()).exists():
             # spec files that exist were left as they are, maybe not as planned: no stamps, planned again
             _write_plan_record(config, base, plan, inputs=None)
     elif write:

@@ -17,8 +17,10 @@ its plan, the stamp (size, mtime, ctime, inode) of everything planning read or m
 
 The next invocation of the same config re-stats these paths (milliseconds, no import) and takes the
 recorded plan when every stamp is equal. A stamp within :data:`RACY_NS` of the recording is not
-trusted (a file edited in the same clock tick as it was read keeps its mtime): it is recorded as racy
-and never matches, as git treats racily clean index entries.
+trusted (a file edited in the same clock tick as it was read keeps its mtime): it is recorded as
+untrusted and never matches, as git treats racily clean index entries. A dry run records nothing
+(it changes nothing on disk): after files a run's jobs made that the config names (demo members),
+dry runs plan fully until the next run records the plan again.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-#: a stamp this close (ns) to its recording may predate an edit in the same clock tick: never trusted
-RACY_NS = 2_000_000_000
+#: a stamp this close (ns) to its recording may predate an edit in the same clock tick (file times
+#: advance in ticks of at most 10 ms, often finer): never trusted
+RACY_NS = 100_000_000
 #: files under one named folder stamped at most (a larger folder is not stamped: always planned again)
 MAX_FOLDER_FILES = 10_000
 #: the stamp of a path that cannot be trusted or stamped; equal to no stamp
