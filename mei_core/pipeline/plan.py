@@ -374,7 +374,7 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     elif write:
         for path, payload in pending:
             write_json_if_changed(base / path, payload)
-        inputs = stamps.planning_inputs(config, base, [path for path, _ in pending], pythonpath, environment)
+        inputs = stamps.planning_inputs(config, base, [path for path, _ in pending], produced, pythonpath, environment)
         _write_plan_record(config, base, plan, inputs)
     return plan
 

@@ -6,8 +6,8 @@ nothing it read has changed (benchmarks/README.md, "Planning time"). The main pr
 its plan, the stamp (size, mtime, ctime, inode) of everything planning read or made:
 
 - every path a config string names (member checkpoints and data files, ``input_stats.from``, ground
-  truth, objective tables, builder arguments), as absent when it does not exist yet (a demo rule
-  makes it), and every file under a named folder;
+  truth, objective tables, builder arguments), as absent when it does not exist, and every file under
+  a named folder; not the files demo rules make (their jobs check them, Snakemake's mtimes track them);
 - the source files of the user modules the config names (builders, components, ``method_fn``,
   objectives) and of the user modules they import, transitively (``hashing.user_module_closure``),
   with their folders (a new module beside them can shadow another) and the ``pythonpath`` folders;
@@ -19,8 +19,7 @@ The next invocation of the same config re-stats these paths (milliseconds, no im
 recorded plan when every stamp is equal. A stamp within :data:`RACY_NS` of the recording is not
 trusted (a file edited in the same clock tick as it was read keeps its mtime): it is recorded as
 untrusted and never matches, as git treats racily clean index entries. A dry run records nothing
-(it changes nothing on disk): after files a run's jobs made that the config names (demo members),
-dry runs plan fully until the next run records the plan again.
+(it changes nothing on disk): it plans fully until a run has recorded the plan of its config.
 """
 
 from __future__ import annotations
@@ -73,10 +72,14 @@ def config_strings(value: Any, key: str = "") -> Iterator[str]:
         yield value
 
 
-def _named_paths(config: Mapping[str, Any], base: Path) -> Iterator[Path]:
-    """The paths the config's strings name, with every file and folder under a named folder."""
+def _named_paths(config: Mapping[str, Any], base: Path, produced: Iterable[str]) -> Iterator[Path]:
+    """The paths the config's strings name, with every file and folder under a named folder, except
+    what rules make (``produced``: demo members, their ground truth): the plan holds no content of
+    those (Snakemake's mtimes rerun what reads them) and the jobs that assemble them check them."""
     resolved_base = base.resolve()
     for text in dict.fromkeys(config_strings(config)):
+        if text in produced:
+            continue
         path = base / text
         yield path
         try:
@@ -121,15 +124,16 @@ def _mei_core_files() -> Iterator[Path]:
         yield from (Path(folder) / f for f in sorted(files) if not f.endswith((".pyc", ".pyo")))
 
 
-def planning_inputs(config: Mapping[str, Any], base: Path, written: Iterable[str], pythonpath: Iterable[str],
-                    before: dict[str, Any]) -> dict[str, Any]:
+def planning_inputs(config: Mapping[str, Any], base: Path, written: Iterable[str], produced: Iterable[str],
+                    pythonpath: Iterable[str], before: dict[str, Any]) -> dict[str, Any]:
     """Stamps of what a plan of ``config`` in ``base`` read and wrote (``written``: its spec files,
-    relative to ``base``), for :func:`unchanged`. Call after planning (the user modules are found on
-    the path as planning set it) and after writing the spec files; ``before``: the :func:`environment`
-    before planning imported anything (as the next invocation sees it when it compares)."""
+    relative to ``base``; ``produced``: files rules make, not stamped), for :func:`unchanged`. Call
+    after planning (the user modules are found on the path as planning set it) and after writing the
+    spec files; ``before``: the :func:`environment` before planning imported anything (as the next
+    invocation sees it when it compares)."""
     now = time.time_ns()
     stamps: dict[str, Any] = {}
-    read = [*_named_paths(config, base), *_user_sources(config), *map(Path, pythonpath), *_mei_core_files()]
+    read = [*_named_paths(config, base, set(produced)), *_user_sources(config), *map(Path, pythonpath), *_mei_core_files()]
     for path in read:
         found = stamp(path) if "\0" not in str(path) else UNTRUSTED
         if isinstance(found, list) and max(found[1], found[2]) > now - RACY_NS:
