@@ -132,6 +132,7 @@ def planning_inputs(config: Mapping[str, Any], base: Path, written: Iterable[str
     spec files; ``before``: the :func:`environment` before planning imported anything (as the next
     invocation sees it when it compares)."""
     now = time.time_ns()
+    base = base.resolve()  # paths recorded whole: the record holds whatever the working folder
     stamps: dict[str, Any] = {}
     read = [*_named_paths(config, base, set(produced)), *_user_sources(config), *map(Path, pythonpath), *_mei_core_files()]
     for path in read:
