@@ -318,6 +318,23 @@ def test_an_unchanged_config_takes_its_recorded_plan_and_an_edited_helper_module
     assert prepare(config, project) == edited and (project / first.paths.shard_spec("tiny", 1)).exists()
 
 
+def test_a_file_stamped_in_the_clock_tick_it_was_written_is_never_trusted_and_one_that_appears_is_seen(tmp_path):
+    import time
+
+    from mei_core.pipeline import stamps
+
+    config = {"ensembles": {"e": {"members": [{"checkpoint": "member.pt", "files": ["later.csv"]}]}}}
+    (tmp_path / "member.pt").write_bytes(b"weights")
+    environment = stamps.environment()
+    fresh = stamps.planning_inputs(config, tmp_path, [], [], [], environment)
+    assert fresh["stamps"][str(tmp_path / "member.pt")] == stamps.UNTRUSTED and not stamps.unchanged(fresh)
+    time.sleep(1.5 * stamps.RACY_NS / 1e9)
+    settled = stamps.planning_inputs(config, tmp_path, [], [], [], environment)
+    assert settled["stamps"][str(tmp_path / "later.csv")] is None and stamps.unchanged(settled)
+    (tmp_path / "later.csv").write_text("neuron_id\n1\n")
+    assert not stamps.unchanged(settled)
+
+
 def test_a_second_invocation_plans_without_torch_and_still_sees_a_checkpoint_rewritten_under_its_old_mtime(finished, tmp_path):
     """After a run, Snakemake's main process reads the plan it recorded (no torch, no member loaded);
     a member file changed since, even with its old mtime (``cp -p``), is planned again."""
