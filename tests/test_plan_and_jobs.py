@@ -277,3 +277,80 @@ def test_a_jobs_parse_of_the_snakefile_imports_no_torch(project):
     result = subprocess.run([sys.executable, "-c", code, *snakemake_args, *job], env=environment, capture_output=True, text=True)
     assert "exit 0 False False" in result.stderr, result.stderr[-3000:]
     assert "no plan of this config recorded" not in result.stderr
+
+
+# ------------------------------------------------------------------ planning again only what changed
+
+#: a lab's builder module that imports a helper module of its own (not named in the config)
+LAB_BUILDERS = "from lab_helpers import build_kwargs\nfrom mei_core.demo.v1 import build_demo_cnn\n\n\ndef build(**kwargs):\n    return build_demo_cnn(**build_kwargs(kwargs))\n"
+LAB_HELPERS = "def build_kwargs(kwargs):\n    return dict(kwargs)\n"
+
+
+def test_an_unchanged_config_takes_its_recorded_plan_and_an_edited_helper_module_or_deleted_spec_is_planned_again(project, monkeypatch):
+    import time
+
+    from mei_core.pipeline import plan as plan_module
+    from mei_core.pipeline import stamps
+
+    (project / "lab").mkdir()
+    (project / "lab" / "lab_builders.py").write_text(LAB_BUILDERS)
+    (project / "lab" / "lab_helpers.py").write_text(LAB_HELPERS)
+    config = tiny_config()
+    config["pythonpath"] = ["lab"]
+    for member in config["ensembles"]["tiny"]["members"]:
+        member["builder"] = "lab_builders.build"
+    time.sleep(1.5 * stamps.RACY_NS / 1e9)  # files written in the clock tick of a plan are never trusted
+    first = prepare(config, project)
+    spec = first.paths.member_spec("tiny", "members")
+
+    def checked(*args, **kwargs):
+        raise AssertionError("an unchanged config was checked again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(plan_module, "_method_spec", checked)
+        assert prepare(config, project) == first  # nothing read or written changed: the recorded plan
+        (project / "lab" / "lab_helpers.py").write_text(LAB_HELPERS.replace("dict(kwargs)", "dict(kwargs, channels=kwargs['channels'])"))
+        with pytest.raises(AssertionError, match="checked again"):
+            prepare(config, project)
+    edited = prepare(config, project)
+    assert edited.contents[spec] != first.contents[spec]  # the members' sources changed: assembled again
+    (project / first.paths.shard_spec("tiny", 1)).unlink()
+    assert prepare(config, project) == edited and (project / first.paths.shard_spec("tiny", 1)).exists()
+
+
+def test_a_file_stamped_in_the_clock_tick_it_was_written_is_never_trusted_and_one_that_appears_is_seen(tmp_path):
+    import time
+
+    from mei_core.pipeline import stamps
+
+    config = {"ensembles": {"e": {"members": [{"checkpoint": "member.pt", "files": ["later.csv"]}]}}}
+    (tmp_path / "member.pt").write_bytes(b"weights")
+    environment = stamps.environment()
+    fresh = stamps.planning_inputs(config, tmp_path, [], [], [], environment)
+    assert fresh["stamps"][str(tmp_path / "member.pt")] == stamps.UNTRUSTED and not stamps.unchanged(fresh)
+    time.sleep(1.5 * stamps.RACY_NS / 1e9)
+    settled = stamps.planning_inputs(config, tmp_path, [], [], [], environment)
+    assert settled["stamps"][str(tmp_path / "later.csv")] is None and stamps.unchanged(settled)
+    (tmp_path / "later.csv").write_text("neuron_id\n1\n")
+    assert not stamps.unchanged(settled)
+
+
+def test_a_second_invocation_plans_without_torch_and_still_sees_a_checkpoint_rewritten_under_its_old_mtime(finished, tmp_path):
+    """After a run, Snakemake's main process reads the plan it recorded (no torch, no member loaded);
+    a member file changed since, even with its old mtime (``cp -p``), is planned again."""
+    from workflow_support import copy_project, planned_outputs, save_member
+
+    project = copy_project(finished, tmp_path / "project")
+    code = ("import sys\nfrom snakemake.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('exit', code, 'torch' in sys.modules, file=sys.stderr)")
+    command = [sys.executable, "-c", code, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(project),
+               "--configfiles", str(project / "config.yaml"), "--cores", "1"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(command, env=environment, capture_output=True, check=True)  # nothing to run: plans this copy, records its plan
+    result = subprocess.run([*command, "--dry-run"], env=environment, capture_output=True, text=True)
+    assert "exit 0 False" in result.stderr and "Nothing to be done" in result.stdout + result.stderr, result.stderr[-3000:]
+    member = project / "models" / "member_2.pt"
+    before = member.stat()
+    save_member(project, 2, weight_seed=99)
+    os.utime(member, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert planned_outputs(project)["assemble_ensemble"] == ["resources/ensembles/tiny/members.manifest.json"]

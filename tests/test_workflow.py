@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 
 from workflow_support import (
-    edited, make_project, planned_outputs, read_config, save_member, snakemake, tiny_config, write_config,
+    edited, make_project, method, planned_outputs, read_config, save_member, snakemake, tiny_config, write_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -165,6 +165,18 @@ def test_a_new_run_after_adding_a_seed_keeps_old_meis_and_adds_new_ones(project,
     earlier = xr.open_zarr(finished / "results" / "tiny.zarr")
     np.testing.assert_array_equal(dataset["mei"].sel({"seed": 0}).values, earlier["mei"].sel({"seed": 0}).values)
     assert not np.array_equal(dataset["mei"].sel({"seed": 7}).values, earlier["mei"].sel({"seed": 0}).values)
+
+
+def test_adding_a_method_draws_only_its_figures_and_the_cross_method_summaries(project):
+    config = edited(read_config(project))
+    config["methods"]["medium"] = method(8)
+    write_config(project, config)
+    planned = planned_outputs(project)
+    assert planned["mei_grid"] == ["results/figures/tiny/medium.png"]
+    assert planned["browse_thumbnails"] == ["results/browse/thumbnails/tiny/medium"]
+    # the tables and the browser's page hold every method: they are made again (cheaply)
+    assert set(planned) == {"generate_meis", "score_heldout", "aggregate", "validate", "combine_tables", "checksums",
+                            "mei_grid", "browse_thumbnails", "browse", "all"}
 
 
 def test_lint_is_clean(finished):

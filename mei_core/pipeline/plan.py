@@ -33,6 +33,7 @@ from ..errors import MEIConfigError
 from ..files import atomic_path, write_json_if_changed
 from ..hashing import canonical_json, method_hash, sha256_file, sha256_text, source_hashes
 from ..modality import Modality
+from . import stamps
 from .paths import MEMBER_GROUPS, TABLES, Paths
 
 # Imported in the functions that use them (not here): .config, .demo, .ensembles, .method,
@@ -125,6 +126,20 @@ class Plan:
         if ensemble not in self.heldout_ensembles:
             return []
         return [self.paths.heldout_file(s.ensemble, s.method, s.seed, s.index) for s in self.shards_of(ensemble)]
+
+    def method_shard_files(self, ensemble: str, method: str) -> list[str]:
+        """The MEI files of one (ensemble, method): what its pictures (figure, GIFs, thumbnails) show."""
+        return [self.paths.shard_file(s.ensemble, s.method, s.seed, s.index) for s in self.shards_of(ensemble) if s.method == method]
+
+    def method_result_files(self, ensemble: str, method: str) -> list[str]:
+        """The MEI and held-out score files of one (ensemble, method): its rows of the validation table
+        change only with these (or with the ground truth). Figures of a method depend on these, and on
+        the ensemble's store and tables only as ``ancient`` (rewritten whenever any method changes), so
+        adding or changing a method redraws that method's figures alone."""
+        heldout = ensemble in self.heldout_ensembles
+        return [f for s in self.shards_of(ensemble) if s.method == method
+                for f in (self.paths.shard_file(s.ensemble, s.method, s.seed, s.index),
+                          *([self.paths.heldout_file(s.ensemble, s.method, s.seed, s.index)] if heldout else []))]
 
     def ground_truth_files(self, ensemble: str) -> list[str]:
         """The ground-truth file validation of ``ensemble`` reads (none without ground truth)."""
@@ -244,6 +259,10 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
     needs every input to exist to plan): the rules' content params (:meth:`Plan.input_digest`) show
     what would rerun.
 
+    The main process takes the plan recorded for this config, checking and importing nothing, when
+    nothing planning read or wrote has changed since a run recorded it (:mod:`.stamps`; a dry run
+    records none, so until the next run each dry run plans again).
+
     ``jobs_run_here``: the jobs run on this machine (not submitted to a cluster, not a dry run), so
     the device they ask for must exist here. ``in_job``: Snakemake parses the Snakefile for a job (not
     ``workflow.is_main_process``); the main process has checked this config and recorded its plan, which
@@ -258,15 +277,21 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
         record = Paths(config.get("results", "results"), config.get("resources", "resources")).plan_record()
         print(f"mei_core: no plan of this config recorded in {record}: checking the whole config in this job", file=sys.stderr)
         write = False  # the main process writes the spec files
+    if jobs_run_here:
+        check_device(config.get("device", "auto"))
+    pythonpath = use_pythonpath(config.get("pythonpath"), base)
+    environment = stamps.environment()  # before planning's imports, as the next invocation sees it
+    if not in_job:
+        # nothing planning read or wrote has changed since the recorded plan was made: it is this plan
+        recorded = read_plan_record(config, base, inputs_unchanged=True)
+        if recorded is not None:
+            return recorded
     from ..config import import_object
     from ..demo import demo_kind
     from .ensembles import check_ensemble, group_files, probe_members
     from .method_entries import expand_grids, method_fn_of, refuse_identical_grid_members
     from ..objectives.kinds import table_rows
 
-    if jobs_run_here:
-        check_device(config.get("device", "auto"))
-    use_pythonpath(config.get("pythonpath"), base)
     paths = Paths(config.get("results", "results"), config.get("resources", "resources"))
     for key in ("results", "resources"):
         check_folder(base, getattr(paths, key), key)
@@ -344,11 +369,13 @@ def prepare(config: dict, base_dir: str | Path = ".", write: bool = True, jobs_r
             if not (base / path).exists() and path not in (paths.probe_cache(), paths.file_checksums()):
                 write_json_if_changed(base / path, payload)
         if not (base / paths.plan_record()).exists():
-            _write_plan_record(config, base, plan)
+            # spec files that exist were left as they are, maybe not as planned: no stamps, planned again
+            _write_plan_record(config, base, plan, inputs=None)
     elif write:
         for path, payload in pending:
             write_json_if_changed(base / path, payload)
-        _write_plan_record(config, base, plan)
+        inputs = stamps.planning_inputs(config, base, [path for path, _ in pending], produced, pythonpath, environment)
+        _write_plan_record(config, base, plan, inputs)
     return plan
 
 
@@ -374,10 +401,12 @@ def _config_key(config: dict, base: Path) -> str | None:
         return None
 
 
-def _write_plan_record(config: dict, base: Path, plan: Plan) -> None:
+def _write_plan_record(config: dict, base: Path, plan: Plan, inputs: dict[str, Any] | None) -> None:
+    """``inputs``: the stamps of what the plan read and wrote (:func:`stamps.planning_inputs`), by which
+    the next main process knows the plan still holds (``None``: it plans again)."""
     key = _config_key(config, base)
     planned = plan.to_record()
-    record = {"config": key, "plan": planned, "plan_sha256": sha256_text(canonical_json(planned))}
+    record = {"config": key, "plan": planned, "plan_sha256": sha256_text(canonical_json(planned)), "inputs": inputs}
     text = json.dumps(record, indent=1, sort_keys=True) + "\n"
     path = base / plan.paths.plan_record()
     if key is None or json.loads(text) != record:  # a value JSON would not give back as it is
@@ -389,8 +418,9 @@ def _write_plan_record(config: dict, base: Path, plan: Plan) -> None:
         temporary.write_text(text)
 
 
-def read_plan_record(config: dict, base: str | Path = ".") -> Plan | None:
-    """The plan the main process recorded for this config in this folder (``None`` if none)."""
+def read_plan_record(config: dict, base: str | Path = ".", inputs_unchanged: bool = False) -> Plan | None:
+    """The plan the main process recorded for this config in this folder (``None`` if none). With
+    ``inputs_unchanged``: only if nothing it was made from has changed since (:func:`stamps.unchanged`)."""
     base = Path(base)
     paths = Paths(config.get("results", "results"), config.get("resources", "resources"))
     try:
@@ -398,6 +428,8 @@ def read_plan_record(config: dict, base: str | Path = ".") -> Plan | None:
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("config") is None or record["config"] != _config_key(config, base):
+        return None
+    if inputs_unchanged and not stamps.unchanged(record.get("inputs")):
         return None
     try:
         if sha256_text(canonical_json(record["plan"])) != record["plan_sha256"]:

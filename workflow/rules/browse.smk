@@ -8,7 +8,7 @@ import json
 rule browse_thumbnails:
     input:
         zarr=ancient(PATHS.zarr("{ensemble}")),
-        shards=lambda wildcards: [f for s, f in zip(PLAN.shards_of(wildcards.ensemble), PLAN.shard_files(wildcards.ensemble)) if s.method == wildcards.method],
+        shards=lambda wildcards: PLAN.method_shard_files(wildcards.ensemble, wildcards.method),
     output:
         directory(PATHS.browse_thumbnails("{ensemble}", "{method}")),
     params:

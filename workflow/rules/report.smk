@@ -1,10 +1,17 @@
 # PNG grids of MEIs per (ensemble, method), also collected by `snakemake --report`.
+#
+# The store and the validation table hold every method of an ensemble and are rewritten whenever any
+# method changes: figures read them as `ancient` and depend on their own methods' MEI and held-out
+# files (Plan.method_result_files) and the ground truth, so adding or changing a method draws only its
+# figures, and the grid figures of the grids it belongs to.
 
 
 rule mei_grid:
     input:
-        zarr=PATHS.zarr("{ensemble}"),
-        validation=PATHS.ensemble_table("{ensemble}", "validation"),
+        zarr=ancient(PATHS.zarr("{ensemble}")),
+        validation=ancient(PATHS.ensemble_table("{ensemble}", "validation")),
+        results=lambda wildcards: PLAN.method_result_files(wildcards.ensemble, wildcards.method),
+        truth=lambda wildcards: PLAN.ground_truth_files(wildcards.ensemble),
     output:
         report(
             PATHS.figure("{ensemble}", "{method}"),
@@ -13,6 +20,8 @@ rule mei_grid:
             subcategory="{ensemble}",
             labels={"ensemble": "{ensemble}", "method": "{method}"},
         ),
+    params:
+        content=lambda wildcards: PLAN.input_digest(PLAN.ground_truth_files(wildcards.ensemble)),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -24,7 +33,9 @@ rule mei_grid:
 
 rule grid_figure:
     input:
-        validation=PATHS.ensemble_table("{ensemble}", "validation"),
+        validation=ancient(PATHS.ensemble_table("{ensemble}", "validation")),
+        results=lambda wildcards: [f for m in PLAN.grids_of(wildcards.ensemble)[wildcards.grid] for f in PLAN.method_result_files(wildcards.ensemble, m)],
+        truth=lambda wildcards: PLAN.ground_truth_files(wildcards.ensemble),
     output:
         report(
             PATHS.grid_figure("{ensemble}", "{grid}"),
@@ -36,6 +47,7 @@ rule grid_figure:
     params:
         methods=lambda wildcards: PLAN.grids_of(wildcards.ensemble)[wildcards.grid],
         labels=lambda wildcards: PLAN.grid_labels(PLAN.grids_of(wildcards.ensemble)[wildcards.grid]),
+        content=lambda wildcards: PLAN.input_digest(PLAN.ground_truth_files(wildcards.ensemble)),
     conda:
         "../envs/mei_core.yaml"
     log:
@@ -47,7 +59,8 @@ rule grid_figure:
 
 rule video_gifs:
     input:
-        zarr=PATHS.zarr("{ensemble}"),
+        zarr=ancient(PATHS.zarr("{ensemble}")),
+        shards=lambda wildcards: PLAN.method_shard_files(wildcards.ensemble, wildcards.method),
     output:
         directory(PATHS.video_folder("{ensemble}", "{method}")),
     conda:
