@@ -112,16 +112,14 @@ class MultiplyBy(Preconditioner):
     """Multiply the gradient by ``const · decay_factor**i`` (``decay: multiplicative``, the default),
     by ``const + decay_factor·(i − 1)`` (``decay: additive``, sinzlab/mei's meaning) or by ``const +
     decay_factor·i`` (``decay: linear``: a step size ramped linearly); ``decay_factor: null`` keeps
-    ``const``; ``hold_at``: the factor the schedule stops at (a step-size schedule that ends by a step)."""
+    ``const``."""
 
-    def __init__(self, const: float = 1.0, decay_factor: float | None = 1.0, decay: str = "multiplicative",
-                 hold_at: float | None = None):
+    def __init__(self, const: float = 1.0, decay_factor: float | None = 1.0, decay: str = "multiplicative"):
         if decay not in DECAYS:
             raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
         self.const = float(const)
         self.decay_factor = None if decay_factor is None else float(decay_factor)
         self.decay = decay
-        self.hold_at = None if hold_at is None else float(hold_at)
 
     def __call__(self, grad: Tensor, step: Step) -> Tensor:
-        return grad * scheduled(self.const, self.decay_factor, step.i_iter, self.decay, self.hold_at)
+        return grad * scheduled(self.const, self.decay_factor, step.i_iter, self.decay)
