@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -50,11 +51,11 @@ class PowerMomentumSGD(Optimizer):
     acts on deviations; a constant offset would otherwise be pushed too). Rows are independent.
     """
 
-    def __init__(self, params, lr: float, centre: float | list[float] = 0.0, gamma: float = 0.95):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, centre: float | list[float] = 0.0, gamma: float = 0.95):
         super().__init__(params, {"lr": lr, "centre": centre, "gamma": gamma})
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: None = None) -> None:
         for group in self.param_groups:
             for x in group["params"]:
                 centre = torch.as_tensor(group["centre"], dtype=x.dtype).reshape(1, -1, *[1] * (x.dim() - 2))
@@ -80,9 +81,11 @@ def scores(recipe: PopulationRecipe, ensemble: torch.nn.Module, gamma: float | N
     else:
         config = presets.default(recipe.input_shape, recipe.input_stats)
         if gamma > 0:
+            # the step size and the budget's centre as the preset wrote them (its SGD, its ChangeNormAroundMean)
             lr = config["optimizer"]["kwargs"]["lr"]
+            (budget,) = [p for p in config["postprocessing"] if p["path"] == "ChangeNormAroundMean"]
             config["optimizer"] = {"path": f"{__name__}.PowerMomentumSGD",
-                                   "kwargs": {"lr": lr, "centre": list(recipe.input_stats["mean"]), "gamma": gamma}}
+                                   "kwargs": {"lr": lr, "centre": budget["kwargs"]["mean"], "gamma": gamma}}
     results = [batched_gradient_ascent(UnitObjective(ensemble, list(range(n))), config, [seed] * n, recipe.input_shape)
                for seed in SEEDS]
     return torch.stack([r.scores for r in results]), [s for r in results for s in r.n_iterations]
